@@ -2,3 +2,12 @@
 //!
 //! Pipeline: locate (`binary`, `symtab`, `buildinfo`) → read (`memory`, `maps`) → walk (`buckets`,
 //! `layout`) → symbolize (`pclntab`, `stack`) → emit (`heap_profile`).
+
+pub mod binary;
+pub mod buckets;
+pub mod buildinfo;
+pub mod error;
+pub mod layout;
+pub mod maps;
+pub mod memory;
+pub mod symtab;

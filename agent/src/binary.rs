@@ -1,0 +1,402 @@
+//! A Go executable on disk: what kind of ELF it is, its Go version, its sections and load segments, and
+//! the addresses of the runtime globals goheap reads.
+//!
+//! Only headers are read when opening (`object::ReadCache` reads ranges on demand); `.symtab` is
+//! scanned with [`crate::symtab::SymbolTable`] in fixed memory. Open targets through `/proc/PID/exe` so
+//! binaries in other mount namespaces (containers) resolve.
+
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use object::elf;
+use object::read::elf::{ElfFile64, FileHeader, ProgramHeader, SectionHeader};
+use object::{Endianness, ReadCache};
+
+use crate::buildinfo::{self, BuildInfoError, GoVersion};
+use crate::symtab::{ScanStats, SymbolTable, SymtabError, SymtabLocation};
+
+/// Runtime globals goheap looks up in `.symtab`.
+pub const SYM_MBUCKETS: &str = "runtime.mbuckets";
+pub const SYM_MEM_PROFILE_RATE: &str = "runtime.MemProfileRate";
+pub const SYM_DISABLE_MEMORY_PROFILING: &str = "runtime.disableMemoryProfiling";
+pub const SYM_MPROF_CYCLE: &str = "runtime.mProfCycle";
+
+/// Sections are refused beyond this count (a Go binary has ~40; cgo binaries ~60).
+const MAX_SECTIONS: usize = 4096;
+
+/// Errors opening or inspecting an executable.
+#[derive(Debug, thiserror::Error)]
+pub enum BinaryError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}: not an ELF file or a malformed one: {1}")]
+    NotElf(String, object::Error),
+    #[error("{0}: only 64-bit ELF executables are supported")]
+    Not64Bit(String),
+    #[error("{0}: not a Go binary (no .go.buildinfo section)")]
+    NotGo(String),
+    #[error("{0}: unreadable Go build info: {1}")]
+    BuildInfo(String, BuildInfoError),
+    #[error("{0}: too many sections")]
+    TooManySections(String),
+    #[error("{0}: {1}")]
+    Symtab(String, SymtabError),
+}
+
+/// Identity of a binary file for caching per-binary work: two processes of the same file share it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BinaryIdentity {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i128,
+}
+
+impl BinaryIdentity {
+    pub fn of(meta: &std::fs::Metadata) -> BinaryIdentity {
+        BinaryIdentity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        }
+    }
+}
+
+/// One section header, as far as goheap cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SectionInfo {
+    pub name: String,
+    pub index: usize,
+    pub kind: u32,
+    pub address: u64,
+    pub offset: u64,
+    pub size: u64,
+    pub link: u32,
+}
+
+/// One `PT_LOAD` segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadSegment {
+    pub vaddr: u64,
+    pub memsz: u64,
+    pub offset: u64,
+    pub filesz: u64,
+    pub flags: u32,
+}
+
+/// CPU architecture of the binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    Amd64,
+    Arm64,
+    Other,
+}
+
+/// Addresses of the runtime globals (unrelocated ELF virtual addresses), and how they were found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeSymbols {
+    pub mbuckets: u64,
+    pub mem_profile_rate: u64,
+    pub disable_memory_profiling: Option<u64>,
+    pub mprof_cycle: Option<u64>,
+    /// `symtab`, `debug-file` or `code-reference`.
+    pub method: LocateMethod,
+}
+
+/// How the runtime globals were located.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LocateMethod {
+    Symtab,
+    DebugFile,
+    CodeReference,
+}
+
+impl LocateMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LocateMethod::Symtab => "symtab",
+            LocateMethod::DebugFile => "debug-file",
+            LocateMethod::CodeReference => "code-reference",
+        }
+    }
+
+    /// Whether an address found this way is proven enough to be written to (force mode).
+    pub fn proven_by_symbols(self) -> bool {
+        matches!(self, LocateMethod::Symtab | LocateMethod::DebugFile)
+    }
+}
+
+/// A Go executable, opened and inspected.
+#[derive(Debug)]
+pub struct GoBinary {
+    pub path: PathBuf,
+    pub file: File,
+    pub identity: BinaryIdentity,
+    pub arch: Arch,
+    /// `ET_DYN`: position independent, loaded at a bias found in `/proc/PID/maps`.
+    pub is_pie: bool,
+    pub little_endian: bool,
+    pub go_version: GoVersion,
+    pub sections: Vec<SectionInfo>,
+    pub segments: Vec<LoadSegment>,
+    /// GNU build ID (hex) if present.
+    pub gnu_build_id: Option<String>,
+    /// Go build ID (from `.note.go.buildid`) if present.
+    pub go_build_id: Option<String>,
+}
+
+impl GoBinary {
+    /// Opens `path` (e.g. `/proc/PID/exe`) and reads its headers and Go version.
+    pub fn open(path: &Path) -> Result<GoBinary, BinaryError> {
+        let display = path.display().to_string();
+        let io = |source| BinaryError::Io {
+            path: display.clone(),
+            source,
+        };
+        let file = File::open(path).map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
+        Self::from_file(path, file, &meta)
+    }
+
+    fn from_file(
+        path: &Path,
+        file: File,
+        meta: &std::fs::Metadata,
+    ) -> Result<GoBinary, BinaryError> {
+        let display = path.display().to_string();
+        let identity = BinaryIdentity::of(meta);
+        let cache = ReadCache::new(&file);
+        let elf_file = match ElfFile64::<Endianness, _>::parse(&cache) {
+            Ok(f) => f,
+            Err(e) => {
+                // A 32-bit ELF parses as an error here; say so precisely.
+                let mut ident = [0u8; 5];
+                if file.read_at(&mut ident, 0).ok() == Some(5)
+                    && &ident[..4] == b"\x7fELF"
+                    && ident[4] == 1
+                {
+                    return Err(BinaryError::Not64Bit(display));
+                }
+                return Err(BinaryError::NotElf(display, e));
+            }
+        };
+        let endian = elf_file.endian();
+        let header = elf_file.elf_header();
+        let is_pie = header.e_type(endian) == elf::ET_DYN;
+        let arch = match header.e_machine(endian) {
+            elf::EM_X86_64 => Arch::Amd64,
+            elf::EM_AARCH64 => Arch::Arm64,
+            _ => Arch::Other,
+        };
+        let table = elf_file.elf_section_table();
+        if table.len() > MAX_SECTIONS {
+            return Err(BinaryError::TooManySections(display));
+        }
+        let mut sections = Vec::with_capacity(table.len());
+        for (index, sh) in table.iter().enumerate() {
+            let name = table
+                .section_name(endian, sh)
+                .map(|n| String::from_utf8_lossy(n).into_owned())
+                .unwrap_or_default();
+            sections.push(SectionInfo {
+                name,
+                index,
+                kind: sh.sh_type(endian),
+                address: sh.sh_addr(endian),
+                offset: sh.sh_offset(endian),
+                size: sh.sh_size(endian),
+                link: sh.sh_link(endian),
+            });
+        }
+        let mut segments = Vec::new();
+        for ph in elf_file.elf_program_headers() {
+            if ph.p_type(endian) == elf::PT_LOAD {
+                segments.push(LoadSegment {
+                    vaddr: ph.p_vaddr(endian),
+                    memsz: ph.p_memsz(endian),
+                    offset: ph.p_offset(endian),
+                    filesz: ph.p_filesz(endian),
+                    flags: ph.p_flags(endian),
+                });
+            }
+        }
+        drop(elf_file);
+        drop(cache);
+        let little_endian = matches!(endian, Endianness::Little);
+        let mut bin = GoBinary {
+            path: path.to_path_buf(),
+            file,
+            identity,
+            arch,
+            is_pie,
+            little_endian,
+            go_version: GoVersion {
+                major: 0,
+                minor: 0,
+                patch: 0,
+                raw: String::new(),
+            },
+            sections,
+            segments,
+            gnu_build_id: None,
+            go_build_id: None,
+        };
+        let bi = bin
+            .section(".go.buildinfo")
+            .cloned()
+            .ok_or_else(|| BinaryError::NotGo(display.clone()))?;
+        let mut head = vec![0u8; buildinfo::VERSION_PREFIX_LEN.min(bi.size as usize)];
+        let n = bin
+            .read_file_at(&mut head, bi.offset)
+            .map_err(|source| BinaryError::Io {
+                path: display.clone(),
+                source,
+            })?;
+        head.truncate(n);
+        bin.go_version = buildinfo::parse_version(&head)
+            .map_err(|e| BinaryError::BuildInfo(display.clone(), e))?;
+        bin.gnu_build_id = bin.read_note(".note.gnu.build-id").map(|d| hex(&d));
+        bin.go_build_id = bin
+            .read_note(".note.go.buildid")
+            .map(|d| String::from_utf8_lossy(&d).into_owned());
+        Ok(bin)
+    }
+
+    /// The first section with this name.
+    pub fn section(&self, name: &str) -> Option<&SectionInfo> {
+        self.sections.iter().find(|s| s.name == name)
+    }
+
+    /// The section containing virtual address `addr`, if any (allocated sections only).
+    pub fn section_containing(&self, addr: u64) -> Option<&SectionInfo> {
+        self.sections
+            .iter()
+            .find(|s| s.address != 0 && addr >= s.address && addr - s.address < s.size)
+    }
+
+    /// Reads file bytes at `offset`; returns how many were read (short at EOF).
+    pub fn read_file_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        let mut done = 0;
+        while done < buf.len() {
+            let n = self.file.read_at(&mut buf[done..], offset + done as u64)?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        Ok(done)
+    }
+
+    /// Reads the whole of a (small, bounded) section.
+    pub fn read_section(&self, name: &str, max_len: u64) -> Option<Vec<u8>> {
+        let s = self.section(name)?;
+        if s.kind == elf::SHT_NOBITS || s.size > max_len {
+            return None;
+        }
+        let mut buf = vec![0u8; s.size as usize];
+        let n = self.read_file_at(&mut buf, s.offset).ok()?;
+        buf.truncate(n);
+        Some(buf)
+    }
+
+    /// The descriptor of the first note in a note section (bounded to 4 KiB).
+    fn read_note(&self, name: &str) -> Option<Vec<u8>> {
+        let data = self.read_section(name, 4096)?;
+        let rd = |o: usize| -> Option<u32> {
+            let b: [u8; 4] = data.get(o..o + 4)?.try_into().ok()?;
+            Some(if self.little_endian {
+                u32::from_le_bytes(b)
+            } else {
+                u32::from_be_bytes(b)
+            })
+        };
+        let namesz = rd(0)? as usize;
+        let descsz = rd(4)? as usize;
+        let desc_off = 12usize.checked_add(namesz.checked_add(3)? & !3)?;
+        data.get(desc_off..desc_off.checked_add(descsz)?)
+            .map(|d| d.to_vec())
+    }
+
+    /// Where `.symtab` and its string table are, if the binary has them.
+    pub fn symtab_location(&self) -> Option<SymtabLocation> {
+        let symtab = self.sections.iter().find(|s| s.kind == elf::SHT_SYMTAB)?;
+        let strtab = self.sections.get(symtab.link as usize)?;
+        if strtab.kind != elf::SHT_STRTAB || symtab.size == 0 {
+            return None;
+        }
+        Some(SymtabLocation {
+            symtab_offset: symtab.offset,
+            symtab_size: symtab.size,
+            strtab_offset: strtab.offset,
+            strtab_size: strtab.size,
+            little_endian: self.little_endian,
+        })
+    }
+
+    /// Looks up the runtime globals in this file's `.symtab` (streaming, fixed memory).
+    /// `Ok(None)` when the binary has no `.symtab` or lacks `runtime.mbuckets`.
+    pub fn runtime_symbols_from_symtab(
+        &self,
+    ) -> Result<Option<(RuntimeSymbols, ScanStats)>, BinaryError> {
+        let Some(loc) = self.symtab_location() else {
+            return Ok(None);
+        };
+        let names = [
+            SYM_MBUCKETS,
+            SYM_MEM_PROFILE_RATE,
+            SYM_DISABLE_MEMORY_PROFILING,
+            SYM_MPROF_CYCLE,
+        ];
+        let table = SymbolTable::find(&self.file, loc, &names)
+            .map_err(|e| BinaryError::Symtab(self.path.display().to_string(), e))?;
+        let (Some(mb), Some(rate)) = (table.get(SYM_MBUCKETS), table.get(SYM_MEM_PROFILE_RATE))
+        else {
+            return Ok(None);
+        };
+        Ok(Some((
+            RuntimeSymbols {
+                mbuckets: mb.value,
+                mem_profile_rate: rate.value,
+                disable_memory_profiling: table.get(SYM_DISABLE_MEMORY_PROFILING).map(|s| s.value),
+                mprof_cycle: table.get(SYM_MPROF_CYCLE).map(|s| s.value),
+                method: LocateMethod::Symtab,
+            },
+            table.stats,
+        )))
+    }
+
+    /// Reads a little integer stored in the file image at virtual address `addr` (for initialized data
+    /// such as `runtime.disableMemoryProfiling`); `None` for `.bss`/unmapped addresses.
+    pub fn read_initialized(&self, addr: u64, len: usize) -> Option<u64> {
+        if len > 8 {
+            return None;
+        }
+        let s = self.section_containing(addr)?;
+        if s.kind == elf::SHT_NOBITS {
+            return Some(0);
+        }
+        let mut buf = [0u8; 8];
+        let n = self
+            .read_file_at(&mut buf[..len], s.offset + (addr - s.address))
+            .ok()?;
+        if n != len {
+            return None;
+        }
+        Some(if self.little_endian {
+            u64::from_le_bytes(buf)
+        } else {
+            u64::from_be_bytes(buf)
+        })
+    }
+}
+
+fn hex(d: &[u8]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,632 @@
+//! Walking the runtime's memory-profile bucket list (`runtime.mbuckets` → `allnext` → …) in a remote
+//! process, and turning the counters into what `runtime.MemProfile` would return.
+//!
+//! Everything read is untrusted: the walk is bounded by [`WalkLimits`], detects cycles, checks that
+//! every bucket is a memory-profile bucket with a plausible `nstk` and size, and (when a
+//! [`MemoryMap`] is given) that each pointer lies in readable memory before it is followed. A list that
+//! turns bad part-way ends the walk with the buckets read so far and a warning.
+
+use std::collections::HashSet;
+
+use crate::layout::{self, RuntimeLayout, FUTURE_CYCLES};
+use crate::maps::MemoryMap;
+use crate::memory::{MemoryError, ReadRequest, RemoteMemory};
+
+/// Bounds on one walk.
+#[derive(Debug, Clone, Copy)]
+pub struct WalkLimits {
+    /// Stop after this many buckets (a warning says the list was truncated).
+    pub max_buckets: usize,
+    /// Frames read speculatively with the header, so most buckets cost one read.
+    pub prefetch_frames: u64,
+}
+
+impl Default for WalkLimits {
+    fn default() -> Self {
+        WalkLimits {
+            max_buckets: 1 << 20,
+            prefetch_frames: 64,
+        }
+    }
+}
+
+/// Object sizes above this are treated as garbage (no real allocation is 256 TiB).
+const MAX_OBJECT_SIZE: u64 = 1 << 48;
+
+/// One `memRecordCycle`: counts of sampled objects, and their bytes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Cycle {
+    pub allocs: u64,
+    pub frees: u64,
+    pub alloc_bytes: u64,
+    pub free_bytes: u64,
+}
+
+impl Cycle {
+    fn add(&mut self, o: &Cycle) {
+        self.allocs = self.allocs.wrapping_add(o.allocs);
+        self.frees = self.frees.wrapping_add(o.frees);
+        self.alloc_bytes = self.alloc_bytes.wrapping_add(o.alloc_bytes);
+        self.free_bytes = self.free_bytes.wrapping_add(o.free_bytes);
+    }
+}
+
+/// The `memRecord` of one bucket.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MemRecord {
+    pub active: Cycle,
+    pub future: [Cycle; FUTURE_CYCLES],
+}
+
+impl MemRecord {
+    /// Decodes a memRecord; for layouts without byte counters, bytes = count × `size`.
+    pub fn decode(layout: &RuntimeLayout, data: &[u8], size: u64) -> Option<MemRecord> {
+        let need = layout.record_size() as usize;
+        let data = data.get(..need)?;
+        let word =
+            |i: usize| u64::from_le_bytes(data[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+        let words_per_cycle = (layout.cycle_size / 8) as usize;
+        let cycle = |c: usize| {
+            let b = c * words_per_cycle;
+            let (allocs, frees) = (word(b), word(b + 1));
+            if layout.cycle_has_bytes {
+                Cycle {
+                    allocs,
+                    frees,
+                    alloc_bytes: word(b + 2),
+                    free_bytes: word(b + 3),
+                }
+            } else {
+                Cycle {
+                    allocs,
+                    frees,
+                    alloc_bytes: allocs.wrapping_mul(size),
+                    free_bytes: frees.wrapping_mul(size),
+                }
+            }
+        };
+        Some(MemRecord {
+            active: cycle(0),
+            future: [cycle(1), cycle(2), cycle(3)],
+        })
+    }
+}
+
+/// One bucket as read from the target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawBucket {
+    /// Address of the bucket in the target (stable: the runtime never frees buckets).
+    pub addr: u64,
+    /// Allocation size class of the objects in this bucket, in bytes.
+    pub size: u64,
+    /// Return PCs, innermost first (runtime addresses: subtract the load bias to symbolize).
+    pub stack: Vec<u64>,
+    pub record: MemRecord,
+}
+
+impl RawBucket {
+    /// Address of this bucket's memRecord in the target.
+    pub fn record_addr(&self, layout: &RuntimeLayout) -> u64 {
+        self.addr + layout.record_offset(self.stack.len() as u64)
+    }
+}
+
+/// Why a walk could not even start or had to stop.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum WalkError {
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    #[error("bucket at {addr:#x}: {reason}")]
+    BadBucket { addr: u64, reason: String },
+    #[error("bucket records do not match the Go {version} layout ({bad} of {checked} buckets have alloc_bytes != allocs × size)")]
+    LayoutMismatch {
+        version: String,
+        bad: usize,
+        checked: usize,
+    },
+}
+
+/// The buckets read, and what went wrong part-way (if anything).
+#[derive(Debug, Clone, Default)]
+pub struct Walk {
+    pub buckets: Vec<RawBucket>,
+    /// Set when the walk stopped early: bucket cap reached, a cycle, or a bad/unreadable bucket.
+    pub warning: Option<String>,
+}
+
+/// Reads buckets from a remote process.
+pub struct BucketWalker<'a, M: RemoteMemory + ?Sized> {
+    pub mem: &'a M,
+    pub layout: RuntimeLayout,
+    pub map: Option<&'a MemoryMap>,
+    pub limits: WalkLimits,
+}
+
+impl<'a, M: RemoteMemory + ?Sized> BucketWalker<'a, M> {
+    pub fn new(mem: &'a M, layout: RuntimeLayout, map: Option<&'a MemoryMap>) -> Self {
+        BucketWalker {
+            mem,
+            layout,
+            map,
+            limits: WalkLimits::default(),
+        }
+    }
+
+    /// Walks the whole list starting at `head` (the value of `runtime.mbuckets`).
+    pub fn walk(&self, head: u64) -> Result<Walk, WalkError> {
+        self.walk_until(head, |_| false)
+    }
+
+    /// Walks from `head` until a bucket for which `known(addr)` is true (not included) or the end.
+    /// New buckets are only ever prepended, so with `known` = "seen last cycle" this reads just the new
+    /// ones. An error on the very first bucket is returned; later errors end the walk with a warning.
+    pub fn walk_until(&self, head: u64, known: impl Fn(u64) -> bool) -> Result<Walk, WalkError> {
+        let mut out = Walk::default();
+        let mut seen: HashSet<u64> = HashSet::new();
+        let mut next = head;
+        while next != 0 {
+            if known(next) {
+                break;
+            }
+            if out.buckets.len() >= self.limits.max_buckets {
+                out.warning = Some(format!(
+                    "bucket list longer than {} entries; truncated",
+                    self.limits.max_buckets
+                ));
+                break;
+            }
+            if !seen.insert(next) {
+                out.warning = Some(format!("bucket list loops back to {next:#x}; stopped"));
+                break;
+            }
+            match self.read_bucket(next) {
+                Ok((bucket, allnext)) => {
+                    out.buckets.push(bucket);
+                    next = allnext;
+                }
+                Err(
+                    e @ WalkError::Memory(
+                        MemoryError::ProcessGone(_) | MemoryError::PermissionDenied(_),
+                    ),
+                ) => return Err(e),
+                Err(e) if out.buckets.is_empty() => return Err(e),
+                Err(e) => {
+                    out.warning = Some(format!("bucket list ended early: {e}"));
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn check_ptr(&self, addr: u64, len: u64) -> Result<(), WalkError> {
+        if addr % 8 != 0 {
+            return Err(WalkError::BadBucket {
+                addr,
+                reason: "misaligned pointer".into(),
+            });
+        }
+        if let Some(map) = self.map {
+            if !map.is_readable(addr, len) {
+                return Err(WalkError::BadBucket {
+                    addr,
+                    reason: "pointer outside readable memory".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads one bucket (header, stack, memRecord); returns it and its `allnext`.
+    pub fn read_bucket(&self, addr: u64) -> Result<(RawBucket, u64), WalkError> {
+        let l = &self.layout;
+        self.check_ptr(addr, l.header_size)?;
+        let guess = l.header_size + 8 * self.limits.prefetch_frames + l.record_size();
+        let mut buf = vec![0u8; guess as usize];
+        let got = self.mem.read_partial(addr, &mut buf)?;
+        if (got as u64) < l.header_size {
+            return Err(WalkError::Memory(MemoryError::Unmapped {
+                pid: self.mem.pid(),
+                addr,
+                len: l.header_size as usize,
+            }));
+        }
+        let allnext = le_word(&buf, layout::OFF_ALLNEXT);
+        let typ = le_word(&buf, layout::OFF_TYP);
+        let size = le_word(&buf, layout::OFF_SIZE);
+        let nstk = le_word(&buf, layout::OFF_NSTK);
+        if typ != layout::MEM_PROFILE_BUCKET {
+            return Err(WalkError::BadBucket {
+                addr,
+                reason: format!("bucket type {typ} is not the memory-profile type"),
+            });
+        }
+        if nstk > l.max_stack {
+            return Err(WalkError::BadBucket {
+                addr,
+                reason: format!(
+                    "stack depth {nstk} exceeds the runtime maximum {}",
+                    l.max_stack
+                ),
+            });
+        }
+        if size > MAX_OBJECT_SIZE {
+            return Err(WalkError::BadBucket {
+                addr,
+                reason: format!("object size {size} is implausible"),
+            });
+        }
+        let total = l.record_offset(nstk) + l.record_size();
+        self.check_ptr(addr, total)?;
+        if total > got as u64 {
+            buf.resize(total as usize, 0);
+            let more = self.mem.read_partial(addr + got as u64, &mut buf[got..])?;
+            if got + more < total as usize {
+                return Err(WalkError::Memory(MemoryError::Unmapped {
+                    pid: self.mem.pid(),
+                    addr,
+                    len: total as usize,
+                }));
+            }
+        }
+        let stack: Vec<u64> = (0..nstk)
+            .map(|i| le_word(&buf, l.header_size + 8 * i))
+            .collect();
+        let roff = l.record_offset(nstk) as usize;
+        let record =
+            MemRecord::decode(l, &buf[roff..], size).ok_or_else(|| WalkError::BadBucket {
+                addr,
+                reason: "short memRecord".into(),
+            })?;
+        Ok((
+            RawBucket {
+                addr,
+                size,
+                stack,
+                record,
+            },
+            allnext,
+        ))
+    }
+
+    /// Re-reads the memRecords of known buckets, batched (`IOV_MAX` per syscall with
+    /// `process_vm_readv`). `extra` ranges (e.g. the head pointer, `mProfCycle`, `MemProfileRate`) ride
+    /// in the same batch. Returns `None` for a record that could not be read.
+    pub fn reread_records(
+        &self,
+        buckets: &[(u64, u64, u64)],
+        extra: &mut [ReadRequest<'_>],
+    ) -> Result<Vec<Option<MemRecord>>, WalkError> {
+        // buckets: (record address, size, unused) triples.
+        let rs = self.layout.record_size() as usize;
+        let mut storage = vec![0u8; rs * buckets.len()];
+        let results = {
+            let mut reqs: Vec<ReadRequest<'_>> = Vec::with_capacity(buckets.len() + extra.len());
+            for r in extra.iter_mut() {
+                reqs.push(ReadRequest {
+                    addr: r.addr,
+                    buf: &mut r.buf[..],
+                    got: 0,
+                });
+            }
+            for (chunk, b) in storage.chunks_exact_mut(rs).zip(buckets) {
+                reqs.push(ReadRequest {
+                    addr: b.0,
+                    buf: chunk,
+                    got: 0,
+                });
+            }
+            self.mem.read_batch(&mut reqs)?;
+            reqs.iter()
+                .map(|r| r.got == r.buf.len())
+                .collect::<Vec<bool>>()
+        };
+        for (r, ok) in extra.iter_mut().zip(&results) {
+            r.got = if *ok { r.buf.len() } else { 0 };
+        }
+        let recs = storage
+            .chunks_exact(rs)
+            .zip(buckets)
+            .zip(&results[extra.len()..])
+            .map(|((data, b), ok)| {
+                if *ok {
+                    MemRecord::decode(&self.layout, data, b.1)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        Ok(recs)
+    }
+}
+
+/// The little-endian u64 at `off` in `buf` (0 past the end).
+fn le_word(buf: &[u8], off: u64) -> u64 {
+    let off = off as usize;
+    buf.get(off..off + 8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0)
+}
+
+/// Self-check of the ≤ 1.26 layout: in every cycle with allocations, `alloc_bytes == allocs × size`.
+/// A wrong layout (e.g. a 1.27 binary read with 32-byte cycles) fails this on most buckets.
+pub fn check_layout(
+    layout: &RuntimeLayout,
+    version: &str,
+    buckets: &[RawBucket],
+) -> Result<(), WalkError> {
+    if !layout.cycle_has_bytes {
+        return Ok(());
+    }
+    let mut checked = 0usize;
+    let mut bad = 0usize;
+    for b in buckets {
+        for c in std::iter::once(&b.record.active).chain(b.record.future.iter()) {
+            if c.allocs == 0 && c.alloc_bytes == 0 {
+                continue;
+            }
+            checked += 1;
+            if c.allocs.checked_mul(b.size) != Some(c.alloc_bytes) {
+                bad += 1;
+            }
+        }
+    }
+    if checked > 0 && bad * 4 > checked {
+        return Err(WalkError::LayoutMismatch {
+            version: version.to_string(),
+            bad,
+            checked,
+        });
+    }
+    Ok(())
+}
+
+/// A bucket's counters as `runtime.MemProfile` reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemProfileRecord {
+    /// Object size of the bucket, in bytes.
+    pub object_size: u64,
+    /// Sampled (not scaled) counts and bytes.
+    pub alloc_objects: i64,
+    pub free_objects: i64,
+    pub alloc_bytes: i64,
+    pub free_bytes: i64,
+    /// Return PCs, innermost first, runtime addresses.
+    pub stack: Vec<u64>,
+}
+
+/// Mirrors, read-only, what `runtime.MemProfile(p, inuseZero=true)` does before it reads: add the
+/// pending future cycle `mProfCycle % 3` into `active` (`mProf_FlushLocked`), and when every active
+/// counter is then zero (no GC finished yet), sum all future cycles. `cycle` is the decoded
+/// `mProfCycle` (value >> 1) if the symbol was found. Records keep the list order.
+pub fn memprofile_records(buckets: &[RawBucket], cycle: Option<u32>) -> Vec<MemProfileRecord> {
+    let mut actives: Vec<Cycle> = buckets
+        .iter()
+        .map(|b| {
+            let mut a = b.record.active;
+            if let Some(c) = cycle {
+                a.add(&b.record.future[(c as usize) % FUTURE_CYCLES]);
+            }
+            a
+        })
+        .collect();
+    if actives.iter().all(|a| a.allocs == 0 && a.frees == 0) {
+        for (a, b) in actives.iter_mut().zip(buckets) {
+            *a = b.record.active;
+            for f in &b.record.future {
+                a.add(f);
+            }
+        }
+    }
+    buckets
+        .iter()
+        .zip(actives)
+        .map(|(b, a)| MemProfileRecord {
+            object_size: b.size,
+            alloc_objects: a.allocs as i64,
+            free_objects: a.frees as i64,
+            alloc_bytes: a.alloc_bytes as i64,
+            free_bytes: a.free_bytes as i64,
+            stack: b.stack.clone(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buildinfo::GoVersion;
+    use crate::memory::ReadStats;
+    use std::collections::BTreeMap;
+
+    /// A fake address space: a set of byte ranges.
+    struct FakeMem {
+        bytes: BTreeMap<u64, Vec<u8>>,
+    }
+
+    impl RemoteMemory for FakeMem {
+        fn pid(&self) -> i32 {
+            1
+        }
+        fn read_partial(&self, addr: u64, buf: &mut [u8]) -> Result<usize, MemoryError> {
+            let Some((start, data)) = self.bytes.range(..=addr).next_back() else {
+                return Ok(0);
+            };
+            let off = (addr - start) as usize;
+            if off >= data.len() {
+                return Ok(0);
+            }
+            let n = buf.len().min(data.len() - off);
+            buf[..n].copy_from_slice(&data[off..off + n]);
+            Ok(n)
+        }
+        fn stats(&self) -> ReadStats {
+            ReadStats::default()
+        }
+    }
+
+    fn bucket_bytes(
+        l: &RuntimeLayout,
+        allnext: u64,
+        typ: u64,
+        size: u64,
+        stk: &[u64],
+        active: (u64, u64),
+    ) -> Vec<u8> {
+        let mut v = Vec::new();
+        for w in [0, allnext, typ, 0xabcdef, size, stk.len() as u64] {
+            v.extend_from_slice(&w.to_le_bytes());
+        }
+        for pc in stk {
+            v.extend_from_slice(&pc.to_le_bytes());
+        }
+        let mut cyc = vec![active.0, active.1];
+        if l.cycle_has_bytes {
+            cyc.extend([active.0 * size, active.1 * size]);
+        }
+        for _ in 0..4 {
+            for w in &cyc {
+                v.extend_from_slice(&w.to_le_bytes());
+            }
+            cyc.iter_mut().for_each(|w| *w = 0);
+        }
+        v
+    }
+
+    fn layout(v: &str) -> RuntimeLayout {
+        RuntimeLayout::for_version(&GoVersion::parse(v).unwrap())
+    }
+
+    #[test]
+    fn walks_list_in_order_both_layouts() {
+        for ver in ["go1.23.1", "go1.27.3"] {
+            let l = layout(ver);
+            let mut mem = FakeMem {
+                bytes: BTreeMap::new(),
+            };
+            mem.bytes.insert(
+                0x1000,
+                bucket_bytes(&l, 0x2000, 1, 16, &[0x401000, 0x402000], (10, 4)),
+            );
+            mem.bytes.insert(
+                0x2000,
+                bucket_bytes(&l, 0, 1, 65536, &[0x403000; 100], (3, 3)),
+            );
+            let w = BucketWalker::new(&mem, l, None).walk(0x1000).unwrap();
+            assert!(w.warning.is_none(), "{:?}", w.warning);
+            assert_eq!(w.buckets.len(), 2);
+            assert_eq!(w.buckets[0].stack, vec![0x401000, 0x402000]);
+            assert_eq!(
+                w.buckets[0].record.active,
+                Cycle {
+                    allocs: 10,
+                    frees: 4,
+                    alloc_bytes: 160,
+                    free_bytes: 64
+                }
+            );
+            assert_eq!(
+                w.buckets[1].stack.len(),
+                100,
+                "stack longer than the prefetch"
+            );
+            check_layout(&l, ver, &w.buckets).unwrap();
+        }
+    }
+
+    #[test]
+    fn detects_cycles_bad_types_and_limits() {
+        let l = layout("go1.22.1");
+        let mut mem = FakeMem {
+            bytes: BTreeMap::new(),
+        };
+        mem.bytes
+            .insert(0x1000, bucket_bytes(&l, 0x2000, 1, 16, &[1], (1, 0)));
+        mem.bytes
+            .insert(0x2000, bucket_bytes(&l, 0x1000, 1, 16, &[2], (1, 0)));
+        let w = BucketWalker::new(&mem, l, None).walk(0x1000).unwrap();
+        assert_eq!(w.buckets.len(), 2);
+        assert!(w.warning.unwrap().contains("loops"));
+
+        let mut walker = BucketWalker::new(&mem, l, None);
+        walker.limits.max_buckets = 1;
+        let w = walker.walk(0x1000).unwrap();
+        assert_eq!(w.buckets.len(), 1);
+        assert!(w.warning.unwrap().contains("truncated"));
+
+        mem.bytes
+            .insert(0x3000, bucket_bytes(&l, 0, 2, 16, &[1], (1, 0)));
+        assert!(matches!(
+            BucketWalker::new(&mem, l, None).walk(0x3000),
+            Err(WalkError::BadBucket { .. })
+        ));
+        mem.bytes
+            .insert(0x4000, bucket_bytes(&l, 0, 1, 16, &[1; 40], (1, 0)));
+        assert!(
+            matches!(
+                BucketWalker::new(&mem, l, None).walk(0x4000),
+                Err(WalkError::BadBucket { .. })
+            ),
+            "nstk 40 > 32"
+        );
+        // A pointer into nowhere after a good bucket: partial result with a warning.
+        mem.bytes
+            .insert(0x5000, bucket_bytes(&l, 0x9999_0000, 1, 16, &[1], (1, 0)));
+        let w = BucketWalker::new(&mem, l, None).walk(0x5000).unwrap();
+        assert_eq!(w.buckets.len(), 1);
+        assert!(w.warning.is_some());
+        assert!(
+            BucketWalker::new(&mem, l, None).walk(0x1001).is_err(),
+            "misaligned head"
+        );
+    }
+
+    #[test]
+    fn wrong_layout_fails_self_check() {
+        // Buckets written in the 1.27 layout, read as 1.26.
+        let l27 = layout("go1.27.3");
+        let l26 = layout("go1.26.1");
+        let mut mem = FakeMem {
+            bytes: BTreeMap::new(),
+        };
+        for i in 0..8u64 {
+            let next = if i < 7 { 0x1000 * (i + 2) } else { 0 };
+            let mut b = bucket_bytes(&l27, next, 1, 48, &[7], (5 + i, 2));
+            b.resize(b.len() + 64, 0); // whatever follows the bucket in memory
+            mem.bytes.insert(0x1000 * (i + 1), b);
+        }
+        let w = BucketWalker::new(&mem, l26, None).walk(0x1000).unwrap();
+        assert!(matches!(
+            check_layout(&l26, "go1.26.1", &w.buckets),
+            Err(WalkError::LayoutMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn memprofile_flush_rules() {
+        let mk = |active: Cycle, future: [Cycle; 3]| RawBucket {
+            addr: 8,
+            size: 8,
+            stack: vec![],
+            record: MemRecord { active, future },
+        };
+        let c = |a| Cycle {
+            allocs: a,
+            frees: 0,
+            alloc_bytes: a * 8,
+            free_bytes: 0,
+        };
+        let b = [mk(c(5), [c(1), c(2), c(4)])];
+        // Active non-zero: only future[cycle % 3] is flushed in.
+        assert_eq!(memprofile_records(&b, Some(4))[0].alloc_objects, 7);
+        assert_eq!(memprofile_records(&b, None)[0].alloc_objects, 5);
+        // Active still zero after the flush (no GC finished yet): all futures are summed.
+        let b = [mk(c(0), [c(0), c(2), c(4)])];
+        assert_eq!(memprofile_records(&b, Some(0))[0].alloc_objects, 6);
+        assert_eq!(memprofile_records(&b, Some(0))[0].alloc_bytes, 48);
+        // ...but not when the flushed future makes it non-zero.
+        let b = [mk(c(0), [c(1), c(2), c(4)])];
+        assert_eq!(memprofile_records(&b, Some(0))[0].alloc_objects, 1);
+    }
+}

@@ -1,0 +1,159 @@
+//! The Go version recorded in a binary's `.go.buildinfo` section (Go 1.18+ inline-string format).
+//!
+//! Layout (see `debug/buildinfo` in the Go source): a 32-byte header starting with the magic
+//! `"\xff Go buildinf:"`, then the pointer size (byte 14) and flags (byte 15; bit 1 = strings are inline).
+//! With inline strings, two uvarint-length-prefixed strings follow the header: the Go version and the
+//! module info. Go 1.19–1.27 all write the inline format; the older pointer format is refused.
+
+use std::fmt;
+
+/// Magic bytes at the start of `.go.buildinfo`.
+pub const BUILDINFO_MAGIC: &[u8; 14] = b"\xff Go buildinf:";
+/// Size of the fixed header before the inline strings.
+const HEADER_LEN: usize = 32;
+/// Longest version string we accept ("go1.22.10", "devel go1.24-abcdef Tue ..." fit easily).
+const MAX_VERSION_LEN: u64 = 128;
+
+/// Errors decoding `.go.buildinfo`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BuildInfoError {
+    #[error(".go.buildinfo is too short ({0} bytes)")]
+    Truncated(usize),
+    #[error(".go.buildinfo has no Go buildinfo magic")]
+    BadMagic,
+    #[error(".go.buildinfo uses the pre-Go-1.18 pointer format (Go older than 1.18)")]
+    PointerFormat,
+    #[error(".go.buildinfo version string is malformed")]
+    BadVersion,
+}
+
+/// A parsed Go release version such as `go1.21.13`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GoVersion {
+    pub major: u32,
+    pub minor: u32,
+    pub patch: u32,
+    /// The string exactly as the binary records it, e.g. `go1.21.13` or `devel go1.24-abc`.
+    pub raw: String,
+}
+
+impl GoVersion {
+    /// Parses `go1.M[.P][suffix]`, also inside `devel go1.M-...` strings.
+    pub fn parse(raw: &str) -> Option<GoVersion> {
+        let start = raw.find("go1.")?;
+        let rest = &raw[start + 2..];
+        let mut nums = [0u32; 3];
+        let mut idx = 0;
+        let mut cur: Option<u32> = None;
+        for ch in rest.chars() {
+            if let Some(d) = ch.to_digit(10) {
+                cur = Some(cur.unwrap_or(0).checked_mul(10)?.checked_add(d)?);
+            } else if ch == '.' && idx < 2 && cur.is_some() {
+                nums[idx] = cur.take()?;
+                idx += 1;
+            } else {
+                break;
+            }
+        }
+        nums[idx] = cur?;
+        Some(GoVersion {
+            major: nums[0],
+            minor: nums[1],
+            patch: nums[2],
+            raw: raw.to_string(),
+        })
+    }
+
+    /// True when the version is at least `major.minor`.
+    pub fn at_least(&self, major: u32, minor: u32) -> bool {
+        (self.major, self.minor) >= (major, minor)
+    }
+}
+
+impl fmt::Display for GoVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.raw)
+    }
+}
+
+/// Decodes the Go version from the first bytes of `.go.buildinfo` (at most a few hundred are needed).
+pub fn parse_version(data: &[u8]) -> Result<GoVersion, BuildInfoError> {
+    if data.len() < HEADER_LEN {
+        return Err(BuildInfoError::Truncated(data.len()));
+    }
+    if &data[..BUILDINFO_MAGIC.len()] != BUILDINFO_MAGIC {
+        return Err(BuildInfoError::BadMagic);
+    }
+    let flags = data[15];
+    if flags & 0x2 == 0 {
+        return Err(BuildInfoError::PointerFormat);
+    }
+    let rest = &data[HEADER_LEN..];
+    let (len, used) = read_uvarint(rest).ok_or(BuildInfoError::BadVersion)?;
+    if len == 0 || len > MAX_VERSION_LEN {
+        return Err(BuildInfoError::BadVersion);
+    }
+    let bytes = rest
+        .get(used..used + len as usize)
+        .ok_or(BuildInfoError::Truncated(data.len()))?;
+    let s = std::str::from_utf8(bytes).map_err(|_| BuildInfoError::BadVersion)?;
+    GoVersion::parse(s).ok_or(BuildInfoError::BadVersion)
+}
+
+/// How many bytes of `.go.buildinfo` [`parse_version`] may need.
+pub const VERSION_PREFIX_LEN: usize = HEADER_LEN + 10 + MAX_VERSION_LEN as usize;
+
+fn read_uvarint(data: &[u8]) -> Option<(u64, usize)> {
+    let mut x = 0u64;
+    for (i, &b) in data.iter().enumerate().take(10) {
+        x |= u64::from(b & 0x7f) << (7 * i);
+        if b < 0x80 {
+            return Some((x, i + 1));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(version: &str) -> Vec<u8> {
+        let mut d = BUILDINFO_MAGIC.to_vec();
+        d.push(8);
+        d.push(2);
+        d.resize(32, 0);
+        d.push(version.len() as u8);
+        d.extend_from_slice(version.as_bytes());
+        d.push(0);
+        d
+    }
+
+    #[test]
+    fn parses_versions() {
+        let v = parse_version(&header("go1.21.13")).unwrap();
+        assert_eq!((v.major, v.minor, v.patch), (1, 21, 13));
+        let v = parse_version(&header("go1.22rc1")).unwrap();
+        assert_eq!((v.major, v.minor, v.patch), (1, 22, 0));
+        let v = GoVersion::parse("devel go1.24-abcdef Tue").unwrap();
+        assert_eq!((v.major, v.minor), (1, 24));
+        assert!(v.at_least(1, 23) && !v.at_least(1, 25));
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert_eq!(parse_version(b"short"), Err(BuildInfoError::Truncated(5)));
+        let mut h = header("go1.21.13");
+        h[0] = 0;
+        assert_eq!(parse_version(&h), Err(BuildInfoError::BadMagic));
+        let mut h = header("go1.21.13");
+        h[32] = 0xff; // unterminated / huge varint
+        assert!(parse_version(&h).is_err());
+        let mut h = header("go1.21.13");
+        h[15] = 0;
+        assert_eq!(parse_version(&h), Err(BuildInfoError::PointerFormat));
+        for cut in 0..h.len() {
+            let _ = parse_version(&header("go1.21.13")[..cut]);
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Refusals and failures, each with its own process exit code and one line telling the user what to do.
+
+use std::fmt;
+
+/// Why goheap could not produce a profile for a process.
+///
+/// Every variant maps to a distinct exit code (see [`Refusal::exit_code`]) documented in `--help` and the
+/// README. The `Display` text is the one line printed on stderr.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// No process with this pid exists (or it exited before we looked).
+    #[error("no such process: pid {pid} (check the pid with `goheap ps`)")]
+    NoSuchProcess { pid: i32 },
+    /// The process exited while we were reading it.
+    #[error("process {pid} exited while goheap was reading it; nothing to profile")]
+    ProcessExited { pid: i32 },
+    /// The kernel refused access to the process's memory or executable.
+    #[error("permission denied reading process {pid} ({what}): goheap needs CAP_SYS_PTRACE over the target (run as root, or grant it: `sudo setcap cap_sys_ptrace+ep $(which goheap)`) and, for containers, the host PID namespace")]
+    PermissionDenied { pid: i32, what: String },
+    /// The executable is not a Go program (no `.go.buildinfo`).
+    #[error(
+        "process {pid} ({exe}) is not a Go program (its executable has no .go.buildinfo section)"
+    )]
+    NotGo { pid: i32, exe: String },
+    /// The executable is Go but the runtime's globals could not be located.
+    #[error("cannot locate runtime.mbuckets in {exe}: the binary has no symbol table ({detail}); install its debug file under /usr/lib/debug/.build-id, or rebuild without -ldflags=-s")]
+    NoSymbols { exe: String, detail: String },
+    /// The linker disabled memory profiling, or the program set MemProfileRate to 0.
+    #[error("heap profiling is disabled in process {pid} ({reason}); import runtime/pprof (or net/http/pprof) in the program, or run `goheap agent --go-heap-profiler=force` to enable it at runtime")]
+    ProfilingDisabled { pid: i32, reason: String },
+    /// The Go version is outside what goheap understands and the memory did not check out.
+    #[error("unsupported Go version {version} in process {pid}: {detail} (goheap supports Go 1.19 to 1.27)")]
+    UnsupportedVersion {
+        pid: i32,
+        version: String,
+        detail: String,
+    },
+    /// What was read from the target did not form a valid bucket list.
+    #[error("inconsistent memory-profile data in process {pid}: {detail}")]
+    Corrupt { pid: i32, detail: String },
+}
+
+impl Refusal {
+    /// The process exit code for this refusal. 0 is success, 1 an unexpected error, 2 a usage error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Refusal::NoSuchProcess { .. } => exit_code::NO_SUCH_PROCESS,
+            Refusal::NotGo { .. } => exit_code::NOT_GO,
+            Refusal::PermissionDenied { .. } => exit_code::PERMISSION_DENIED,
+            Refusal::NoSymbols { .. } => exit_code::NO_SYMBOLS,
+            Refusal::ProfilingDisabled { .. } => exit_code::PROFILING_DISABLED,
+            Refusal::UnsupportedVersion { .. } => exit_code::UNSUPPORTED_VERSION,
+            Refusal::ProcessExited { .. } => exit_code::PROCESS_EXITED,
+            Refusal::Corrupt { .. } => exit_code::CORRUPT,
+        }
+    }
+
+    /// A short machine-readable reason, used as a metric label and in `goheap ps --json`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::NoSuchProcess { .. } => "no_such_process",
+            Refusal::NotGo { .. } => "not_go",
+            Refusal::PermissionDenied { .. } => "permission_denied",
+            Refusal::NoSymbols { .. } => "no_symbol_table",
+            Refusal::ProfilingDisabled { .. } => "profiling_disabled",
+            Refusal::UnsupportedVersion { .. } => "unsupported",
+            Refusal::ProcessExited { .. } => "exited",
+            Refusal::Corrupt { .. } => "corrupt",
+        }
+    }
+}
+
+/// Exit codes of the `goheap` binary.
+pub mod exit_code {
+    pub const OK: i32 = 0;
+    pub const INTERNAL: i32 = 1;
+    pub const USAGE: i32 = 2;
+    pub const NO_SUCH_PROCESS: i32 = 3;
+    pub const NOT_GO: i32 = 4;
+    pub const PERMISSION_DENIED: i32 = 5;
+    pub const NO_SYMBOLS: i32 = 6;
+    pub const PROFILING_DISABLED: i32 = 7;
+    pub const UNSUPPORTED_VERSION: i32 = 8;
+    pub const PROCESS_EXITED: i32 = 9;
+    pub const CORRUPT: i32 = 10;
+}
+
+/// The exit-code table as printed in `--help` and the README.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success
+  1  unexpected error
+  2  usage error
+  3  no such process
+  4  not a Go process
+  5  permission denied (CAP_SYS_PTRACE needed)
+  6  no symbol table to locate runtime.mbuckets
+  7  heap profiling disabled in the target (MemProfileRate 0)
+  8  unsupported Go version (layout check failed)
+  9  process exited during the read
+  10 inconsistent memory-profile data";
+
+/// A hexadecimal address for messages.
+pub struct Hex(pub u64);
+impl fmt::Display for Hex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x}", self.0)
+    }
+}
