@@ -1,0 +1,116 @@
+//! Finding Go processes on the machine (`goheap ps`, the agent's scan of `/proc`).
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::error::Refusal;
+use crate::process::{self, BinaryInfo, ProcPaths};
+
+/// What goheap can do with a process, as shown by `goheap ps`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProcessState {
+    /// Symbols located and profiling enabled in the binary: `goheap profile` will work.
+    Readable,
+    /// The linker disabled memory profiling (nothing references `runtime.MemProfile`).
+    ProfilingDisabled,
+    /// No symbol table and no other evidence for the runtime's globals.
+    NoSymbolTable,
+    /// The kernel refused access (CAP_SYS_PTRACE needed).
+    PermissionDenied,
+    /// A Go version or binary goheap cannot read.
+    Unsupported,
+}
+
+impl ProcessState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcessState::Readable => "readable",
+            ProcessState::ProfilingDisabled => "profiling-disabled",
+            ProcessState::NoSymbolTable => "no-symbol-table",
+            ProcessState::PermissionDenied => "permission-denied",
+            ProcessState::Unsupported => "unsupported",
+        }
+    }
+}
+
+/// One row of `goheap ps`.
+#[derive(Debug, Clone, Serialize)]
+pub struct GoProcessSummary {
+    pub pid: i32,
+    /// Path of the executable as the process sees it (`/proc/PID/exe` link target).
+    pub binary: String,
+    pub go_version: Option<String>,
+    pub state: ProcessState,
+    /// How the runtime globals were located (`symtab`, `debug-file`, `code-reference`), if they were.
+    pub method: Option<String>,
+    /// Details for states other than readable.
+    pub detail: Option<String>,
+}
+
+/// All numeric entries of `proc_root`, ascending.
+pub fn list_pids(proc_root: &Path) -> Vec<i32> {
+    let mut pids: Vec<i32> = std::fs::read_dir(proc_root)
+        .map(|rd| rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()).collect())
+        .unwrap_or_default();
+    pids.sort_unstable();
+    pids
+}
+
+/// Classifies one process without reading its memory (only its executable). `None` if it is not a Go
+/// process or is gone.
+pub fn summarize(proc_root: &Path, pid: i32) -> Option<GoProcessSummary> {
+    let paths = ProcPaths::new(proc_root, pid);
+    let binary_path = process::exe_target(&paths).unwrap_or_default();
+    match process::open_binary(&paths) {
+        Ok(bin) => {
+            let info = BinaryInfo::inspect(bin, Some(&paths.dir().join("root")));
+            Some(summary_from_info(pid, binary_path, &info))
+        }
+        Err(Refusal::PermissionDenied { .. }) => Some(GoProcessSummary {
+            pid,
+            binary: binary_path,
+            go_version: None,
+            state: ProcessState::PermissionDenied,
+            method: None,
+            detail: Some("CAP_SYS_PTRACE needed to read /proc/PID/exe".into()),
+        }),
+        Err(Refusal::UnsupportedVersion { detail, .. }) => Some(GoProcessSummary {
+            pid,
+            binary: binary_path,
+            go_version: None,
+            state: ProcessState::Unsupported,
+            method: None,
+            detail: Some(detail),
+        }),
+        Err(_) => None,
+    }
+}
+
+/// The `ps` row for a process whose binary was inspected.
+pub fn summary_from_info(pid: i32, binary: String, info: &BinaryInfo) -> GoProcessSummary {
+    let (state, detail) = if info.symbols.is_none() {
+        (ProcessState::NoSymbolTable, info.symbols_error.clone())
+    } else if info.linker_disabled_profiling == Some(true) {
+        (ProcessState::ProfilingDisabled, Some("linker set runtime.disableMemoryProfiling".into()))
+    } else if !info.layout.tested {
+        (ProcessState::Unsupported, Some(format!("{} is outside the tested range Go 1.19–1.27; goheap will try", info.binary.go_version)))
+    } else {
+        (ProcessState::Readable, None)
+    };
+    GoProcessSummary {
+        pid,
+        binary,
+        go_version: Some(info.binary.go_version.raw.clone()),
+        state,
+        method: info.symbols.as_ref().map(|s| s.method.as_str().to_string()),
+        detail,
+    }
+}
+
+/// Every Go process under `proc_root`, except goheap itself.
+pub fn scan(proc_root: &Path) -> Vec<GoProcessSummary> {
+    let me = std::process::id() as i32;
+    list_pids(proc_root).into_iter().filter(|&p| p != me).filter_map(|p| summarize(proc_root, p)).collect()
+}

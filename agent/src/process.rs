@@ -1,0 +1,241 @@
+//! A Go process seen from outside: its executable, where its runtime globals are, and one consistent
+//! read of its memory-profile buckets.
+
+use std::path::{Path, PathBuf};
+
+use crate::binary::{BinaryError, GoBinary, RuntimeSymbols};
+use crate::buckets::{self, BucketWalker, MemProfileRecord, RawBucket, WalkError};
+use crate::error::Refusal;
+use crate::layout::RuntimeLayout;
+use crate::maps::{split_dev, MemoryMap};
+use crate::memory::{MemoryError, RemoteMemory};
+
+/// The default `runtime.MemProfileRate` (one sample per 512 KiB).
+pub const DEFAULT_MEM_PROFILE_RATE: u64 = 512 * 1024;
+
+/// Static facts about a process's executable, shared by every process of the same binary.
+#[derive(Debug)]
+pub struct BinaryInfo {
+    pub binary: GoBinary,
+    pub layout: RuntimeLayout,
+    pub symbols: Option<RuntimeSymbols>,
+    /// Why `symbols` is `None`.
+    pub symbols_error: Option<String>,
+    /// The linker's `runtime.disableMemoryProfiling`, read from the file image.
+    pub linker_disabled_profiling: Option<bool>,
+}
+
+impl BinaryInfo {
+    /// Inspects an executable: Go version, layout, runtime symbol addresses.
+    pub fn inspect(binary: GoBinary, root: Option<&Path>) -> BinaryInfo {
+        let layout = RuntimeLayout::for_version(&binary.go_version);
+        let (symbols, symbols_error) = match locate_symbols(&binary, root) {
+            Ok(s) => (Some(s), None),
+            Err(e) => (None, Some(e)),
+        };
+        let linker_disabled_profiling = symbols
+            .as_ref()
+            .and_then(|s| s.disable_memory_profiling)
+            .and_then(|a| binary.read_initialized(a, 1))
+            .map(|v| v != 0);
+        BinaryInfo { binary, layout, symbols, symbols_error, linker_disabled_profiling }
+    }
+}
+
+/// Finds the runtime globals: `.symtab` first, then (for stripped binaries) other evidence.
+fn locate_symbols(binary: &GoBinary, _root: Option<&Path>) -> Result<RuntimeSymbols, String> {
+    match binary.runtime_symbols_from_symtab() {
+        Ok(Some((s, _))) => return Ok(s),
+        Ok(None) => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    if binary.symtab_location().is_none() {
+        Err("stripped: no .symtab".to_string())
+    } else {
+        Err(".symtab lacks runtime.mbuckets".to_string())
+    }
+}
+
+/// Proc-fs paths of one process.
+#[derive(Debug, Clone)]
+pub struct ProcPaths {
+    pub root: PathBuf,
+    pub pid: i32,
+}
+
+impl ProcPaths {
+    pub fn new(proc_root: &Path, pid: i32) -> ProcPaths {
+        ProcPaths { root: proc_root.to_path_buf(), pid }
+    }
+    pub fn dir(&self) -> PathBuf {
+        self.root.join(self.pid.to_string())
+    }
+    pub fn exe(&self) -> PathBuf {
+        self.dir().join("exe")
+    }
+}
+
+/// Process start time in clock ticks since boot (field 22 of `/proc/PID/stat`): with the pid it
+/// identifies a process across pid reuse.
+pub fn start_time(proc_root: &Path, pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
+    // comm may contain spaces and parentheses: fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The short command name (`/proc/PID/comm`).
+pub fn comm(proc_root: &Path, pid: i32) -> Option<String> {
+    std::fs::read_to_string(proc_root.join(pid.to_string()).join("comm")).ok().map(|s| s.trim_end().to_string())
+}
+
+/// Opens the executable of `pid` and maps failures to refusals.
+pub fn open_binary(paths: &ProcPaths) -> Result<GoBinary, Refusal> {
+    let pid = paths.pid;
+    if !paths.dir().exists() {
+        return Err(Refusal::NoSuchProcess { pid });
+    }
+    let exe = paths.exe();
+    match GoBinary::open(&exe) {
+        Ok(b) => Ok(b),
+        Err(BinaryError::Io { source, .. }) => match source.kind() {
+            std::io::ErrorKind::PermissionDenied => Err(Refusal::PermissionDenied { pid, what: exe.display().to_string() }),
+            std::io::ErrorKind::NotFound => {
+                if paths.dir().exists() {
+                    // Kernel threads and zombies have no exe.
+                    Err(Refusal::NotGo { pid, exe: "(no executable)".into() })
+                } else {
+                    Err(Refusal::NoSuchProcess { pid })
+                }
+            }
+            _ => Err(Refusal::NotGo { pid, exe: format!("{} ({source})", exe.display()) }),
+        },
+        Err(e @ (BinaryError::NotGo(_) | BinaryError::NotElf(..) | BinaryError::Not64Bit(_) | BinaryError::TooManySections(_))) => {
+            Err(Refusal::NotGo { pid, exe: exe_target(paths).unwrap_or_else(|| e.to_string()) })
+        }
+        Err(e @ BinaryError::BuildInfo(..)) => Err(Refusal::UnsupportedVersion { pid, version: "unknown".into(), detail: e.to_string() }),
+        Err(e @ BinaryError::Symtab(..)) => Err(Refusal::NoSymbols { exe: exe.display().to_string(), detail: e.to_string() }),
+    }
+}
+
+/// Where `/proc/PID/exe` points (as the target sees it), for messages.
+pub fn exe_target(paths: &ProcPaths) -> Option<String> {
+    std::fs::read_link(paths.exe()).ok().map(|p| p.display().to_string())
+}
+
+/// Where a process's globals are at run time, for one read.
+#[derive(Debug, Clone, Copy)]
+pub struct RuntimeAddresses {
+    /// Runtime address = ELF virtual address + bias.
+    pub bias: u64,
+    pub mbuckets: u64,
+    pub mem_profile_rate: u64,
+    pub mprof_cycle: Option<u64>,
+}
+
+impl RuntimeAddresses {
+    pub fn new(symbols: &RuntimeSymbols, bias: u64) -> RuntimeAddresses {
+        RuntimeAddresses {
+            bias,
+            mbuckets: symbols.mbuckets.wrapping_add(bias),
+            mem_profile_rate: symbols.mem_profile_rate.wrapping_add(bias),
+            mprof_cycle: symbols.mprof_cycle.map(|a| a.wrapping_add(bias)),
+        }
+    }
+}
+
+/// Computes the load bias of `info`'s executable in the process from its maps.
+pub fn load_bias(info: &BinaryInfo, map: &MemoryMap) -> Option<u64> {
+    if !info.binary.is_pie {
+        return Some(0);
+    }
+    let dev = split_dev(info.binary.identity.dev);
+    map.load_bias(dev, info.binary.identity.ino, &info.binary.segments)
+}
+
+/// One read of a process's heap-profile state.
+#[derive(Debug, Clone)]
+pub struct HeapSnapshot {
+    /// `runtime.MemProfileRate` as read from the target (the profile's period), bytes.
+    pub mem_profile_rate: u64,
+    /// Decoded `mProfCycle` (cycle number), if located.
+    pub cycle: Option<u32>,
+    pub buckets: Vec<RawBucket>,
+    /// Set when the walk stopped early (partial result).
+    pub warning: Option<String>,
+}
+
+impl HeapSnapshot {
+    /// The records `runtime.MemProfile(p, true)` would return now.
+    pub fn records(&self) -> Vec<MemProfileRecord> {
+        buckets::memprofile_records(&self.buckets, self.cycle)
+    }
+}
+
+/// Maps a memory error of process `pid` to a refusal.
+pub fn memory_refusal(pid: i32, e: MemoryError, proc_root: &Path) -> Refusal {
+    match e {
+        MemoryError::ProcessGone(_) => Refusal::ProcessExited { pid },
+        MemoryError::PermissionDenied(_) => Refusal::PermissionDenied { pid, what: format!("{}/{pid}/mem", proc_root.display()) },
+        other => {
+            if !proc_root.join(pid.to_string()).exists() {
+                Refusal::ProcessExited { pid }
+            } else {
+                Refusal::Corrupt { pid, detail: other.to_string() }
+            }
+        }
+    }
+}
+
+/// Reads the bucket list once: MemProfileRate, mProfCycle, then the walk from `runtime.mbuckets`.
+pub fn read_snapshot<M: RemoteMemory + ?Sized>(
+    mem: &M,
+    info: &BinaryInfo,
+    addrs: &RuntimeAddresses,
+    map: Option<&MemoryMap>,
+    proc_root: &Path,
+) -> Result<HeapSnapshot, Refusal> {
+    let pid = mem.pid();
+    let merr = |e| memory_refusal(pid, e, proc_root);
+    let rate = mem.read_u64(addrs.mem_profile_rate).map_err(merr)?;
+    if rate == 0 || rate > i64::MAX as u64 {
+        let reason = if info.linker_disabled_profiling == Some(true) {
+            "the linker set runtime.disableMemoryProfiling because nothing references runtime.MemProfile".to_string()
+        } else {
+            format!("runtime.MemProfileRate is {}", rate as i64)
+        };
+        return Err(Refusal::ProfilingDisabled { pid, reason });
+    }
+    let cycle = match addrs.mprof_cycle {
+        Some(a) => Some(mem.read_u32(a).map_err(merr)? >> 1),
+        None => None,
+    };
+    let head = mem.read_u64(addrs.mbuckets).map_err(merr)?;
+    let walker = BucketWalker::new(mem, info.layout, map);
+    let walk = walker.walk(head).map_err(|e| walk_refusal(pid, e, info, proc_root))?;
+    buckets::check_layout(&info.layout, &info.binary.go_version.raw, &walk.buckets).map_err(|e| walk_refusal(pid, e, info, proc_root))?;
+    Ok(HeapSnapshot { mem_profile_rate: rate, cycle, buckets: walk.buckets, warning: walk.warning })
+}
+
+/// Maps a walk error to a refusal.
+pub fn walk_refusal(pid: i32, e: WalkError, info: &BinaryInfo, proc_root: &Path) -> Refusal {
+    match e {
+        WalkError::Memory(m) => memory_refusal(pid, m, proc_root),
+        WalkError::LayoutMismatch { .. } => Refusal::UnsupportedVersion { pid, version: info.binary.go_version.raw.clone(), detail: e.to_string() },
+        WalkError::BadBucket { .. } if !info.layout.tested => {
+            Refusal::UnsupportedVersion { pid, version: info.binary.go_version.raw.clone(), detail: e.to_string() }
+        }
+        WalkError::BadBucket { .. } => {
+            if !proc_root.join(pid.to_string()).exists() {
+                Refusal::ProcessExited { pid }
+            } else {
+                Refusal::Corrupt { pid, detail: e.to_string() }
+            }
+        }
+    }
+}
+
+/// `LocateMethod` name for displays.
+pub fn method_name(info: &BinaryInfo) -> &'static str {
+    info.symbols.as_ref().map(|s| s.method.as_str()).unwrap_or("none")
+}
