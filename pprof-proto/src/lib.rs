@@ -17,6 +17,8 @@
 //! assert_eq!(p.flat_samples().unwrap()[0].stack[0].0, "main.alloc");
 //! ```
 
+#![warn(missing_docs)]
+
 mod builder;
 mod codec;
 mod error;
