@@ -11,3 +11,8 @@ pub mod layout;
 pub mod maps;
 pub mod memory;
 pub mod symtab;
+pub mod agent;
+pub mod discovery;
+pub mod heap_profile;
+pub mod process;
+pub mod profiler;

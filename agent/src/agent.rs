@@ -1,0 +1,71 @@
+//! `goheap agent`: the node daemon.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How the agent treats processes whose heap profiling is off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProfilerMode {
+    /// Do not read Go processes at all (metrics and profiles empty).
+    Disabled,
+    /// Read processes passively; never write to them (default).
+    Enabled,
+    /// Like enabled, and write 524288 into runtime.MemProfileRate when it is 0, at an address proven by a symbol table.
+    Force,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Flags of `goheap agent`; each is also settable by environment variable.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentArgs {
+    /// Address to serve /metrics, /healthz, /processes and /debug/pprof/{heap,allocs} on.
+    #[arg(long, env = "GOHEAP_LISTEN", default_value = "0.0.0.0:9465")]
+    pub listen: std::net::SocketAddr,
+    /// Time between collection cycles (e.g. 30s, 2s, 1m).
+    #[arg(long, env = "GOHEAP_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// disabled | enabled | force (force writes runtime.MemProfileRate when the target has it at 0).
+    #[arg(long = "go-heap-profiler", env = "GO_HEAP_PROFILER", value_enum, default_value = "enabled")]
+    pub mode: ProfilerMode,
+    /// Write one delta pprof per process per cycle into this directory.
+    #[arg(long, env = "GOHEAP_OUTPUT_DIR")]
+    pub output_dir: Option<PathBuf>,
+    /// Oldest files in --output-dir are deleted to keep it under this many bytes.
+    #[arg(long, env = "GOHEAP_OUTPUT_RETAIN_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub output_retain_bytes: u64,
+    /// Node name reported in /processes (set from the downward API in Kubernetes).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Log format.
+    #[arg(long, env = "GOHEAP_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// Parses `30s`, `2s`, `500ms`, `1m`, `1h`, or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map(|i| s.split_at(i)).unwrap_or((s, "s"));
+    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?} (use e.g. 30s, 500ms, 1m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("invalid duration unit in {s:?} (use ms, s, m or h)")),
+    };
+    if !(0.1..=86400.0).contains(&secs) {
+        return Err(format!("duration {s:?} out of range (100ms to 24h)"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Runs the agent until SIGTERM/SIGINT.
+pub fn run(_proc_root: PathBuf, _args: AgentArgs) -> anyhow::Result<()> {
+    anyhow::bail!("goheap agent is not built yet")
+}

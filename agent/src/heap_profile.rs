@@ -1,0 +1,246 @@
+//! Building the pprof heap profile exactly like `runtime/pprof.writeHeapProto` of the target's Go
+//! version: same sample types and period, the `scaleHeapSample` unsampling, the `bytes` label, the
+//! leading-runtime-frame hiding and `appendLocsForStack` location building (in [`crate::stack`]).
+//!
+//! Units: record counters are *sampled* objects and bytes; profile values are *scaled* estimates of
+//! all objects and bytes (`count × 1/(1 − e^(−avg/rate))`), exactly as the runtime writes them.
+
+use std::collections::HashMap;
+
+use pprof_proto::{FrameLine, LocationId, MappingId, MappingInfo, Profile, ProfileBuilder, SampleLabel};
+
+use crate::buckets::MemProfileRecord;
+use crate::layout::RuntimeLayout;
+use crate::maps::{split_dev, MemoryMap};
+use crate::process::BinaryInfo;
+use crate::stack::{LocationBuilder, LOOKUP_TRIED};
+use crate::symbolizer::Symbolizer;
+
+/// Errors assembling the profile (only on internal inconsistencies).
+#[derive(Debug, thiserror::Error)]
+pub enum HeapProfileError {
+    #[error("building the profile: {0}")]
+    Build(#[from] pprof_proto::BuildError),
+}
+
+/// A mapping of the target, as pprof writes it.
+#[derive(Debug, Clone)]
+pub struct ProfileMapping {
+    pub start: u64,
+    pub end: u64,
+    pub offset: u64,
+    pub file: String,
+    pub build_id: String,
+    /// Whether this is the Go executable (its locations are symbolized).
+    pub is_main: bool,
+}
+
+/// What the profile needs besides the records.
+#[derive(Debug, Clone)]
+pub struct HeapProfileOptions {
+    pub layout: RuntimeLayout,
+    /// PIE load bias: runtime address = ELF address + bias.
+    pub bias: u64,
+    /// Executable mappings of the process (runtime/pprof lists every `r-xp` mapping).
+    pub mappings: Vec<ProfileMapping>,
+    /// `time_nanos` of the profile (wall clock, ns since the epoch).
+    pub time_nanos: i64,
+}
+
+impl HeapProfileOptions {
+    /// Options for a process running `info`'s binary with load bias `bias` and maps `map`.
+    pub fn for_binary(info: &BinaryInfo, bias: u64, map: &MemoryMap) -> HeapProfileOptions {
+        let dev = split_dev(info.binary.identity.dev);
+        let ino = info.binary.identity.ino;
+        let build_id = info.binary.gnu_build_id.clone().or_else(|| info.binary.go_build_id.clone()).unwrap_or_default();
+        let mappings = map
+            .mappings
+            .iter()
+            .filter(|m| m.executable && !m.path.is_empty())
+            .map(|m| {
+                let is_main = m.inode == ino && m.dev == dev;
+                ProfileMapping {
+                    start: m.start,
+                    end: m.end,
+                    offset: m.offset,
+                    file: m.path.clone(),
+                    build_id: if is_main { build_id.clone() } else { String::new() },
+                    is_main,
+                }
+            })
+            .collect();
+        let time_nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0);
+        HeapProfileOptions { layout: info.layout, bias, mappings, time_nanos }
+    }
+}
+
+/// `scaleHeapSample` of runtime/pprof (≤ 1.26 form: `count`, total `size` bytes).
+pub fn scale_heap_sample(count: i64, size: i64, rate: i64) -> (i64, i64) {
+    if count == 0 || size == 0 {
+        return (0, 0);
+    }
+    if rate <= 1 {
+        return (count, size);
+    }
+    let avg_size = size as f64 / count as f64;
+    let scale = 1.0 / (1.0 - (-avg_size / rate as f64).exp());
+    ((count as f64 * scale) as i64, (size as f64 * scale) as i64)
+}
+
+/// `scaleHeapSample` of Go 1.27+: by object size.
+pub fn scale_heap_sample_by_object(count: i64, avg_size: i64, rate: i64) -> (i64, i64) {
+    if count == 0 || avg_size == 0 {
+        return (0, 0);
+    }
+    if rate <= 1 {
+        return (count, count.wrapping_mul(avg_size));
+    }
+    let scale = 1.0 / (1.0 - (-(avg_size as f64) / rate as f64).exp());
+    ((count as f64 * scale) as i64, (count.wrapping_mul(avg_size) as f64 * scale) as i64)
+}
+
+/// The four values and the `bytes` label of one record, as the target's `writeHeapProto` computes them.
+pub fn record_values(r: &MemProfileRecord, rate: i64, layout: &RuntimeLayout) -> ([i64; 4], Option<i64>) {
+    if layout.object_size_records {
+        let size = r.object_size as i64;
+        let (ao, ab) = scale_heap_sample_by_object(r.alloc_objects, size, rate);
+        let (io, ib) = scale_heap_sample_by_object(r.alloc_objects - r.free_objects, size, rate);
+        ([ao, ab, io, ib], Some(size))
+    } else {
+        let (ao, ab) = scale_heap_sample(r.alloc_objects, r.alloc_bytes, rate);
+        let (io, ib) = scale_heap_sample(r.alloc_objects - r.free_objects, r.alloc_bytes - r.free_bytes, rate);
+        let block = if r.alloc_objects > 0 { r.alloc_bytes / r.alloc_objects } else { 0 };
+        ([ao, ab, io, ib], (block != 0).then_some(block))
+    }
+}
+
+/// Builds the heap profile from records (in `mbuckets` order).
+pub fn build(records: &[MemProfileRecord], rate: u64, symbolizer: &Symbolizer, opts: &HeapProfileOptions) -> Result<Profile, HeapProfileError> {
+    let rate = rate as i64;
+    let bias = opts.bias;
+    let mut locs = LocationBuilder::new(symbolizer.pclntab());
+    let mut samples: Vec<(Vec<u64>, [i64; 4], Option<i64>)> = Vec::with_capacity(records.len());
+    for r in records {
+        // PCs from the target are runtime addresses; the symbolizer wants ELF addresses.
+        let stack: Vec<u64> = r.stack.iter().map(|pc| pc.wrapping_sub(bias)).collect();
+        let ids = locs.append_heap_sample(&stack);
+        let (values, label) = record_values(r, rate, &opts.layout);
+        samples.push((ids, values, label));
+    }
+    let (locations, functions) = locs.finish();
+
+    let mut b = ProfileBuilder::new();
+    b.set_period_type("space", "bytes");
+    b.set_period(rate);
+    for (t, u) in [("alloc_objects", "count"), ("alloc_space", "bytes"), ("inuse_objects", "count"), ("inuse_space", "bytes")] {
+        b.add_sample_type(t, u);
+    }
+    b.set_time_nanos(opts.time_nanos);
+
+    // Mappings first, in maps order, with has_functions as runtime/pprof decides it: every location in
+    // the mapping was symbolized and none failed.
+    let mut mapping_flags: Vec<u8> = vec![0; opts.mappings.len()];
+    let mapping_of = |addr: u64| opts.mappings.iter().position(|m| m.start <= addr && addr < m.end);
+    for l in &locations {
+        if let Some(i) = mapping_of(l.address.wrapping_add(bias)) {
+            mapping_flags[i] |= l.symbolize_result;
+        }
+    }
+    let mut mapping_ids: Vec<MappingId> = Vec::with_capacity(opts.mappings.len());
+    for (m, flags) in opts.mappings.iter().zip(&mapping_flags) {
+        let has = *flags == LOOKUP_TRIED;
+        mapping_ids.push(b.mapping(&MappingInfo {
+            memory_start: m.start,
+            memory_limit: m.end,
+            file_offset: m.offset,
+            filename: &m.file,
+            build_id: &m.build_id,
+            has_functions: has,
+            has_filenames: false,
+            has_line_numbers: false,
+            has_inline_frames: false,
+        }));
+    }
+    let function_ids: HashMap<u64, pprof_proto::FunctionId> = functions
+        .iter()
+        .map(|f| (f.id, b.function(&f.name, &f.system_name, &f.filename, f.start_line)))
+        .collect();
+    let mut location_ids: HashMap<u64, LocationId> = HashMap::with_capacity(locations.len());
+    for l in &locations {
+        let addr = l.address.wrapping_add(bias);
+        let lines: Vec<FrameLine> = l
+            .lines
+            .iter()
+            .filter_map(|ln| function_ids.get(&ln.function_id).map(|&function| FrameLine { function, line: ln.line, column: 0 }))
+            .collect();
+        let mapping = mapping_of(addr).map(|i| mapping_ids[i]);
+        let id = b.location(l.id, mapping, addr, &lines)?;
+        location_ids.insert(l.id, id);
+    }
+    for (ids, values, label) in samples {
+        let stack: Vec<LocationId> = ids.iter().filter_map(|i| location_ids.get(i).copied()).collect();
+        let labels: Vec<SampleLabel<'_>> = label.map(|v| SampleLabel::Num { key: "bytes", value: v, unit: "" }).into_iter().collect();
+        b.add_sample(&stack, &values, &labels)?;
+    }
+    Ok(b.build())
+}
+
+/// Totals and top functions of a heap profile, for the CLI summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProfileSummary {
+    pub alloc_objects: i64,
+    pub alloc_bytes: i64,
+    pub inuse_objects: i64,
+    pub inuse_bytes: i64,
+    /// (function, flat alloc_space bytes), largest first.
+    pub top_alloc: Vec<(String, i64)>,
+}
+
+/// Sums the four values and ranks leaf functions by alloc_space (pprof's `-top -sample_index=alloc_space`).
+pub fn summarize(p: &Profile, top: usize) -> ProfileSummary {
+    let mut s = ProfileSummary::default();
+    let mut flat: HashMap<String, i64> = HashMap::new();
+    let Ok(samples) = p.flat_samples() else { return s };
+    for smp in samples {
+        if smp.values.len() < 4 {
+            continue;
+        }
+        s.alloc_objects += smp.values[0];
+        s.alloc_bytes += smp.values[1];
+        s.inuse_objects += smp.values[2];
+        s.inuse_bytes += smp.values[3];
+        if let Some(leaf) = smp.stack.first() {
+            *flat.entry(leaf.0.clone()).or_default() += smp.values[1];
+        }
+    }
+    let mut v: Vec<(String, i64)> = flat.into_iter().filter(|(_, b)| *b > 0).collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    v.truncate(top);
+    s.top_alloc = v;
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scaling_matches_runtime_formula() {
+        // One sampled 512 KiB object at the default rate: scale = 1/(1-e^-1).
+        let (c, b) = scale_heap_sample(1, 524288, 524288);
+        assert_eq!(c, (1.0f64 / (1.0 - (-1.0f64).exp())) as i64);
+        assert_eq!(b, (524288.0f64 / (1.0 - (-1.0f64).exp())) as i64);
+        assert_eq!(scale_heap_sample(0, 10, 524288), (0, 0));
+        assert_eq!(scale_heap_sample(3, 30, 1), (3, 30));
+        assert_eq!(scale_heap_sample_by_object(3, 10, 1), (3, 30));
+        // The two forms agree when bytes = count × size.
+        for (n, sz) in [(1i64, 16i64), (1000, 32), (7, 1 << 20)] {
+            let a = scale_heap_sample(n, n * sz, 524288);
+            let b = scale_heap_sample_by_object(n, sz, 524288);
+            assert!((a.0 - b.0).abs() <= 1 && (a.1 - b.1).abs() <= 1, "{a:?} {b:?}");
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! Every refusal exits with its own code and prints one clear line on stderr; none panics.
+
+mod support;
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use goheap::error::{exit_code, Refusal};
+use support::*;
+
+/// Exactly one line on stderr, starting with "goheap: ", no panic text.
+fn assert_one_line(out: &Output, what: &str) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!err.contains("panicked"), "{what}: goheap panicked: {err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{what}: expected one line on stderr, got: {err}");
+    assert!(lines[0].starts_with("goheap: "), "{what}: {err}");
+    err
+}
+
+#[test]
+fn nonexistent_pid() {
+    // pid_max is at most 2^22, so this pid cannot exist.
+    let out = goheap(&["profile", "--pid", "9999999", "-o", "-"]);
+    assert_eq!(out.status.code(), Some(exit_code::NO_SUCH_PROCESS));
+    let err = assert_one_line(&out, "nonexistent pid");
+    assert!(err.contains("no such process"), "{err}");
+}
+
+#[test]
+fn non_go_process() {
+    let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let out = goheap(&["profile", "--pid", &sleeper.id().to_string(), "-o", "-"]);
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    assert_eq!(out.status.code(), Some(exit_code::NOT_GO));
+    let err = assert_one_line(&out, "non-Go");
+    assert!(err.contains("not a Go program"), "{err}");
+}
+
+#[test]
+fn stripped_binary_without_other_evidence() {
+    let bin = fixture("heapfixture", "1.23.9", "stripped");
+    let scratch = Scratch::new("stripped");
+    let (running, _) = start_heapfixture(&bin, &scratch);
+    let out = goheap(&["profile", "--pid", &running.pid.to_string(), "--require-symtab", "-o", "-"]);
+    assert_eq!(out.status.code(), Some(exit_code::NO_SYMBOLS), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = assert_one_line(&out, "stripped");
+    assert!(err.contains("symbol table"), "{err}");
+}
+
+#[test]
+fn profiling_disabled_by_linker() {
+    let bin = fixture("noprofile", "1.23.9", "default");
+    let scratch = Scratch::new("noprof");
+    let ready = scratch.path("ready");
+    let mut cmd = Command::new(&bin);
+    cmd.arg("-ready").arg(&ready);
+    let running = start_and_wait(cmd, &ready, Duration::from_secs(30));
+    let out = goheap(&["profile", "--pid", &running.pid.to_string(), "-o", "-"]);
+    assert_eq!(out.status.code(), Some(exit_code::PROFILING_DISABLED), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = assert_one_line(&out, "disabled");
+    assert!(err.contains("runtime/pprof") && err.contains("force"), "says how to enable: {err}");
+}
+
+/// The process is located and opened, then exits before the bucket walk: the read reports that the
+/// process exited, not garbage and not a panic.
+#[test]
+fn process_exits_during_read() {
+    let bin = fixture("heapfixture", "1.22.10", "default");
+    let scratch = Scratch::new("exit");
+    let (mut running, _) = start_heapfixture(&bin, &scratch);
+    let pid = running.pid;
+    let proc_root = std::path::Path::new("/proc");
+    let paths = goheap::process::ProcPaths::new(proc_root, pid);
+    let bin = goheap::process::open_binary(&paths).unwrap();
+    let info = goheap::process::BinaryInfo::inspect(bin, None);
+    let map = goheap::maps::MemoryMap::read(proc_root, pid).unwrap();
+    let bias = goheap::process::load_bias(&info, &map).unwrap();
+    let addrs = goheap::process::RuntimeAddresses::new(info.symbols.as_ref().unwrap(), bias);
+    for reader in ["pread", "process_vm_readv"] {
+        let mem: Box<dyn goheap::memory::RemoteMemory> = if reader == "pread" {
+            Box::new(goheap::memory::ProcMem::open(proc_root, pid).unwrap())
+        } else {
+            Box::new(goheap::memory::VmReader::open(proc_root, pid).unwrap())
+        };
+        if reader == "pread" {
+            // Sanity: while alive, the same read works.
+            goheap::process::read_snapshot(mem.as_ref(), &info, &addrs, Some(&map), proc_root).expect("alive read");
+            let _ = running.child.kill();
+            let _ = running.child.wait();
+        }
+        let r = goheap::process::read_snapshot(mem.as_ref(), &info, &addrs, Some(&map), proc_root);
+        assert!(matches!(r, Err(Refusal::ProcessExited { .. })), "{reader}: {r:?}");
+        assert_eq!(r.unwrap_err().exit_code(), exit_code::PROCESS_EXITED);
+    }
+    // And the CLI says so for a pid that is gone.
+    let out = goheap(&["profile", "--pid", &pid.to_string(), "-o", "-"]);
+    assert_eq!(out.status.code(), Some(exit_code::NO_SUCH_PROCESS));
+}
+
+/// A process exiting while many goheap runs race against it: every run either succeeds or fails with
+/// one of the documented "gone" codes; none panics or reports corruption.
+#[test]
+fn racing_exit_never_panics() {
+    let bin = fixture("heapfixture", "1.27.3", "default");
+    for round in 0..3 {
+        let scratch = Scratch::new(&format!("race{round}"));
+        let (mut running, _) = start_heapfixture(&bin, &scratch);
+        let pid = running.pid.to_string();
+        let handles: Vec<_> = (0..4).map(|_| {
+            let pid = pid.clone();
+            std::thread::spawn(move || goheap(&["profile", "--pid", &pid, "-o", "-", "-q"]))
+        }).collect();
+        std::thread::sleep(Duration::from_millis(2 * round));
+        let _ = running.child.kill();
+        let _ = running.child.wait();
+        for h in handles {
+            let out = h.join().unwrap();
+            let code = out.status.code();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!err.contains("panicked"), "{err}");
+            assert!(
+                [Some(0), Some(exit_code::NO_SUCH_PROCESS), Some(exit_code::PROCESS_EXITED)].contains(&code),
+                "unexpected exit {code:?}: {err}"
+            );
+        }
+    }
+}
+
+fn ensure_user(name: &str) -> (u32, u32) {
+    let id = |flag: &str| -> Option<u32> {
+        let out = Command::new("id").arg(flag).arg(name).output().ok()?;
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    };
+    if id("-u").is_none() {
+        let st = Command::new("useradd").args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name]).status().expect("useradd");
+        assert!(st.success(), "useradd {name} failed (tests run as root)");
+    }
+    (id("-u").unwrap(), id("-g").unwrap())
+}
+
+/// As a non-root user without CAP_SYS_PTRACE, profiling a root-owned Go process is refused with the
+/// permission message; with only CAP_SYS_PTRACE (ambient) it works.
+#[test]
+fn non_root_needs_cap_sys_ptrace() {
+    let (uid, gid) = ensure_user("goheap-test");
+    let bin = fixture("heapfixture", "1.24.11", "default");
+    let scratch = Scratch::new("nonroot");
+    let (running, _) = start_heapfixture(&bin, &scratch);
+    let pid = running.pid.to_string();
+    let goheap_path = goheap_bin();
+    let setpriv = |caps: &str| {
+        let mut c = Command::new("setpriv");
+        c.arg(format!("--reuid={uid}")).arg(format!("--regid={gid}")).arg("--clear-groups");
+        if caps.is_empty() {
+            c.args(["--inh-caps=-all", "--bounding-set=-all"]);
+        } else {
+            c.arg(format!("--inh-caps=-all,+{caps}")).arg(format!("--ambient-caps=+{caps}")).arg(format!("--bounding-set=-all,+{caps}"));
+        }
+        c.arg(&goheap_path).args(["profile", "--pid", &pid, "-o", "-", "-q"]);
+        c.output().expect("setpriv")
+    };
+    let denied = setpriv("");
+    assert_eq!(denied.status.code(), Some(exit_code::PERMISSION_DENIED), "{}", String::from_utf8_lossy(&denied.stderr));
+    let err = assert_one_line(&denied, "non-root");
+    assert!(err.contains("CAP_SYS_PTRACE"), "{err}");
+
+    let allowed = setpriv("sys_ptrace");
+    assert!(allowed.status.success(), "with CAP_SYS_PTRACE: {}", String::from_utf8_lossy(&allowed.stderr));
+    let p = pprof_proto::Profile::decode(&allowed.stdout).expect("a profile on stdout");
+    assert!(!p.sample.is_empty());
+}
+
+#[test]
+fn help_documents_exit_codes() {
+    let out = goheap(&["profile", "--help"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in ["Exit codes", "permission denied", "not a Go process", "no such process"] {
+        assert!(text.contains(needle), "--help lacks {needle:?}: {text}");
+    }
+    let out = goheap(&["profile"]);
+    assert_eq!(out.status.code(), Some(exit_code::USAGE));
+}

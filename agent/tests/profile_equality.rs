@@ -1,0 +1,205 @@
+//! The core acceptance test: for every Go version × build mode, goheap's profile of the running
+//! heap fixture equals the heap profile the process wrote about itself (`pprof.Lookup("heap")`):
+//! the same samples — stacks as function/file/line frames and the `bytes` label — with values equal
+//! within ±1 (float rounding of the unsampling scale).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use pprof_proto::{FlatLabelValue, FlatSample, Profile};
+use support::*;
+
+type Key = (Vec<(String, String, i64)>, Vec<(String, String)>);
+
+fn key(s: &FlatSample) -> Key {
+    let stack = s.stack.clone();
+    let labels = s
+        .labels
+        .iter()
+        .map(|(k, v)| {
+            let v = match v {
+                FlatLabelValue::Str(s) => s.clone(),
+                FlatLabelValue::Num { value, unit } => format!("{value}{unit}"),
+            };
+            (k.clone(), v)
+        })
+        .collect();
+    (stack, labels)
+}
+
+fn samples(p: &Profile) -> BTreeMap<Key, Vec<Vec<i64>>> {
+    let mut m: BTreeMap<Key, Vec<Vec<i64>>> = BTreeMap::new();
+    for s in p.flat_samples().expect("flat samples") {
+        m.entry(key(&s)).or_default().push(s.values.clone());
+    }
+    for v in m.values_mut() {
+        v.sort();
+    }
+    m
+}
+
+fn show(k: &Key) -> String {
+    let frames: Vec<String> = k.0.iter().take(6).map(|(f, file, l)| format!("{f} {}:{l}", file.rsplit('/').next().unwrap_or(""))).collect();
+    format!("[{}] {:?}", frames.join(" <- "), k.1)
+}
+
+/// Compares two heap profiles; returns a list of differences (empty when equal).
+fn compare(ours: &Profile, theirs: &Profile) -> Vec<String> {
+    let mut diffs = Vec::new();
+    if ours.sample_types().unwrap() != theirs.sample_types().unwrap() {
+        diffs.push(format!("sample types {:?} vs {:?}", ours.sample_types(), theirs.sample_types()));
+    }
+    if ours.period_type_strings().unwrap() != theirs.period_type_strings().unwrap() || ours.period != theirs.period {
+        diffs.push(format!("period {:?}/{} vs {:?}/{}", ours.period_type_strings(), ours.period, theirs.period_type_strings(), theirs.period));
+    }
+    let a = samples(ours);
+    let b = samples(theirs);
+    for (k, theirs_vals) in &b {
+        match a.get(k) {
+            None => diffs.push(format!("missing sample {} {:?}", show(k), theirs_vals)),
+            Some(our_vals) => {
+                let close = our_vals.len() == theirs_vals.len()
+                    && our_vals.iter().zip(theirs_vals).all(|(x, y)| x.len() == y.len() && x.iter().zip(y).all(|(p, q)| (p - q).abs() <= 1));
+                if !close {
+                    diffs.push(format!("values differ for {}: ours {:?} theirs {:?}", show(k), our_vals, theirs_vals));
+                }
+            }
+        }
+    }
+    for (k, v) in &a {
+        // Buckets created after the process wrote its profile (sampled allocations of the profile
+        // writer itself) exist only in ours, with all-zero values: the runtime would show them too.
+        if !b.contains_key(k) && v.iter().any(|vals| vals.iter().any(|x| *x != 0)) {
+            diffs.push(format!("extra sample {} {:?}", show(k), v));
+        }
+    }
+    diffs
+}
+
+fn top_function(p: &Profile) -> String {
+    let mut flat: BTreeMap<String, i64> = BTreeMap::new();
+    for s in p.flat_samples().unwrap() {
+        if let Some(f) = s.stack.first() {
+            *flat.entry(f.0.clone()).or_default() += s.values[3];
+        }
+    }
+    flat.into_iter().max_by_key(|(name, v)| (*v, std::cmp::Reverse(name.clone()))).map(|(n, _)| n).unwrap_or_default()
+}
+
+/// Profiles one fixture binary and compares; returns differences prefixed with the case name.
+fn check_case(version: &str, mode: &str, with_pprof_tool: bool) -> Vec<String> {
+    let bin = fixture("heapfixture", version, mode);
+    let scratch = Scratch::new(&format!("eq-{version}-{mode}"));
+    let (running, self_profile) = start_heapfixture(&bin, &scratch);
+    let out_path = scratch.path("goheap.pb.gz");
+    let out = goheap(&["profile", "--pid", &running.pid.to_string(), "-o", out_path.to_str().unwrap()]);
+    let case = format!("go{version}/{mode}");
+    if !out.status.success() {
+        return vec![format!("{case}: goheap profile failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr))];
+    }
+    let ours = Profile::decode(&std::fs::read(&out_path).unwrap()).expect("goheap's profile decodes");
+    let theirs = Profile::decode(&std::fs::read(&self_profile).unwrap()).expect("runtime's profile decodes");
+    assert!(theirs.sample.len() >= 10, "{case}: the fixture's own profile has only {} samples", theirs.sample.len());
+    let mut diffs: Vec<String> = compare(&ours, &theirs).into_iter().map(|d| format!("{case}: {d}")).collect();
+    if with_pprof_tool {
+        diffs.extend(check_with_go_pprof(version, &out_path, &self_profile, &bin).into_iter().map(|d| format!("{case}: {d}")));
+    }
+    diffs
+}
+
+/// `go tool pprof -top` opens goheap's file and shows the same top function as on the runtime's file.
+fn check_with_go_pprof(version: &str, ours: &Path, theirs: &Path, _bin: &Path) -> Vec<String> {
+    let go = go_tool(version);
+    let top = |p: &Path| {
+        let out = std::process::Command::new(&go)
+            .args(["tool", "pprof", "-top", "-nodecount=3", "-sample_index=inuse_space"])
+            .arg(p)
+            .env("PPROF_TMPDIR", std::env::temp_dir())
+            .output()
+            .expect("go tool pprof");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let (ok_ours, text_ours) = top(ours);
+    let (ok_theirs, text_theirs) = top(theirs);
+    let first_fn = |t: &str| {
+        t.lines()
+            .skip_while(|l| !l.trim_start().starts_with("flat"))
+            .nth(1)
+            .and_then(|l| l.split_whitespace().last().map(str::to_string))
+            .unwrap_or_default()
+    };
+    let mut d = Vec::new();
+    if !ok_ours {
+        d.push(format!("go tool pprof failed on goheap's profile: {text_ours}"));
+    } else if !ok_theirs {
+        d.push(format!("go tool pprof failed on the runtime's profile: {text_theirs}"));
+    } else if first_fn(&text_ours).is_empty() || first_fn(&text_ours) != first_fn(&text_theirs) {
+        d.push(format!("pprof -top differs:\n--- goheap\n{text_ours}\n--- runtime\n{text_theirs}"));
+    }
+    d
+}
+
+fn run_matrix(versions: &[&str]) {
+    let mut diffs = Vec::new();
+    for v in versions {
+        for m in LIVE_MODES {
+            diffs.extend(check_case(v, m, *m == "default"));
+        }
+    }
+    if !diffs.is_empty() {
+        let shown: Vec<&String> = diffs.iter().take(40).collect();
+        panic!("{} differences:\n{}", diffs.len(), shown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n"));
+    }
+}
+
+#[test]
+fn go1_19_profiles_equal_runtime() {
+    run_matrix(&["1.19"]);
+}
+#[test]
+fn go1_21_profiles_equal_runtime() {
+    run_matrix(&["1.21.13"]);
+}
+#[test]
+fn go1_22_profiles_equal_runtime() {
+    run_matrix(&["1.22.10"]);
+}
+#[test]
+fn go1_23_profiles_equal_runtime() {
+    run_matrix(&["1.23.9"]);
+}
+#[test]
+fn go1_24_profiles_equal_runtime() {
+    run_matrix(&["1.24.11"]);
+}
+#[test]
+fn go1_25_profiles_equal_runtime() {
+    run_matrix(&["1.25.5"]);
+}
+#[test]
+fn go1_26_profiles_equal_runtime() {
+    run_matrix(&["1.26.6"]);
+}
+#[test]
+fn go1_27_profiles_equal_runtime() {
+    run_matrix(&["1.27.3"]);
+}
+
+/// The comparison itself must be able to fail: a profile with one value changed by 2 is different.
+#[test]
+fn comparison_detects_differences() {
+    let bin = fixture("heapfixture", "1.23.9", "default");
+    let scratch = Scratch::new("cmp");
+    let (_running, self_profile) = start_heapfixture(&bin, &scratch);
+    let theirs = Profile::decode(&std::fs::read(&self_profile).unwrap()).unwrap();
+    assert!(compare(&theirs, &theirs).is_empty());
+    let mut changed = theirs.clone();
+    let i = changed.sample.iter().position(|s| s.value[1] != 0).unwrap();
+    changed.sample[i].value[1] += 2;
+    assert_eq!(compare(&changed, &theirs).len(), 1);
+    let mut fewer = theirs.clone();
+    fewer.sample.remove(i);
+    assert_eq!(compare(&fewer, &theirs).len(), 1);
+}

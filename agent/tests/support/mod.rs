@@ -1,0 +1,114 @@
+//! Shared helpers of goheap's integration tests: where the fixtures and toolchains are, starting a
+//! fixture and waiting until it is ready, running the goheap binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Go versions of the matrix (directory names under the fixture output).
+pub const GO_VERSIONS: &[&str] = &["1.19", "1.21.13", "1.22.10", "1.23.9", "1.24.11", "1.25.5", "1.26.6", "1.27.3"];
+/// Build modes the profile-equality test covers.
+pub const LIVE_MODES: &[&str] = &["default", "pie", "cgo", "trimpath"];
+
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("GOHEAP_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache/goheap"))
+}
+
+pub fn fixtures_dir() -> PathBuf {
+    std::env::var_os("GOHEAP_FIXTURES_OUT").map(PathBuf::from).unwrap_or_else(|| cache_dir().join("fixtures"))
+}
+
+/// Path of a built fixture; panics with the command to run when it is missing.
+pub fn fixture(program: &str, version: &str, mode: &str) -> PathBuf {
+    let p = fixtures_dir().join(program).join(version).join(mode).join(program);
+    assert!(p.exists(), "fixture {} is missing: run fixtures/build.sh (it installs the Go toolchains and builds the matrix)", p.display());
+    p
+}
+
+/// The `go` binary of a toolchain; panics with the installer's name when missing.
+pub fn go_tool(version: &str) -> PathBuf {
+    let p = cache_dir().join("go").join(version).join("goroot/bin/go");
+    assert!(p.exists(), "Go toolchain {version} is missing at {}: run fixtures/install-toolchains.sh", p.display());
+    p
+}
+
+pub fn goheap_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_goheap"))
+}
+
+/// A unique scratch directory, removed on drop.
+pub struct Scratch(pub PathBuf);
+impl Scratch {
+    pub fn new(tag: &str) -> Scratch {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!("goheap-test-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Scratch(p)
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running fixture process, killed on drop.
+pub struct Running {
+    pub child: Child,
+    pub pid: i32,
+}
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `cmd` (with a `-ready PATH` argument already added by the caller) and waits until `ready`
+/// exists. Panics with the process's stderr if it exits or takes longer than `timeout`.
+pub fn start_and_wait(mut cmd: Command, ready: &Path, timeout: Duration) -> Running {
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+    let pid = child.id() as i32;
+    let t0 = Instant::now();
+    loop {
+        if ready.exists() {
+            return Running { child, pid };
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("{cmd:?} exited with {status} before becoming ready: {err}");
+        }
+        if t0.elapsed() > timeout {
+            let _ = child.kill();
+            panic!("{cmd:?} not ready after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts the heap fixture under GOGC=off; it writes its own profile to `profile` before it is ready.
+pub fn start_heapfixture(bin: &Path, scratch: &Scratch) -> (Running, PathBuf) {
+    let profile = scratch.path("self.pb.gz");
+    let ready = scratch.path("ready");
+    let mut cmd = Command::new(bin);
+    cmd.env("GOGC", "off").arg("-profile").arg(&profile).arg("-ready").arg(&ready);
+    (start_and_wait(cmd, &ready, Duration::from_secs(60)), profile)
+}
+
+/// Runs goheap with `args`.
+pub fn goheap(args: &[&str]) -> Output {
+    Command::new(goheap_bin()).args(args).output().expect("running goheap")
+}
