@@ -146,7 +146,8 @@ pub struct FuncRef {
     pub entry: u64,
     /// Entry PC of the next function in the table (exclusive end).
     pub end: u64,
-    /// Raw symbol name as stored in `funcnametab` (generic shapes not replaced).
+    /// Raw symbol name as stored in `funcnametab` (generic shapes not replaced). Unlike the
+    /// runtime, this also names the first function of the table (name offset 0).
     pub name: String,
     /// Line of the `func` keyword; 0 for Go 1.19 binaries, which do not record it.
     pub start_line: i32,
@@ -595,7 +596,7 @@ impl Pclntab {
 
     fn raw_name_of_index(&self, i: u32) -> &[u8] {
         self.func_info(i)
-            .map(|f| self.name_bytes(f.name_off))
+            .map(|f| self.table_name_bytes(f.name_off))
             .unwrap_or(b"")
     }
 
@@ -703,7 +704,7 @@ impl Pclntab {
             index: i,
             entry: f.entry,
             end: self.text.wrapping_add(u64::from(end_off)),
-            name: lossy(self.name_bytes(f.name_off)),
+            name: lossy(self.table_name_bytes(f.name_off)),
             start_line: f.start_line,
             func_id: f.func_id,
         })
@@ -757,8 +758,18 @@ impl Pclntab {
         (0..self.nfunc).filter_map(|i| self.func_ref(i))
     }
 
+    /// `moduledata.funcName`: the runtime maps name offset 0 to "" (which hides the name of the
+    /// first function of the table); see [`Pclntab::table_name_bytes`] for the stored name.
     fn name_bytes(&self, name_off: i32) -> &[u8] {
-        if name_off <= 0 {
+        if name_off == 0 {
+            return b"";
+        }
+        self.table_name_bytes(name_off)
+    }
+
+    /// The name stored at `name_off` in `funcnametab`, offset 0 included.
+    fn table_name_bytes(&self, name_off: i32) -> &[u8] {
+        if name_off < 0 {
             return b"";
         }
         let (s, e) = self.funcnametab;
