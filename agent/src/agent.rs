@@ -31,7 +31,12 @@ pub struct AgentArgs {
     #[arg(long, env = "GOHEAP_INTERVAL", default_value = "30s", value_parser = parse_duration)]
     pub interval: Duration,
     /// disabled | enabled | force (force writes runtime.MemProfileRate when the target has it at 0).
-    #[arg(long = "go-heap-profiler", env = "GO_HEAP_PROFILER", value_enum, default_value = "enabled")]
+    #[arg(
+        long = "go-heap-profiler",
+        env = "GO_HEAP_PROFILER",
+        value_enum,
+        default_value = "enabled"
+    )]
     pub mode: ProfilerMode,
     /// Write one delta pprof per process per cycle into this directory.
     #[arg(long, env = "GOHEAP_OUTPUT_DIR")]
@@ -50,14 +55,23 @@ pub struct AgentArgs {
 /// Parses `30s`, `2s`, `500ms`, `1m`, `1h`, or a plain number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map(|i| s.split_at(i)).unwrap_or((s, "s"));
-    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?} (use e.g. 30s, 500ms, 1m)"))?;
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "s"));
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (use e.g. 30s, 500ms, 1m)"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
-        _ => return Err(format!("invalid duration unit in {s:?} (use ms, s, m or h)")),
+        _ => {
+            return Err(format!(
+                "invalid duration unit in {s:?} (use ms, s, m or h)"
+            ))
+        }
     };
     if !(0.1..=86400.0).contains(&secs) {
         return Err(format!("duration {s:?} out of range (100ms to 24h)"));

@@ -52,7 +52,10 @@ pub struct GoProcessSummary {
 /// All numeric entries of `proc_root`, ascending.
 pub fn list_pids(proc_root: &Path) -> Vec<i32> {
     let mut pids: Vec<i32> = std::fs::read_dir(proc_root)
-        .map(|rd| rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+                .collect()
+        })
         .unwrap_or_default();
     pids.sort_unstable();
     pids
@@ -93,9 +96,18 @@ pub fn summary_from_info(pid: i32, binary: String, info: &BinaryInfo) -> GoProce
     let (state, detail) = if info.symbols.is_none() {
         (ProcessState::NoSymbolTable, info.symbols_error.clone())
     } else if info.linker_disabled_profiling == Some(true) {
-        (ProcessState::ProfilingDisabled, Some("linker set runtime.disableMemoryProfiling".into()))
+        (
+            ProcessState::ProfilingDisabled,
+            Some("linker set runtime.disableMemoryProfiling".into()),
+        )
     } else if !info.layout.tested {
-        (ProcessState::Unsupported, Some(format!("{} is outside the tested range Go 1.19–1.27; goheap will try", info.binary.go_version)))
+        (
+            ProcessState::Unsupported,
+            Some(format!(
+                "{} is outside the tested range Go 1.19–1.27; goheap will try",
+                info.binary.go_version
+            )),
+        )
     } else {
         (ProcessState::Readable, None)
     };
@@ -112,5 +124,9 @@ pub fn summary_from_info(pid: i32, binary: String, info: &BinaryInfo) -> GoProce
 /// Every Go process under `proc_root`, except goheap itself.
 pub fn scan(proc_root: &Path) -> Vec<GoProcessSummary> {
     let me = std::process::id() as i32;
-    list_pids(proc_root).into_iter().filter(|&p| p != me).filter_map(|p| summarize(proc_root, p)).collect()
+    list_pids(proc_root)
+        .into_iter()
+        .filter(|&p| p != me)
+        .filter_map(|p| summarize(proc_root, p))
+        .collect()
 }

@@ -7,7 +7,9 @@
 
 use std::collections::HashMap;
 
-use pprof_proto::{FrameLine, LocationId, MappingId, MappingInfo, Profile, ProfileBuilder, SampleLabel};
+use pprof_proto::{
+    FrameLine, LocationId, MappingId, MappingInfo, Profile, ProfileBuilder, SampleLabel,
+};
 
 use crate::buckets::MemProfileRecord;
 use crate::layout::RuntimeLayout;
@@ -52,7 +54,12 @@ impl HeapProfileOptions {
     pub fn for_binary(info: &BinaryInfo, bias: u64, map: &MemoryMap) -> HeapProfileOptions {
         let dev = split_dev(info.binary.identity.dev);
         let ino = info.binary.identity.ino;
-        let build_id = info.binary.gnu_build_id.clone().or_else(|| info.binary.go_build_id.clone()).unwrap_or_default();
+        let build_id = info
+            .binary
+            .gnu_build_id
+            .clone()
+            .or_else(|| info.binary.go_build_id.clone())
+            .unwrap_or_default();
         let mappings = map
             .mappings
             .iter()
@@ -64,7 +71,11 @@ impl HeapProfileOptions {
                     end: m.end,
                     offset: m.offset,
                     file: m.path.clone(),
-                    build_id: if is_main { build_id.clone() } else { String::new() },
+                    build_id: if is_main {
+                        build_id.clone()
+                    } else {
+                        String::new()
+                    },
                     is_main,
                 }
             })
@@ -73,7 +84,12 @@ impl HeapProfileOptions {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as i64)
             .unwrap_or(0);
-        HeapProfileOptions { layout: info.layout, bias, mappings, time_nanos }
+        HeapProfileOptions {
+            layout: info.layout,
+            bias,
+            mappings,
+            time_nanos,
+        }
     }
 }
 
@@ -99,11 +115,18 @@ pub fn scale_heap_sample_by_object(count: i64, avg_size: i64, rate: i64) -> (i64
         return (count, count.wrapping_mul(avg_size));
     }
     let scale = 1.0 / (1.0 - (-(avg_size as f64) / rate as f64).exp());
-    ((count as f64 * scale) as i64, (count.wrapping_mul(avg_size) as f64 * scale) as i64)
+    (
+        (count as f64 * scale) as i64,
+        (count.wrapping_mul(avg_size) as f64 * scale) as i64,
+    )
 }
 
 /// The four values and the `bytes` label of one record, as the target's `writeHeapProto` computes them.
-pub fn record_values(r: &MemProfileRecord, rate: i64, layout: &RuntimeLayout) -> ([i64; 4], Option<i64>) {
+pub fn record_values(
+    r: &MemProfileRecord,
+    rate: i64,
+    layout: &RuntimeLayout,
+) -> ([i64; 4], Option<i64>) {
     if layout.object_size_records {
         let size = r.object_size as i64;
         let (ao, ab) = scale_heap_sample_by_object(r.alloc_objects, size, rate);
@@ -111,14 +134,27 @@ pub fn record_values(r: &MemProfileRecord, rate: i64, layout: &RuntimeLayout) ->
         ([ao, ab, io, ib], Some(size))
     } else {
         let (ao, ab) = scale_heap_sample(r.alloc_objects, r.alloc_bytes, rate);
-        let (io, ib) = scale_heap_sample(r.alloc_objects - r.free_objects, r.alloc_bytes - r.free_bytes, rate);
-        let block = if r.alloc_objects > 0 { r.alloc_bytes / r.alloc_objects } else { 0 };
+        let (io, ib) = scale_heap_sample(
+            r.alloc_objects - r.free_objects,
+            r.alloc_bytes - r.free_bytes,
+            rate,
+        );
+        let block = if r.alloc_objects > 0 {
+            r.alloc_bytes / r.alloc_objects
+        } else {
+            0
+        };
         ([ao, ab, io, ib], (block != 0).then_some(block))
     }
 }
 
 /// Builds the heap profile from records (in `mbuckets` order).
-pub fn build(records: &[MemProfileRecord], rate: u64, symbolizer: &Symbolizer, opts: &HeapProfileOptions) -> Result<Profile, HeapProfileError> {
+pub fn build(
+    records: &[MemProfileRecord],
+    rate: u64,
+    symbolizer: &Symbolizer,
+    opts: &HeapProfileOptions,
+) -> Result<Profile, HeapProfileError> {
     let rate = rate as i64;
     let bias = opts.bias;
     let mut locs = LocationBuilder::new(symbolizer.pclntab());
@@ -135,7 +171,12 @@ pub fn build(records: &[MemProfileRecord], rate: u64, symbolizer: &Symbolizer, o
     let mut b = ProfileBuilder::new();
     b.set_period_type("space", "bytes");
     b.set_period(rate);
-    for (t, u) in [("alloc_objects", "count"), ("alloc_space", "bytes"), ("inuse_objects", "count"), ("inuse_space", "bytes")] {
+    for (t, u) in [
+        ("alloc_objects", "count"),
+        ("alloc_space", "bytes"),
+        ("inuse_objects", "count"),
+        ("inuse_space", "bytes"),
+    ] {
         b.add_sample_type(t, u);
     }
     b.set_time_nanos(opts.time_nanos);
@@ -143,7 +184,11 @@ pub fn build(records: &[MemProfileRecord], rate: u64, symbolizer: &Symbolizer, o
     // Mappings first, in maps order, with has_functions as runtime/pprof decides it: every location in
     // the mapping was symbolized and none failed.
     let mut mapping_flags: Vec<u8> = vec![0; opts.mappings.len()];
-    let mapping_of = |addr: u64| opts.mappings.iter().position(|m| m.start <= addr && addr < m.end);
+    let mapping_of = |addr: u64| {
+        opts.mappings
+            .iter()
+            .position(|m| m.start <= addr && addr < m.end)
+    };
     for l in &locations {
         if let Some(i) = mapping_of(l.address.wrapping_add(bias)) {
             mapping_flags[i] |= l.symbolize_result;
@@ -166,7 +211,12 @@ pub fn build(records: &[MemProfileRecord], rate: u64, symbolizer: &Symbolizer, o
     }
     let function_ids: HashMap<u64, pprof_proto::FunctionId> = functions
         .iter()
-        .map(|f| (f.id, b.function(&f.name, &f.system_name, &f.filename, f.start_line)))
+        .map(|f| {
+            (
+                f.id,
+                b.function(&f.name, &f.system_name, &f.filename, f.start_line),
+            )
+        })
         .collect();
     let mut location_ids: HashMap<u64, LocationId> = HashMap::with_capacity(locations.len());
     for l in &locations {
@@ -174,15 +224,33 @@ pub fn build(records: &[MemProfileRecord], rate: u64, symbolizer: &Symbolizer, o
         let lines: Vec<FrameLine> = l
             .lines
             .iter()
-            .filter_map(|ln| function_ids.get(&ln.function_id).map(|&function| FrameLine { function, line: ln.line, column: 0 }))
+            .filter_map(|ln| {
+                function_ids
+                    .get(&ln.function_id)
+                    .map(|&function| FrameLine {
+                        function,
+                        line: ln.line,
+                        column: 0,
+                    })
+            })
             .collect();
         let mapping = mapping_of(addr).map(|i| mapping_ids[i]);
         let id = b.location(l.id, mapping, addr, &lines)?;
         location_ids.insert(l.id, id);
     }
     for (ids, values, label) in samples {
-        let stack: Vec<LocationId> = ids.iter().filter_map(|i| location_ids.get(i).copied()).collect();
-        let labels: Vec<SampleLabel<'_>> = label.map(|v| SampleLabel::Num { key: "bytes", value: v, unit: "" }).into_iter().collect();
+        let stack: Vec<LocationId> = ids
+            .iter()
+            .filter_map(|i| location_ids.get(i).copied())
+            .collect();
+        let labels: Vec<SampleLabel<'_>> = label
+            .map(|v| SampleLabel::Num {
+                key: "bytes",
+                value: v,
+                unit: "",
+            })
+            .into_iter()
+            .collect();
         b.add_sample(&stack, &values, &labels)?;
     }
     Ok(b.build())
@@ -203,7 +271,9 @@ pub struct ProfileSummary {
 pub fn summarize(p: &Profile, top: usize) -> ProfileSummary {
     let mut s = ProfileSummary::default();
     let mut flat: HashMap<String, i64> = HashMap::new();
-    let Ok(samples) = p.flat_samples() else { return s };
+    let Ok(samples) = p.flat_samples() else {
+        return s;
+    };
     for smp in samples {
         if smp.values.len() < 4 {
             continue;
@@ -240,7 +310,10 @@ mod tests {
         for (n, sz) in [(1i64, 16i64), (1000, 32), (7, 1 << 20)] {
             let a = scale_heap_sample(n, n * sz, 524288);
             let b = scale_heap_sample_by_object(n, sz, 524288);
-            assert!((a.0 - b.0).abs() <= 1 && (a.1 - b.1).abs() <= 1, "{a:?} {b:?}");
+            assert!(
+                (a.0 - b.0).abs() <= 1 && (a.1 - b.1).abs() <= 1,
+                "{a:?} {b:?}"
+            );
         }
     }
 }

@@ -66,7 +66,11 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() { exit_code::USAGE } else { exit_code::OK };
+            let code = if e.use_stderr() {
+                exit_code::USAGE
+            } else {
+                exit_code::OK
+            };
             let _ = e.print();
             return ExitCode::from(code as u8);
         }
@@ -74,7 +78,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Profile(args) => run_profile(&cli.proc_root, args),
         Command::Ps(args) => run_ps(&cli.proc_root, args),
-        Command::Agent(args) => goheap::agent::run(cli.proc_root.clone(), args).map_err(Failure::Other),
+        Command::Agent(args) => {
+            goheap::agent::run(cli.proc_root.clone(), args).map_err(Failure::Other)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -102,7 +108,9 @@ impl From<anyhow::Error> for Failure {
 
 fn run_profile(proc_root: &std::path::Path, args: ProfileArgs) -> Result<(), Failure> {
     let mut profiler = Profiler::new(proc_root.to_path_buf());
-    let outcome = profiler.profile(&ProfileRequest { pid: args.pid }).map_err(Failure::Refused)?;
+    let outcome = profiler
+        .profile(&ProfileRequest { pid: args.pid })
+        .map_err(Failure::Refused)?;
     if !outcome.layout_tested {
         eprintln!(
             "goheap: warning: Go version {} is outside the tested range (1.19–1.27); the layout self-check passed, but check the result",
@@ -115,24 +123,50 @@ fn run_profile(proc_root: &std::path::Path, args: ProfileArgs) -> Result<(), Fai
     let bytes = outcome.profile.encode_gzip();
     let dest = match &args.output {
         Some(p) if p.as_os_str() == "-" => {
-            std::io::stdout().lock().write_all(&bytes).map_err(|e| Failure::Other(e.into()))?;
+            std::io::stdout()
+                .lock()
+                .write_all(&bytes)
+                .map_err(|e| Failure::Other(e.into()))?;
             None
         }
         Some(p) => Some(p.clone()),
         None => {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-            let name: String = outcome.process_name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
-            Some(PathBuf::from(format!("goheap-{name}-{}-{now}.pb.gz", args.pid)))
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let name: String = outcome
+                .process_name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            Some(PathBuf::from(format!(
+                "goheap-{name}-{}-{now}.pb.gz",
+                args.pid
+            )))
         }
     };
     if let Some(path) = &dest {
-        std::fs::write(path, &bytes).map_err(|e| Failure::Other(anyhow::anyhow!("writing {}: {e}", path.display())))?;
+        std::fs::write(path, &bytes)
+            .map_err(|e| Failure::Other(anyhow::anyhow!("writing {}: {e}", path.display())))?;
     }
     if !args.quiet {
         let mut err = std::io::stderr().lock();
         let _ = writeln!(err, "{}", outcome.summary_text());
         if let Some(path) = &dest {
-            let _ = writeln!(err, "wrote {} ({} bytes); open with: go tool pprof {}", path.display(), bytes.len(), path.display());
+            let _ = writeln!(
+                err,
+                "wrote {} ({} bytes); open with: go tool pprof {}",
+                path.display(),
+                bytes.len(),
+                path.display()
+            );
         }
     }
     Ok(())
@@ -140,14 +174,24 @@ fn run_profile(proc_root: &std::path::Path, args: ProfileArgs) -> Result<(), Fai
 
 fn run_ps(proc_root: &std::path::Path, args: PsArgs) -> Result<(), Failure> {
     let all = discovery::scan(proc_root);
-    let denied = all.iter().filter(|p| p.state == ProcessState::PermissionDenied).count();
-    let rows: Vec<_> = all.into_iter().filter(|p| args.all || p.state != ProcessState::PermissionDenied).collect();
+    let denied = all
+        .iter()
+        .filter(|p| p.state == ProcessState::PermissionDenied)
+        .count();
+    let rows: Vec<_> = all
+        .into_iter()
+        .filter(|p| args.all || p.state != ProcessState::PermissionDenied)
+        .collect();
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &rows).map_err(|e| Failure::Other(e.into()))?;
         let _ = writeln!(out);
     } else {
-        let _ = writeln!(out, "{:>8}  {:<19} {:<10} {:<15} BINARY", "PID", "STATE", "GO", "METHOD");
+        let _ = writeln!(
+            out,
+            "{:>8}  {:<19} {:<10} {:<15} BINARY",
+            "PID", "STATE", "GO", "METHOD"
+        );
         for r in &rows {
             let _ = writeln!(
                 out,
@@ -157,7 +201,10 @@ fn run_ps(proc_root: &std::path::Path, args: PsArgs) -> Result<(), Failure> {
                 r.go_version.as_deref().unwrap_or("?"),
                 r.method.as_deref().unwrap_or("-"),
                 r.binary,
-                r.detail.as_ref().map(|d| format!("  ({d})")).unwrap_or_default()
+                r.detail
+                    .as_ref()
+                    .map(|d| format!("  ({d})"))
+                    .unwrap_or_default()
             );
         }
     }

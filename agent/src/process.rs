@@ -38,7 +38,13 @@ impl BinaryInfo {
             .and_then(|s| s.disable_memory_profiling)
             .and_then(|a| binary.read_initialized(a, 1))
             .map(|v| v != 0);
-        BinaryInfo { binary, layout, symbols, symbols_error, linker_disabled_profiling }
+        BinaryInfo {
+            binary,
+            layout,
+            symbols,
+            symbols_error,
+            linker_disabled_profiling,
+        }
     }
 }
 
@@ -65,7 +71,10 @@ pub struct ProcPaths {
 
 impl ProcPaths {
     pub fn new(proc_root: &Path, pid: i32) -> ProcPaths {
-        ProcPaths { root: proc_root.to_path_buf(), pid }
+        ProcPaths {
+            root: proc_root.to_path_buf(),
+            pid,
+        }
     }
     pub fn dir(&self) -> PathBuf {
         self.root.join(self.pid.to_string())
@@ -86,7 +95,9 @@ pub fn start_time(proc_root: &Path, pid: i32) -> Option<u64> {
 
 /// The short command name (`/proc/PID/comm`).
 pub fn comm(proc_root: &Path, pid: i32) -> Option<String> {
-    std::fs::read_to_string(proc_root.join(pid.to_string()).join("comm")).ok().map(|s| s.trim_end().to_string())
+    std::fs::read_to_string(proc_root.join(pid.to_string()).join("comm"))
+        .ok()
+        .map(|s| s.trim_end().to_string())
 }
 
 /// Opens the executable of `pid` and maps failures to refusals.
@@ -99,28 +110,52 @@ pub fn open_binary(paths: &ProcPaths) -> Result<GoBinary, Refusal> {
     match GoBinary::open(&exe) {
         Ok(b) => Ok(b),
         Err(BinaryError::Io { source, .. }) => match source.kind() {
-            std::io::ErrorKind::PermissionDenied => Err(Refusal::PermissionDenied { pid, what: exe.display().to_string() }),
+            std::io::ErrorKind::PermissionDenied => Err(Refusal::PermissionDenied {
+                pid,
+                what: exe.display().to_string(),
+            }),
             std::io::ErrorKind::NotFound => {
                 if paths.dir().exists() {
                     // Kernel threads and zombies have no exe.
-                    Err(Refusal::NotGo { pid, exe: "(no executable)".into() })
+                    Err(Refusal::NotGo {
+                        pid,
+                        exe: "(no executable)".into(),
+                    })
                 } else {
                     Err(Refusal::NoSuchProcess { pid })
                 }
             }
-            _ => Err(Refusal::NotGo { pid, exe: format!("{} ({source})", exe.display()) }),
+            _ => Err(Refusal::NotGo {
+                pid,
+                exe: format!("{} ({source})", exe.display()),
+            }),
         },
-        Err(e @ (BinaryError::NotGo(_) | BinaryError::NotElf(..) | BinaryError::Not64Bit(_) | BinaryError::TooManySections(_))) => {
-            Err(Refusal::NotGo { pid, exe: exe_target(paths).unwrap_or_else(|| e.to_string()) })
-        }
-        Err(e @ BinaryError::BuildInfo(..)) => Err(Refusal::UnsupportedVersion { pid, version: "unknown".into(), detail: e.to_string() }),
-        Err(e @ BinaryError::Symtab(..)) => Err(Refusal::NoSymbols { exe: exe.display().to_string(), detail: e.to_string() }),
+        Err(
+            e @ (BinaryError::NotGo(_)
+            | BinaryError::NotElf(..)
+            | BinaryError::Not64Bit(_)
+            | BinaryError::TooManySections(_)),
+        ) => Err(Refusal::NotGo {
+            pid,
+            exe: exe_target(paths).unwrap_or_else(|| e.to_string()),
+        }),
+        Err(e @ BinaryError::BuildInfo(..)) => Err(Refusal::UnsupportedVersion {
+            pid,
+            version: "unknown".into(),
+            detail: e.to_string(),
+        }),
+        Err(e @ BinaryError::Symtab(..)) => Err(Refusal::NoSymbols {
+            exe: exe.display().to_string(),
+            detail: e.to_string(),
+        }),
     }
 }
 
 /// Where `/proc/PID/exe` points (as the target sees it), for messages.
 pub fn exe_target(paths: &ProcPaths) -> Option<String> {
-    std::fs::read_link(paths.exe()).ok().map(|p| p.display().to_string())
+    std::fs::read_link(paths.exe())
+        .ok()
+        .map(|p| p.display().to_string())
 }
 
 /// Where a process's globals are at run time, for one read.
@@ -176,12 +211,18 @@ impl HeapSnapshot {
 pub fn memory_refusal(pid: i32, e: MemoryError, proc_root: &Path) -> Refusal {
     match e {
         MemoryError::ProcessGone(_) => Refusal::ProcessExited { pid },
-        MemoryError::PermissionDenied(_) => Refusal::PermissionDenied { pid, what: format!("{}/{pid}/mem", proc_root.display()) },
+        MemoryError::PermissionDenied(_) => Refusal::PermissionDenied {
+            pid,
+            what: format!("{}/{pid}/mem", proc_root.display()),
+        },
         other => {
             if !proc_root.join(pid.to_string()).exists() {
                 Refusal::ProcessExited { pid }
             } else {
-                Refusal::Corrupt { pid, detail: other.to_string() }
+                Refusal::Corrupt {
+                    pid,
+                    detail: other.to_string(),
+                }
             }
         }
     }
@@ -212,24 +253,41 @@ pub fn read_snapshot<M: RemoteMemory + ?Sized>(
     };
     let head = mem.read_u64(addrs.mbuckets).map_err(merr)?;
     let walker = BucketWalker::new(mem, info.layout, map);
-    let walk = walker.walk(head).map_err(|e| walk_refusal(pid, e, info, proc_root))?;
-    buckets::check_layout(&info.layout, &info.binary.go_version.raw, &walk.buckets).map_err(|e| walk_refusal(pid, e, info, proc_root))?;
-    Ok(HeapSnapshot { mem_profile_rate: rate, cycle, buckets: walk.buckets, warning: walk.warning })
+    let walk = walker
+        .walk(head)
+        .map_err(|e| walk_refusal(pid, e, info, proc_root))?;
+    buckets::check_layout(&info.layout, &info.binary.go_version.raw, &walk.buckets)
+        .map_err(|e| walk_refusal(pid, e, info, proc_root))?;
+    Ok(HeapSnapshot {
+        mem_profile_rate: rate,
+        cycle,
+        buckets: walk.buckets,
+        warning: walk.warning,
+    })
 }
 
 /// Maps a walk error to a refusal.
 pub fn walk_refusal(pid: i32, e: WalkError, info: &BinaryInfo, proc_root: &Path) -> Refusal {
     match e {
         WalkError::Memory(m) => memory_refusal(pid, m, proc_root),
-        WalkError::LayoutMismatch { .. } => Refusal::UnsupportedVersion { pid, version: info.binary.go_version.raw.clone(), detail: e.to_string() },
-        WalkError::BadBucket { .. } if !info.layout.tested => {
-            Refusal::UnsupportedVersion { pid, version: info.binary.go_version.raw.clone(), detail: e.to_string() }
-        }
+        WalkError::LayoutMismatch { .. } => Refusal::UnsupportedVersion {
+            pid,
+            version: info.binary.go_version.raw.clone(),
+            detail: e.to_string(),
+        },
+        WalkError::BadBucket { .. } if !info.layout.tested => Refusal::UnsupportedVersion {
+            pid,
+            version: info.binary.go_version.raw.clone(),
+            detail: e.to_string(),
+        },
         WalkError::BadBucket { .. } => {
             if !proc_root.join(pid.to_string()).exists() {
                 Refusal::ProcessExited { pid }
             } else {
-                Refusal::Corrupt { pid, detail: e.to_string() }
+                Refusal::Corrupt {
+                    pid,
+                    detail: e.to_string(),
+                }
             }
         }
     }
@@ -237,5 +295,8 @@ pub fn walk_refusal(pid: i32, e: WalkError, info: &BinaryInfo, proc_root: &Path)
 
 /// `LocateMethod` name for displays.
 pub fn method_name(info: &BinaryInfo) -> &'static str {
-    info.symbols.as_ref().map(|s| s.method.as_str()).unwrap_or("none")
+    info.symbols
+        .as_ref()
+        .map(|s| s.method.as_str())
+        .unwrap_or("none")
 }

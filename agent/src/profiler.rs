@@ -24,12 +24,21 @@ pub struct CachedBinary {
 
 impl CachedBinary {
     pub fn new(info: BinaryInfo) -> CachedBinary {
-        CachedBinary { info, symbolizer: std::sync::OnceLock::new() }
+        CachedBinary {
+            info,
+            symbolizer: std::sync::OnceLock::new(),
+        }
     }
 
     /// The symbolizer of this binary (parsed once).
     pub fn symbolizer(&self) -> Result<Arc<Symbolizer>, String> {
-        self.symbolizer.get_or_init(|| Symbolizer::open(&self.info.binary).map(Arc::new).map_err(|e| e.to_string())).clone()
+        self.symbolizer
+            .get_or_init(|| {
+                Symbolizer::open(&self.info.binary)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
     }
 }
 
@@ -113,8 +122,17 @@ impl ProfileOutcome {
             out.push_str("\n  (no samples yet: the process has not allocated enough, or no GC has completed)");
         }
         for (name, bytes) in &s.top_alloc {
-            let pct = if s.alloc_bytes > 0 { 100.0 * *bytes as f64 / s.alloc_bytes as f64 } else { 0.0 };
-            out.push_str(&format!("\n  {:>10} {:5.1}%  {}", human_bytes(*bytes), pct, name));
+            let pct = if s.alloc_bytes > 0 {
+                100.0 * *bytes as f64 / s.alloc_bytes as f64
+            } else {
+                0.0
+            };
+            out.push_str(&format!(
+                "\n  {:>10} {:5.1}%  {}",
+                human_bytes(*bytes),
+                pct,
+                name
+            ));
         }
         out
     }
@@ -144,7 +162,10 @@ pub struct Profiler {
 
 impl Profiler {
     pub fn new(proc_root: PathBuf) -> Profiler {
-        Profiler { proc_root, binaries: BinaryCache::default() }
+        Profiler {
+            proc_root,
+            binaries: BinaryCache::default(),
+        }
     }
 
     /// Reads the heap profile of `req.pid`.
@@ -154,10 +175,21 @@ impl Profiler {
         let cached = self.binaries.get(&paths)?;
         let info = &cached.info;
         let (snapshot, map, bias) = read_process(&self.proc_root, pid, info)?;
-        let symbolizer = cached.symbolizer().map_err(|detail| Refusal::Corrupt { pid, detail: format!("cannot read .gopclntab: {detail}") })?;
+        let symbolizer = cached.symbolizer().map_err(|detail| Refusal::Corrupt {
+            pid,
+            detail: format!("cannot read .gopclntab: {detail}"),
+        })?;
         let opts = HeapProfileOptions::for_binary(info, bias, &map);
-        let profile = heap_profile::build(&snapshot.records(), snapshot.mem_profile_rate, &symbolizer, &opts)
-            .map_err(|e| Refusal::Corrupt { pid, detail: e.to_string() })?;
+        let profile = heap_profile::build(
+            &snapshot.records(),
+            snapshot.mem_profile_rate,
+            &symbolizer,
+            &opts,
+        )
+        .map_err(|e| Refusal::Corrupt {
+            pid,
+            detail: e.to_string(),
+        })?;
         let summary = heap_profile::summarize(&profile, 5);
         Ok(ProfileOutcome {
             pid,
@@ -175,23 +207,41 @@ impl Profiler {
 }
 
 /// Opens the process's memory and reads one snapshot. Returns the snapshot, the maps and the bias.
-pub fn read_process(proc_root: &std::path::Path, pid: i32, info: &BinaryInfo) -> Result<(HeapSnapshot, MemoryMap, u64), Refusal> {
+pub fn read_process(
+    proc_root: &std::path::Path,
+    pid: i32,
+    info: &BinaryInfo,
+) -> Result<(HeapSnapshot, MemoryMap, u64), Refusal> {
     let symbols = info.symbols.as_ref().ok_or_else(|| Refusal::NoSymbols {
         exe: info.binary.path.display().to_string(),
         detail: info.symbols_error.clone().unwrap_or_default(),
     })?;
-    let mem = VmReader::open(proc_root, pid).map_err(|e| process::memory_refusal(pid, e, proc_root))?;
+    let mem =
+        VmReader::open(proc_root, pid).map_err(|e| process::memory_refusal(pid, e, proc_root))?;
     let map = MemoryMap::read(proc_root, pid).map_err(|e| match e {
-        crate::maps::MapsError::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
-            Refusal::PermissionDenied { pid, what: format!("{}/{pid}/maps", proc_root.display()) }
+        crate::maps::MapsError::Io { source, .. }
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            Refusal::PermissionDenied {
+                pid,
+                what: format!("{}/{pid}/maps", proc_root.display()),
+            }
         }
         _ => Refusal::ProcessExited { pid },
     })?;
     let bias = process::load_bias(info, &map).ok_or_else(|| Refusal::Corrupt {
         pid,
-        detail: "the executable's mapping is not in /proc/PID/maps (cannot compute the PIE load bias)".into(),
+        detail:
+            "the executable's mapping is not in /proc/PID/maps (cannot compute the PIE load bias)"
+                .into(),
     })?;
     let addrs = RuntimeAddresses::new(symbols, bias);
-    let snapshot = process::read_snapshot(&mem as &dyn RemoteMemory, info, &addrs, Some(&map), proc_root)?;
+    let snapshot = process::read_snapshot(
+        &mem as &dyn RemoteMemory,
+        info,
+        &addrs,
+        Some(&map),
+        proc_root,
+    )?;
     Ok((snapshot, map, bias))
 }

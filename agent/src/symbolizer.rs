@@ -10,7 +10,10 @@ use crate::pclntab::{GoVersion as PclnVersion, Pclntab, PclntabError};
 #[derive(Debug, thiserror::Error)]
 pub enum SymbolizerError {
     #[error("mapping {path}: {source}")]
-    Map { path: String, source: std::io::Error },
+    Map {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Pclntab(#[from] PclntabError),
 }
@@ -26,8 +29,11 @@ impl Symbolizer {
         // SAFETY: the mapping is private and read-only, and only read during `Pclntab::parse`, which
         // copies what it keeps. An executable that is running cannot be truncated (ETXTBSY), which is
         // what would make reads of the mapping fault.
-        let map = unsafe { memmap2::Mmap::map(&binary.file) }
-            .map_err(|source| SymbolizerError::Map { path: binary.path.display().to_string(), source })?;
+        let map =
+            unsafe { memmap2::Mmap::map(&binary.file) }.map_err(|source| SymbolizerError::Map {
+                path: binary.path.display().to_string(),
+                source,
+            })?;
         let mut pclntab = Pclntab::parse(&map)?;
         drop(map);
         let v = &binary.go_version;

@@ -13,7 +13,11 @@ fn assert_one_line(out: &Output, what: &str) -> String {
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!err.contains("panicked"), "{what}: goheap panicked: {err}");
     let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 1, "{what}: expected one line on stderr, got: {err}");
+    assert_eq!(
+        lines.len(),
+        1,
+        "{what}: expected one line on stderr, got: {err}"
+    );
     assert!(lines[0].starts_with("goheap: "), "{what}: {err}");
     err
 }
@@ -44,8 +48,20 @@ fn stripped_binary_without_other_evidence() {
     let bin = fixture("heapfixture", "1.23.9", "stripped");
     let scratch = Scratch::new("stripped");
     let (running, _) = start_heapfixture(&bin, &scratch);
-    let out = goheap(&["profile", "--pid", &running.pid.to_string(), "--require-symtab", "-o", "-"]);
-    assert_eq!(out.status.code(), Some(exit_code::NO_SYMBOLS), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = goheap(&[
+        "profile",
+        "--pid",
+        &running.pid.to_string(),
+        "--require-symtab",
+        "-o",
+        "-",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::NO_SYMBOLS),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let err = assert_one_line(&out, "stripped");
     assert!(err.contains("symbol table"), "{err}");
 }
@@ -59,9 +75,17 @@ fn profiling_disabled_by_linker() {
     cmd.arg("-ready").arg(&ready);
     let running = start_and_wait(cmd, &ready, Duration::from_secs(30));
     let out = goheap(&["profile", "--pid", &running.pid.to_string(), "-o", "-"]);
-    assert_eq!(out.status.code(), Some(exit_code::PROFILING_DISABLED), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::PROFILING_DISABLED),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let err = assert_one_line(&out, "disabled");
-    assert!(err.contains("runtime/pprof") && err.contains("force"), "says how to enable: {err}");
+    assert!(
+        err.contains("runtime/pprof") && err.contains("force"),
+        "says how to enable: {err}"
+    );
 }
 
 /// The process is located and opened, then exits before the bucket walk: the read reports that the
@@ -87,12 +111,16 @@ fn process_exits_during_read() {
         };
         if reader == "pread" {
             // Sanity: while alive, the same read works.
-            goheap::process::read_snapshot(mem.as_ref(), &info, &addrs, Some(&map), proc_root).expect("alive read");
+            goheap::process::read_snapshot(mem.as_ref(), &info, &addrs, Some(&map), proc_root)
+                .expect("alive read");
             let _ = running.child.kill();
             let _ = running.child.wait();
         }
         let r = goheap::process::read_snapshot(mem.as_ref(), &info, &addrs, Some(&map), proc_root);
-        assert!(matches!(r, Err(Refusal::ProcessExited { .. })), "{reader}: {r:?}");
+        assert!(
+            matches!(r, Err(Refusal::ProcessExited { .. })),
+            "{reader}: {r:?}"
+        );
         assert_eq!(r.unwrap_err().exit_code(), exit_code::PROCESS_EXITED);
     }
     // And the CLI says so for a pid that is gone.
@@ -109,10 +137,12 @@ fn racing_exit_never_panics() {
         let scratch = Scratch::new(&format!("race{round}"));
         let (mut running, _) = start_heapfixture(&bin, &scratch);
         let pid = running.pid.to_string();
-        let handles: Vec<_> = (0..4).map(|_| {
-            let pid = pid.clone();
-            std::thread::spawn(move || goheap(&["profile", "--pid", &pid, "-o", "-", "-q"]))
-        }).collect();
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let pid = pid.clone();
+                std::thread::spawn(move || goheap(&["profile", "--pid", &pid, "-o", "-", "-q"]))
+            })
+            .collect();
         std::thread::sleep(Duration::from_millis(2 * round));
         let _ = running.child.kill();
         let _ = running.child.wait();
@@ -122,7 +152,12 @@ fn racing_exit_never_panics() {
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(!err.contains("panicked"), "{err}");
             assert!(
-                [Some(0), Some(exit_code::NO_SUCH_PROCESS), Some(exit_code::PROCESS_EXITED)].contains(&code),
+                [
+                    Some(0),
+                    Some(exit_code::NO_SUCH_PROCESS),
+                    Some(exit_code::PROCESS_EXITED)
+                ]
+                .contains(&code),
                 "unexpected exit {code:?}: {err}"
             );
         }
@@ -135,7 +170,16 @@ fn ensure_user(name: &str) -> (u32, u32) {
         String::from_utf8_lossy(&out.stdout).trim().parse().ok()
     };
     if id("-u").is_none() {
-        let st = Command::new("useradd").args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name]).status().expect("useradd");
+        let st = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                name,
+            ])
+            .status()
+            .expect("useradd");
         assert!(st.success(), "useradd {name} failed (tests run as root)");
     }
     (id("-u").unwrap(), id("-g").unwrap())
@@ -153,22 +197,36 @@ fn non_root_needs_cap_sys_ptrace() {
     let goheap_path = goheap_bin();
     let setpriv = |caps: &str| {
         let mut c = Command::new("setpriv");
-        c.arg(format!("--reuid={uid}")).arg(format!("--regid={gid}")).arg("--clear-groups");
+        c.arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={gid}"))
+            .arg("--clear-groups");
         if caps.is_empty() {
             c.args(["--inh-caps=-all", "--bounding-set=-all"]);
         } else {
-            c.arg(format!("--inh-caps=-all,+{caps}")).arg(format!("--ambient-caps=+{caps}")).arg(format!("--bounding-set=-all,+{caps}"));
+            c.arg(format!("--inh-caps=-all,+{caps}"))
+                .arg(format!("--ambient-caps=+{caps}"))
+                .arg(format!("--bounding-set=-all,+{caps}"));
         }
-        c.arg(&goheap_path).args(["profile", "--pid", &pid, "-o", "-", "-q"]);
+        c.arg(&goheap_path)
+            .args(["profile", "--pid", &pid, "-o", "-", "-q"]);
         c.output().expect("setpriv")
     };
     let denied = setpriv("");
-    assert_eq!(denied.status.code(), Some(exit_code::PERMISSION_DENIED), "{}", String::from_utf8_lossy(&denied.stderr));
+    assert_eq!(
+        denied.status.code(),
+        Some(exit_code::PERMISSION_DENIED),
+        "{}",
+        String::from_utf8_lossy(&denied.stderr)
+    );
     let err = assert_one_line(&denied, "non-root");
     assert!(err.contains("CAP_SYS_PTRACE"), "{err}");
 
     let allowed = setpriv("sys_ptrace");
-    assert!(allowed.status.success(), "with CAP_SYS_PTRACE: {}", String::from_utf8_lossy(&allowed.stderr));
+    assert!(
+        allowed.status.success(),
+        "with CAP_SYS_PTRACE: {}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
     let p = pprof_proto::Profile::decode(&allowed.stdout).expect("a profile on stdout");
     assert!(!p.sample.is_empty());
 }
@@ -177,7 +235,12 @@ fn non_root_needs_cap_sys_ptrace() {
 fn help_documents_exit_codes() {
     let out = goheap(&["profile", "--help"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    for needle in ["Exit codes", "permission denied", "not a Go process", "no such process"] {
+    for needle in [
+        "Exit codes",
+        "permission denied",
+        "not a Go process",
+        "no such process",
+    ] {
         assert!(text.contains(needle), "--help lacks {needle:?}: {text}");
     }
     let out = goheap(&["profile"]);

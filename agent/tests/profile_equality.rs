@@ -41,7 +41,11 @@ fn samples(p: &Profile) -> BTreeMap<Key, Vec<Vec<i64>>> {
 }
 
 fn show(k: &Key) -> String {
-    let frames: Vec<String> = k.0.iter().take(6).map(|(f, file, l)| format!("{f} {}:{l}", file.rsplit('/').next().unwrap_or(""))).collect();
+    let frames: Vec<String> =
+        k.0.iter()
+            .take(6)
+            .map(|(f, file, l)| format!("{f} {}:{l}", file.rsplit('/').next().unwrap_or("")))
+            .collect();
     format!("[{}] {:?}", frames.join(" <- "), k.1)
 }
 
@@ -49,10 +53,22 @@ fn show(k: &Key) -> String {
 fn compare(ours: &Profile, theirs: &Profile) -> Vec<String> {
     let mut diffs = Vec::new();
     if ours.sample_types().unwrap() != theirs.sample_types().unwrap() {
-        diffs.push(format!("sample types {:?} vs {:?}", ours.sample_types(), theirs.sample_types()));
+        diffs.push(format!(
+            "sample types {:?} vs {:?}",
+            ours.sample_types(),
+            theirs.sample_types()
+        ));
     }
-    if ours.period_type_strings().unwrap() != theirs.period_type_strings().unwrap() || ours.period != theirs.period {
-        diffs.push(format!("period {:?}/{} vs {:?}/{}", ours.period_type_strings(), ours.period, theirs.period_type_strings(), theirs.period));
+    if ours.period_type_strings().unwrap() != theirs.period_type_strings().unwrap()
+        || ours.period != theirs.period
+    {
+        diffs.push(format!(
+            "period {:?}/{} vs {:?}/{}",
+            ours.period_type_strings(),
+            ours.period,
+            theirs.period_type_strings(),
+            theirs.period
+        ));
     }
     let a = samples(ours);
     let b = samples(theirs);
@@ -61,9 +77,16 @@ fn compare(ours: &Profile, theirs: &Profile) -> Vec<String> {
             None => diffs.push(format!("missing sample {} {:?}", show(k), theirs_vals)),
             Some(our_vals) => {
                 let close = our_vals.len() == theirs_vals.len()
-                    && our_vals.iter().zip(theirs_vals).all(|(x, y)| x.len() == y.len() && x.iter().zip(y).all(|(p, q)| (p - q).abs() <= 1));
+                    && our_vals.iter().zip(theirs_vals).all(|(x, y)| {
+                        x.len() == y.len() && x.iter().zip(y).all(|(p, q)| (p - q).abs() <= 1)
+                    });
                 if !close {
-                    diffs.push(format!("values differ for {}: ours {:?} theirs {:?}", show(k), our_vals, theirs_vals));
+                    diffs.push(format!(
+                        "values differ for {}: ours {:?} theirs {:?}",
+                        show(k),
+                        our_vals,
+                        theirs_vals
+                    ));
                 }
             }
         }
@@ -78,33 +101,46 @@ fn compare(ours: &Profile, theirs: &Profile) -> Vec<String> {
     diffs
 }
 
-fn top_function(p: &Profile) -> String {
-    let mut flat: BTreeMap<String, i64> = BTreeMap::new();
-    for s in p.flat_samples().unwrap() {
-        if let Some(f) = s.stack.first() {
-            *flat.entry(f.0.clone()).or_default() += s.values[3];
-        }
-    }
-    flat.into_iter().max_by_key(|(name, v)| (*v, std::cmp::Reverse(name.clone()))).map(|(n, _)| n).unwrap_or_default()
-}
-
 /// Profiles one fixture binary and compares; returns differences prefixed with the case name.
 fn check_case(version: &str, mode: &str, with_pprof_tool: bool) -> Vec<String> {
     let bin = fixture("heapfixture", version, mode);
     let scratch = Scratch::new(&format!("eq-{version}-{mode}"));
     let (running, self_profile) = start_heapfixture(&bin, &scratch);
     let out_path = scratch.path("goheap.pb.gz");
-    let out = goheap(&["profile", "--pid", &running.pid.to_string(), "-o", out_path.to_str().unwrap()]);
+    let out = goheap(&[
+        "profile",
+        "--pid",
+        &running.pid.to_string(),
+        "-o",
+        out_path.to_str().unwrap(),
+    ]);
     let case = format!("go{version}/{mode}");
     if !out.status.success() {
-        return vec![format!("{case}: goheap profile failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr))];
+        return vec![format!(
+            "{case}: goheap profile failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )];
     }
-    let ours = Profile::decode(&std::fs::read(&out_path).unwrap()).expect("goheap's profile decodes");
-    let theirs = Profile::decode(&std::fs::read(&self_profile).unwrap()).expect("runtime's profile decodes");
-    assert!(theirs.sample.len() >= 10, "{case}: the fixture's own profile has only {} samples", theirs.sample.len());
-    let mut diffs: Vec<String> = compare(&ours, &theirs).into_iter().map(|d| format!("{case}: {d}")).collect();
+    let ours =
+        Profile::decode(&std::fs::read(&out_path).unwrap()).expect("goheap's profile decodes");
+    let theirs =
+        Profile::decode(&std::fs::read(&self_profile).unwrap()).expect("runtime's profile decodes");
+    assert!(
+        theirs.sample.len() >= 10,
+        "{case}: the fixture's own profile has only {} samples",
+        theirs.sample.len()
+    );
+    let mut diffs: Vec<String> = compare(&ours, &theirs)
+        .into_iter()
+        .map(|d| format!("{case}: {d}"))
+        .collect();
     if with_pprof_tool {
-        diffs.extend(check_with_go_pprof(version, &out_path, &self_profile, &bin).into_iter().map(|d| format!("{case}: {d}")));
+        diffs.extend(
+            check_with_go_pprof(version, &out_path, &self_profile, &bin)
+                .into_iter()
+                .map(|d| format!("{case}: {d}")),
+        );
     }
     diffs
 }
@@ -114,12 +150,22 @@ fn check_with_go_pprof(version: &str, ours: &Path, theirs: &Path, _bin: &Path) -
     let go = go_tool(version);
     let top = |p: &Path| {
         let out = std::process::Command::new(&go)
-            .args(["tool", "pprof", "-top", "-nodecount=3", "-sample_index=inuse_space"])
+            .args([
+                "tool",
+                "pprof",
+                "-top",
+                "-nodecount=3",
+                "-sample_index=inuse_space",
+            ])
             .arg(p)
             .env("PPROF_TMPDIR", std::env::temp_dir())
             .output()
             .expect("go tool pprof");
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
     };
     let (ok_ours, text_ours) = top(ours);
     let (ok_theirs, text_theirs) = top(theirs);
@@ -132,11 +178,17 @@ fn check_with_go_pprof(version: &str, ours: &Path, theirs: &Path, _bin: &Path) -
     };
     let mut d = Vec::new();
     if !ok_ours {
-        d.push(format!("go tool pprof failed on goheap's profile: {text_ours}"));
+        d.push(format!(
+            "go tool pprof failed on goheap's profile: {text_ours}"
+        ));
     } else if !ok_theirs {
-        d.push(format!("go tool pprof failed on the runtime's profile: {text_theirs}"));
+        d.push(format!(
+            "go tool pprof failed on the runtime's profile: {text_theirs}"
+        ));
     } else if first_fn(&text_ours).is_empty() || first_fn(&text_ours) != first_fn(&text_theirs) {
-        d.push(format!("pprof -top differs:\n--- goheap\n{text_ours}\n--- runtime\n{text_theirs}"));
+        d.push(format!(
+            "pprof -top differs:\n--- goheap\n{text_ours}\n--- runtime\n{text_theirs}"
+        ));
     }
     d
 }
@@ -150,7 +202,15 @@ fn run_matrix(versions: &[&str]) {
     }
     if !diffs.is_empty() {
         let shown: Vec<&String> = diffs.iter().take(40).collect();
-        panic!("{} differences:\n{}", diffs.len(), shown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n"));
+        panic!(
+            "{} differences:\n{}",
+            diffs.len(),
+            shown
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
     }
 }
 

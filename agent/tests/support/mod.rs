@@ -7,23 +7,34 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// Go versions of the matrix (directory names under the fixture output).
-pub const GO_VERSIONS: &[&str] = &["1.19", "1.21.13", "1.22.10", "1.23.9", "1.24.11", "1.25.5", "1.26.6", "1.27.3"];
+pub const GO_VERSIONS: &[&str] = &[
+    "1.19", "1.21.13", "1.22.10", "1.23.9", "1.24.11", "1.25.5", "1.26.6", "1.27.3",
+];
 /// Build modes the profile-equality test covers.
 pub const LIVE_MODES: &[&str] = &["default", "pie", "cgo", "trimpath"];
 
 pub fn cache_dir() -> PathBuf {
     std::env::var_os("GOHEAP_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache/goheap"))
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                .join(".cache/goheap")
+        })
 }
 
 pub fn fixtures_dir() -> PathBuf {
-    std::env::var_os("GOHEAP_FIXTURES_OUT").map(PathBuf::from).unwrap_or_else(|| cache_dir().join("fixtures"))
+    std::env::var_os("GOHEAP_FIXTURES_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache_dir().join("fixtures"))
 }
 
 /// Path of a built fixture; panics with the command to run when it is missing.
 pub fn fixture(program: &str, version: &str, mode: &str) -> PathBuf {
-    let p = fixtures_dir().join(program).join(version).join(mode).join(program);
+    let p = fixtures_dir()
+        .join(program)
+        .join(version)
+        .join(mode)
+        .join(program);
     assert!(p.exists(), "fixture {} is missing: run fixtures/build.sh (it installs the Go toolchains and builds the matrix)", p.display());
     p
 }
@@ -31,7 +42,11 @@ pub fn fixture(program: &str, version: &str, mode: &str) -> PathBuf {
 /// The `go` binary of a toolchain; panics with the installer's name when missing.
 pub fn go_tool(version: &str) -> PathBuf {
     let p = cache_dir().join("go").join(version).join("goroot/bin/go");
-    assert!(p.exists(), "Go toolchain {version} is missing at {}: run fixtures/install-toolchains.sh", p.display());
+    assert!(
+        p.exists(),
+        "Go toolchain {version} is missing at {}: run fixtures/install-toolchains.sh",
+        p.display()
+    );
     p
 }
 
@@ -45,7 +60,11 @@ impl Scratch {
     pub fn new(tag: &str) -> Scratch {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!("goheap-test-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let p = std::env::temp_dir().join(format!(
+            "goheap-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
         Scratch(p)
@@ -75,8 +94,12 @@ impl Drop for Running {
 /// Starts `cmd` (with a `-ready PATH` argument already added by the caller) and waits until `ready`
 /// exists. Panics with the process's stderr if it exits or takes longer than `timeout`.
 pub fn start_and_wait(mut cmd: Command, ready: &Path, timeout: Duration) -> Running {
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
     let pid = child.id() as i32;
     let t0 = Instant::now();
     loop {
@@ -104,11 +127,21 @@ pub fn start_heapfixture(bin: &Path, scratch: &Scratch) -> (Running, PathBuf) {
     let profile = scratch.path("self.pb.gz");
     let ready = scratch.path("ready");
     let mut cmd = Command::new(bin);
-    cmd.env("GOGC", "off").arg("-profile").arg(&profile).arg("-ready").arg(&ready);
-    (start_and_wait(cmd, &ready, Duration::from_secs(60)), profile)
+    cmd.env("GOGC", "off")
+        .arg("-profile")
+        .arg(&profile)
+        .arg("-ready")
+        .arg(&ready);
+    (
+        start_and_wait(cmd, &ready, Duration::from_secs(60)),
+        profile,
+    )
 }
 
 /// Runs goheap with `args`.
 pub fn goheap(args: &[&str]) -> Output {
-    Command::new(goheap_bin()).args(args).output().expect("running goheap")
+    Command::new(goheap_bin())
+        .args(args)
+        .output()
+        .expect("running goheap")
 }
