@@ -47,6 +47,10 @@ struct ProfileArgs {
     /// Output file (`-` for stdout). Default: goheap-<name>-<pid>-<unix time>.pb.gz in the current directory.
     #[arg(long, short = 'o')]
     output: Option<PathBuf>,
+    /// Refuse stripped binaries whose runtime globals were found from code references only (no
+    /// .symtab or debug file).
+    #[arg(long)]
+    require_symtab: bool,
     /// Do not print the summary.
     #[arg(long, short = 'q')]
     quiet: bool,
@@ -109,7 +113,10 @@ impl From<anyhow::Error> for Failure {
 fn run_profile(proc_root: &std::path::Path, args: ProfileArgs) -> Result<(), Failure> {
     let mut profiler = Profiler::new(proc_root.to_path_buf());
     let outcome = profiler
-        .profile(&ProfileRequest { pid: args.pid })
+        .profile(&ProfileRequest {
+            pid: args.pid,
+            require_symbol_table: args.require_symtab,
+        })
         .map_err(Failure::Refused)?;
     if !outcome.layout_tested {
         eprintln!(

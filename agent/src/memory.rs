@@ -182,15 +182,22 @@ impl RemoteMemory for ProcMem {
 /// syscall is refused (ENOSYS/EPERM from seccomp), so batched reads degrade to one pread per range.
 pub struct VmReader {
     pid: i32,
-    fallback: ProcMem,
+    /// `/proc/PID/mem`, if it could be opened. It can't be for a non-root user holding only
+    /// CAP_SYS_PTRACE when the target belongs to another user (the file is mode 0600, so opening it
+    /// needs CAP_DAC_OVERRIDE too), while `process_vm_readv` only needs CAP_SYS_PTRACE.
+    fallback: Result<ProcMem, MemoryError>,
     use_vm: Cell<bool>,
     stats: Cell<ReadStats>,
 }
 
 impl VmReader {
-    /// Opens the reader; `/proc/PID/mem` is opened too (it is the permission check and the fallback).
+    /// Opens the reader. `/proc/PID/mem` is opened as the fallback when allowed; access itself is
+    /// checked by the first read.
     pub fn open(proc_root: &Path, pid: i32) -> Result<VmReader, MemoryError> {
-        let fallback = ProcMem::open(proc_root, pid)?;
+        let fallback = ProcMem::open(proc_root, pid);
+        if let Err(MemoryError::ProcessGone(_)) = fallback {
+            return Err(MemoryError::ProcessGone(pid));
+        }
         Ok(VmReader {
             pid,
             fallback,
@@ -251,8 +258,9 @@ impl RemoteMemory for VmReader {
         let mut start = 0;
         while start < reqs.len() {
             if !self.use_vm.get() {
+                let fallback = self.fallback.as_ref().map_err(|e| e.clone())?;
                 for r in reqs[start..].iter_mut() {
-                    r.got = self.fallback.read_partial(r.addr, r.buf)?;
+                    r.got = fallback.read_partial(r.addr, r.buf)?;
                     self.count(1, r.got);
                 }
                 return Ok(());
@@ -271,7 +279,9 @@ impl RemoteMemory for VmReader {
                         whole + 1
                     };
                 }
-                Err(Errno::ENOSYS) | Err(Errno::EPERM) if self.stats.get().syscalls == 0 => {
+                Err(Errno::ENOSYS) | Err(Errno::EPERM)
+                    if self.stats.get().syscalls == 0 && self.fallback.is_ok() =>
+                {
                     // Refused outright (seccomp, or kernel without the syscall): use pread from now on.
                     self.use_vm.set(false);
                 }

@@ -93,6 +93,12 @@ pub fn start_time(proc_root: &Path, pid: i32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// The state letter of `/proc/PID/stat` (R, S, D, Z, X, ...), `None` if the process is gone.
+pub fn process_state(proc_root: &Path, pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+}
+
 /// The short command name (`/proc/PID/comm`).
 pub fn comm(proc_root: &Path, pid: i32) -> Option<String> {
     std::fs::read_to_string(proc_root.join(pid.to_string()).join("comm"))
@@ -115,14 +121,14 @@ pub fn open_binary(paths: &ProcPaths) -> Result<GoBinary, Refusal> {
                 what: exe.display().to_string(),
             }),
             std::io::ErrorKind::NotFound => {
-                if paths.dir().exists() {
-                    // Kernel threads and zombies have no exe.
-                    Err(Refusal::NotGo {
+                // Kernel threads have no exe; neither do processes that are exiting or zombies.
+                match process_state(&paths.root, pid) {
+                    None => Err(Refusal::NoSuchProcess { pid }),
+                    Some('Z' | 'X') => Err(Refusal::ProcessExited { pid }),
+                    Some(_) => Err(Refusal::NotGo {
                         pid,
-                        exe: "(no executable)".into(),
-                    })
-                } else {
-                    Err(Refusal::NoSuchProcess { pid })
+                        exe: "(no executable: kernel thread)".into(),
+                    }),
                 }
             }
             _ => Err(Refusal::NotGo {

@@ -86,6 +86,9 @@ impl BinaryCache {
 #[derive(Debug, Clone)]
 pub struct ProfileRequest {
     pub pid: i32,
+    /// Refuse unless the runtime globals were located by a symbol table (`.symtab` or a debug file),
+    /// not by code references alone.
+    pub require_symbol_table: bool,
 }
 
 /// A finished profile and what the CLI prints about it.
@@ -174,6 +177,19 @@ impl Profiler {
         let paths = ProcPaths::new(&self.proc_root, pid);
         let cached = self.binaries.get(&paths)?;
         let info = &cached.info;
+        if req.require_symbol_table {
+            if let Some(s) = &info.symbols {
+                if !s.method.proven_by_symbols() {
+                    return Err(Refusal::NoSymbols {
+                        exe: info.binary.path.display().to_string(),
+                        detail: format!(
+                            "stripped: located by {} only, and --require-symtab was given",
+                            s.method.as_str()
+                        ),
+                    });
+                }
+            }
+        }
         let (snapshot, map, bias) = read_process(&self.proc_root, pid, info)?;
         let symbolizer = cached.symbolizer().map_err(|detail| Refusal::Corrupt {
             pid,

@@ -103,19 +103,24 @@ fn process_exits_during_read() {
     let map = goheap::maps::MemoryMap::read(proc_root, pid).unwrap();
     let bias = goheap::process::load_bias(&info, &map).unwrap();
     let addrs = goheap::process::RuntimeAddresses::new(info.symbols.as_ref().unwrap(), bias);
-    for reader in ["pread", "process_vm_readv"] {
-        let mem: Box<dyn goheap::memory::RemoteMemory> = if reader == "pread" {
-            Box::new(goheap::memory::ProcMem::open(proc_root, pid).unwrap())
-        } else {
-            Box::new(goheap::memory::VmReader::open(proc_root, pid).unwrap())
-        };
-        if reader == "pread" {
-            // Sanity: while alive, the same read works.
-            goheap::process::read_snapshot(mem.as_ref(), &info, &addrs, Some(&map), proc_root)
-                .expect("alive read");
-            let _ = running.child.kill();
-            let _ = running.child.wait();
-        }
+    let readers: Vec<(&str, Box<dyn goheap::memory::RemoteMemory>)> = vec![
+        (
+            "pread",
+            Box::new(goheap::memory::ProcMem::open(proc_root, pid).unwrap()),
+        ),
+        (
+            "process_vm_readv",
+            Box::new(goheap::memory::VmReader::open(proc_root, pid).unwrap()),
+        ),
+    ];
+    for (_, mem) in &readers {
+        // Sanity: while alive, the same read works.
+        goheap::process::read_snapshot(mem.as_ref(), &info, &addrs, Some(&map), proc_root)
+            .expect("alive read");
+    }
+    let _ = running.child.kill();
+    let _ = running.child.wait();
+    for (reader, mem) in &readers {
         let r = goheap::process::read_snapshot(mem.as_ref(), &info, &addrs, Some(&map), proc_root);
         assert!(
             matches!(r, Err(Refusal::ProcessExited { .. })),
