@@ -381,14 +381,13 @@ fn schema_validation_rejects_a_broken_daemonset() {
     let mut daemonset = the_manifest("DaemonSet").doc;
     daemonset["spec"]["template"]["spec"]["hostPIDs"] = Value::Bool(true);
     let dir = scratch_dir("broken-daemonset");
-    let file = dir.join("daemonset.yaml");
+    let file = dir.0.join("daemonset.yaml");
     std::fs::write(
         &file,
         serde_json::to_vec_pretty(&daemonset).expect("serialize"),
     )
     .expect("write");
     let (code, output) = run_kubernetes_validate(MIN_KUBERNETES_VERSION, &[file]);
-    let _ = std::fs::remove_dir_all(&dir);
     assert_ne!(
         code, 0,
         "a misspelt field must fail strict validation:\n{output}"
@@ -1004,9 +1003,18 @@ fn namespace_enforces_privileged_and_audits_baseline() {
 // ---------------------------------------------------------------------------------------------
 // (d) the manifest's privileges are sufficient, and SYS_PTRACE is necessary
 
+/// A scratch directory, removed (with its contents) when dropped.
+struct ScratchDir(PathBuf);
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A unique scratch directory under the system temp dir, world-readable (the profiled process
 /// runs as another user).
-fn scratch_dir(tag: &str) -> PathBuf {
+fn scratch_dir(tag: &str) -> ScratchDir {
     static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("goheap-deploy-{tag}-{}-{n}", std::process::id()));
@@ -1014,7 +1022,7 @@ fn scratch_dir(tag: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("create scratch dir");
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .expect("chmod");
-    dir
+    ScratchDir(dir)
 }
 
 /// Kills and reaps a child process when dropped.
@@ -1245,7 +1253,7 @@ fn manifest_privileges_suffice_and_sys_ptrace_is_necessary() {
     let added = strings(&container["securityContext"]["capabilities"]["add"]);
 
     let dir = scratch_dir("privileges");
-    let fixture = start_fixture_as_other_user(&build_go_fixture(&dir));
+    let fixture = start_fixture_as_other_user(&build_go_fixture(&dir.0));
     let pid = fixture.0.id();
     assert_ne!(
         std::fs::metadata(format!("/proc/{pid}"))
@@ -1283,5 +1291,4 @@ fn manifest_privileges_suffice_and_sys_ptrace_is_necessary() {
         );
     }
     drop(fixture);
-    let _ = std::fs::remove_dir_all(&dir);
 }
