@@ -10,7 +10,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use object::elf;
-use object::read::elf::{ElfFile64, FileHeader, ProgramHeader, SectionHeader};
+use object::read::elf::{FileHeader, ProgramHeader, SectionHeader};
 use object::{Endianness, ReadCache};
 
 use crate::buildinfo::{self, BuildInfoError, GoVersion};
@@ -173,8 +173,10 @@ impl GoBinary {
         let display = path.display().to_string();
         let identity = BinaryIdentity::of(meta);
         let cache = ReadCache::new(&file);
-        let elf_file = match ElfFile64::<Endianness, _>::parse(&cache) {
-            Ok(f) => f,
+        // Only the file header, section headers, section names and program headers are read:
+        // `ElfFile::parse` would also load `.symtab`/`.strtab` (tens of MB for big binaries).
+        let header = match elf::FileHeader64::<Endianness>::parse(&cache) {
+            Ok(h) => h,
             Err(e) => {
                 // A 32-bit ELF parses as an error here; say so precisely.
                 let mut ident = [0u8; 5];
@@ -187,15 +189,18 @@ impl GoBinary {
                 return Err(BinaryError::NotElf(display, e));
             }
         };
-        let endian = elf_file.endian();
-        let header = elf_file.elf_header();
+        let endian = header
+            .endian()
+            .map_err(|e| BinaryError::NotElf(display.clone(), e))?;
         let is_pie = header.e_type(endian) == elf::ET_DYN;
         let arch = match header.e_machine(endian) {
             elf::EM_X86_64 => Arch::Amd64,
             elf::EM_AARCH64 => Arch::Arm64,
             _ => Arch::Other,
         };
-        let table = elf_file.elf_section_table();
+        let table = header
+            .sections(endian, &cache)
+            .map_err(|e| BinaryError::NotElf(display.clone(), e))?;
         if table.len() > MAX_SECTIONS {
             return Err(BinaryError::TooManySections(display));
         }
@@ -216,7 +221,10 @@ impl GoBinary {
             });
         }
         let mut segments = Vec::new();
-        for ph in elf_file.elf_program_headers() {
+        for ph in header
+            .program_headers(endian, &cache)
+            .map_err(|e| BinaryError::NotElf(display.clone(), e))?
+        {
             if ph.p_type(endian) == elf::PT_LOAD {
                 segments.push(LoadSegment {
                     vaddr: ph.p_vaddr(endian),
@@ -227,7 +235,6 @@ impl GoBinary {
                 });
             }
         }
-        drop(elf_file);
         drop(cache);
         let little_endian = matches!(endian, Endianness::Little);
         let mut bin = GoBinary {
