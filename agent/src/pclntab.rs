@@ -82,7 +82,9 @@ pub enum PclntabError {
     #[error("truncated {0}")]
     Truncated(&'static str),
     /// No `runtime.firstmoduledata` pointing at this pclntab was found in the data sections.
-    #[error("runtime.firstmoduledata not found (no data word or relocation refers to pcHeader {0:#x})")]
+    #[error(
+        "runtime.firstmoduledata not found (no data word or relocation refers to pcHeader {0:#x})"
+    )]
     ModuleDataNotFound(u64),
     /// `moduledata.gofunc` does not point into an allocated section of the file.
     #[error("moduledata.gofunc {0:#x} is not inside a section with file data")]
@@ -515,7 +517,9 @@ impl Pclntab {
         };
         let gofunc = mdw(gofunc_word);
         if format == TableFormat::Go118 && header_text_start != 0 && header_text_start != text {
-            return Err(PclntabError::BadHeader("textStart differs from moduledata.text"));
+            return Err(PclntabError::BadHeader(
+                "textStart differs from moduledata.text",
+            ));
         }
         let gsec = sections
             .iter()
@@ -810,7 +814,13 @@ impl Pclntab {
     }
 
     /// `step`: one (value delta, pc delta) pair. `None` at the end of the table or on truncation.
-    fn step<'a>(&self, p: &'a [u8], pc: u64, val: i32, first: bool) -> Option<(&'a [u8], u64, i32)> {
+    fn step<'a>(
+        &self,
+        p: &'a [u8],
+        pc: u64,
+        val: i32,
+        first: bool,
+    ) -> Option<(&'a [u8], u64, i32)> {
         let b0 = *p.first()?;
         if b0 == 0 && !first {
             return None;
@@ -892,7 +902,10 @@ impl Pclntab {
     /// `inlineUnwinder.next`. A corrupt tree entry ends the walk (pc 0).
     fn inline_next(&self, f: &FuncInfo, tree: Option<usize>, uf: InlineFrame) -> InlineFrame {
         if uf.index < 0 {
-            return InlineFrame { pc: 0, index: uf.index };
+            return InlineFrame {
+                pc: 0,
+                index: uf.index,
+            };
         }
         let Some(call) = tree.and_then(|t| self.inlined_call(t, uf.index)) else {
             return InlineFrame { pc: 0, index: -1 };
@@ -942,7 +955,11 @@ impl Pclntab {
             return "?".to_string();
         }
         let (fs, fe) = self.filetab;
-        match self.data.get(fs..fe).and_then(|t| cstr(t, fileoff as usize)) {
+        match self
+            .data
+            .get(fs..fe)
+            .and_then(|t| cstr(t, fileoff as usize))
+        {
             Some(s) => lossy(s),
             None => "?".to_string(),
         }
@@ -1060,7 +1077,10 @@ impl Pclntab {
             return out;
         };
         let tracepc = pc.wrapping_sub(1);
-        let Some(f) = self.find_func_index(tracepc).and_then(|i| self.func_info(i)) else {
+        let Some(f) = self
+            .find_func_index(tracepc)
+            .and_then(|i| self.func_info(i))
+        else {
             return out;
         };
         let (tree, uf) = self.inline_unwinder(&f, tracepc);
@@ -1141,12 +1161,15 @@ fn find_moduledata(
         .filter_map(|s| s.data)
         .collect();
     let relative_relocs = || {
-        relas.iter().flat_map(|d| d.chunks_exact(24)).filter_map(|e| {
-            let off = rd_u64(e, 0)?;
-            let info = rd_u64(e, 8)?;
-            let addend = rd_u64(e, 16)?;
-            ((info & 0xffff_ffff) as u32 == reloc_type).then_some((off, addend))
-        })
+        relas
+            .iter()
+            .flat_map(|d| d.chunks_exact(24))
+            .filter_map(|e| {
+                let off = rd_u64(e, 0)?;
+                let info = rd_u64(e, 8)?;
+                let addend = rd_u64(e, 16)?;
+                ((info & 0xffff_ffff) as u32 == reloc_type).then_some((off, addend))
+            })
     };
     let data_at = |addr: u64, len: u64| -> Option<&[u8]> {
         let s = sections.iter().find(|s| {
@@ -1219,7 +1242,10 @@ mod tests {
     fn print_names() {
         let v21 = GoVersion::new(1, 21);
         let v27 = GoVersion::new(1, 27);
-        assert_eq!(func_name_for_print("main.f[go.shape.int]", v21), "main.f[...]");
+        assert_eq!(
+            func_name_for_print("main.f[go.shape.int]", v21),
+            "main.f[...]"
+        );
         assert_eq!(
             func_name_for_print("main.(*T[go.shape.int]).m[go.shape.string]", v21),
             "main.(*T[...]"
@@ -1228,14 +1254,20 @@ mod tests {
             func_name_for_print("main.(*T[go.shape.int]).m[go.shape.string]", v27),
             "main.(*T[...]).m[...]"
         );
-        assert_eq!(func_name_for_print("main.f[x]", GoVersion::new(1, 19)), "main.f[x]");
+        assert_eq!(
+            func_name_for_print("main.f[x]", GoVersion::new(1, 19)),
+            "main.f[x]"
+        );
         assert_eq!(func_name_for_print("a]b[c", v27), "a]b[c");
     }
 
     #[test]
     fn versions() {
         assert_eq!(GoVersion::parse("go1.21.13"), Some(GoVersion::new(1, 21)));
-        assert_eq!(GoVersion::parse("devel go1.27-abc"), Some(GoVersion::new(1, 27)));
+        assert_eq!(
+            GoVersion::parse("devel go1.27-abc"),
+            Some(GoVersion::new(1, 27))
+        );
         assert_eq!(GoVersion::parse("1.19"), Some(GoVersion::new(1, 19)));
         assert_eq!(GoVersion::parse("xyz"), None);
     }

@@ -238,7 +238,8 @@ impl<'t> LocationBuilder<'t> {
         };
         let first_pc = self.deck.frames.first().map(|f| f.pc).unwrap_or(0);
         let id = self.locs.len() as u64 + 1;
-        let first_frames = self.deck.frames[..self.deck.first_pc_frames.min(self.deck.frames.len())].to_vec();
+        let first_frames =
+            self.deck.frames[..self.deck.first_pc_frames.min(self.deck.frames.len())].to_vec();
         self.locs.insert(
             addr,
             LocInfo {

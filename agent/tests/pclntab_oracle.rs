@@ -19,7 +19,9 @@ use serde::Deserialize;
 fn cache_dir() -> PathBuf {
     match std::env::var_os("GOHEAP_CACHE") {
         Some(d) => PathBuf::from(d),
-        None => PathBuf::from(std::env::var_os("HOME").expect("HOME not set")).join(".cache/goheap"),
+        None => {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME not set")).join(".cache/goheap")
+        }
     }
 }
 
@@ -168,7 +170,16 @@ fn ours(frames: &[Frame], bias: u64) -> Vec<(u64, bool, String, String, i64, u64
 fn theirs(frames: &[JFrame]) -> Vec<(u64, bool, String, String, i64, u64)> {
     frames
         .iter()
-        .map(|f| (f.pc, f.func_nil, f.function.clone(), f.file.clone(), f.line, f.entry))
+        .map(|f| {
+            (
+                f.pc,
+                f.func_nil,
+                f.function.clone(),
+                f.file.clone(),
+                f.line,
+                f.entry,
+            )
+        })
         .collect()
 }
 
@@ -184,9 +195,17 @@ fn run_and_compare(exe: &Path, expect_ver: &str) {
         .env("GODEBUG", "profstackdepth=30")
         .output()
         .expect("run oracle");
-    assert!(out.status.success(), "oracle failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "oracle failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let o: Oracle = serde_json::from_slice(&out.stdout).expect("oracle JSON");
-    assert!(o.go_version.starts_with(&format!("go{expect_ver}")), "{}", o.go_version);
+    assert!(
+        o.go_version.starts_with(&format!("go{expect_ver}")),
+        "{}",
+        o.go_version
+    );
     assert_eq!(o.goarch, "amd64");
 
     let file = std::fs::read(exe).unwrap();
@@ -204,11 +223,21 @@ fn run_and_compare(exe: &Path, expect_ver: &str) {
         } else {
             assert_eq!(name, p.func_for_pc, "FuncForPC({:#x}).Name()", p.pc);
             let f = tab.func_for_pc(p.pc - bias).expect("func");
-            assert_eq!(f.entry + bias, p.func_entry, "FuncForPC({:#x}).Entry()", p.pc);
+            assert_eq!(
+                f.entry + bias,
+                p.func_entry,
+                "FuncForPC({:#x}).Entry()",
+                p.pc
+            );
         }
         let want = p.frames.clone().unwrap_or_default();
         let got = tab.frames_for_pcs(&[p.pc - bias]);
-        assert_eq!(ours(&got, bias), theirs(&want), "CallersFrames([{:#x}])", p.pc);
+        assert_eq!(
+            ours(&got, bias),
+            theirs(&want),
+            "CallersFrames([{:#x}])",
+            p.pc
+        );
         if let (Some(first), Some(w)) = (tab.frame_at(p.pc - bias), want.first()) {
             assert_eq!(first.pc + bias, w.pc);
             assert!(!w.more || got.len() > 1);
@@ -217,18 +246,29 @@ fn run_and_compare(exe: &Path, expect_ver: &str) {
             }
         }
     }
-    assert!(inlined_seen > 5, "oracle exercised too few inlined PCs ({inlined_seen})");
+    assert!(
+        inlined_seen > 5,
+        "oracle exercised too few inlined PCs ({inlined_seen})"
+    );
 
     // Full stacks, and stacks reduced to physical PCs.
     assert_eq!(o.stacks.len(), o.frames.len());
     for (s, f) in o.stacks.iter().zip(&o.frames) {
         let got = tab.frames_for_pcs(&unbias(s, bias));
-        assert_eq!(ours(&got, bias), theirs(f.as_deref().unwrap_or(&[])), "stack {s:x?}");
+        assert_eq!(
+            ours(&got, bias),
+            theirs(f.as_deref().unwrap_or(&[])),
+            "stack {s:x?}"
+        );
     }
     for (s, f) in o.phys_stacks.iter().zip(&o.phys_frames) {
         let s = s.as_deref().unwrap_or(&[]);
         let got = tab.frames_for_pcs(&unbias(s, bias));
-        assert_eq!(ours(&got, bias), theirs(f.as_deref().unwrap_or(&[])), "phys stack {s:x?}");
+        assert_eq!(
+            ours(&got, bias),
+            theirs(f.as_deref().unwrap_or(&[])),
+            "phys stack {s:x?}"
+        );
     }
 
     // Heap profile: same records, same order => identical locations and functions.
@@ -252,7 +292,11 @@ fn run_and_compare(exe: &Path, expect_ver: &str) {
     for (ours_l, p) in locs.iter().zip(&prof.location) {
         assert_eq!(ours_l.id, p.id);
         assert_eq!(ours_l.address + bias, p.address, "location {}", p.id);
-        let ol: Vec<(u64, i64)> = ours_l.lines.iter().map(|l| (l.function_id, l.line)).collect();
+        let ol: Vec<(u64, i64)> = ours_l
+            .lines
+            .iter()
+            .map(|l| (l.function_id, l.line))
+            .collect();
         let pl: Vec<(u64, i64)> = p.line.iter().map(|l| (l.function_id, l.line)).collect();
         assert_eq!(ol, pl, "lines of location {}", p.id);
     }
@@ -260,13 +304,20 @@ fn run_and_compare(exe: &Path, expect_ver: &str) {
     for f in &funcs {
         let p = pfuncs[&f.id];
         assert_eq!(
-            (f.name.clone(), f.system_name.clone(), f.filename.clone(), f.start_line),
+            (
+                f.name.clone(),
+                f.system_name.clone(),
+                f.filename.clone(),
+                f.start_line
+            ),
             (st(p.name), st(p.system_name), st(p.filename), p.start_line),
             "function {}",
             f.id
         );
     }
-    let generic = funcs.iter().any(|f| f.name.contains("[go.shape.") || f.name.contains("[...]"));
+    let generic = funcs
+        .iter()
+        .any(|f| f.name.contains("[go.shape.") || f.name.contains("[...]"));
     assert!(generic, "no generic function in the profile");
 }
 
@@ -275,7 +326,11 @@ fn check_against_symtab(exe: &Path, go119: bool) {
     let data = std::fs::read(exe).unwrap();
     let tab = Pclntab::parse(&data).expect("parse pclntab");
     let obj = object::File::parse(data.as_slice()).unwrap();
-    let sym = |n: &str| obj.symbols().find(|s| s.name() == Ok(n)).map(|s| s.address());
+    let sym = |n: &str| {
+        obj.symbols()
+            .find(|s| s.name() == Ok(n))
+            .map(|s| s.address())
+    };
     assert_eq!(Some(tab.moduledata_addr()), sym("runtime.firstmoduledata"));
     let gofunc = if go119 { "go.func.*" } else { "go:func.*" };
     assert_eq!(Some(tab.gofunc_addr()), sym(gofunc), "{gofunc}");
@@ -305,14 +360,31 @@ fn check_against_symtab(exe: &Path, go119: bool) {
             || (go119 && fname.contains("[...]"));
         assert!(ok, "{} at {:#x}: symtab has {names:?}", f.name, f.entry);
         // Names can repeat (e.g. a function compiled into two packages); any match will do.
-        assert_eq!(tab.func_by_name(&f.name).map(|g| g.name), Some(f.name.clone()));
-        assert_eq!(tab.func_for_pc(f.entry).map(|g| g.name), Some(f.name.clone()));
+        assert_eq!(
+            tab.func_by_name(&f.name).map(|g| g.name),
+            Some(f.name.clone())
+        );
+        assert_eq!(
+            tab.func_for_pc(f.entry).map(|g| g.name),
+            Some(f.name.clone())
+        );
         n += 1;
     }
     assert!(n > 1000, "only {n} functions");
-    for rt in ["runtime.mallocgc", "runtime.goexit", "runtime.main", "main.main"] {
-        let f = tab.func_by_name(rt).unwrap_or_else(|| panic!("{rt} missing"));
-        assert_eq!(Some(f.entry), sym(rt).or_else(|| sym(&format!("{rt}.abi0"))), "{rt}");
+    for rt in [
+        "runtime.mallocgc",
+        "runtime.goexit",
+        "runtime.main",
+        "main.main",
+    ] {
+        let f = tab
+            .func_by_name(rt)
+            .unwrap_or_else(|| panic!("{rt} missing"));
+        assert_eq!(
+            Some(f.entry),
+            sym(rt).or_else(|| sym(&format!("{rt}.abi0"))),
+            "{rt}"
+        );
     }
 }
 
@@ -370,12 +442,19 @@ fn oracle_go1_27() {
 fn oracle_stripped() {
     for (ver, tag, flags) in [
         ("1.27.3", "stripped", &["-ldflags=-s -w"][..]),
-        ("1.19", "stripped-pie", &["-ldflags=-s -w", "-buildmode=pie"][..]),
+        (
+            "1.19",
+            "stripped-pie",
+            &["-ldflags=-s -w", "-buildmode=pie"][..],
+        ),
     ] {
         let exe = build(ver, "amd64", tag, flags);
         let data = std::fs::read(&exe).unwrap();
         let obj = object::File::parse(data.as_slice()).unwrap();
-        assert!(obj.section_by_name(".symtab").is_none(), "{ver} {tag} not stripped");
+        assert!(
+            obj.section_by_name(".symtab").is_none(),
+            "{ver} {tag} not stripped"
+        );
         run_and_compare(&exe, ver);
     }
 }
@@ -404,7 +483,15 @@ fn hostile_input() {
     let (pcl_off, pcl_len) = pcl.file_range().unwrap();
     let (pcl_off, pcl_len) = (pcl_off as usize, pcl_len as usize);
     drop(obj);
-    for cut in [16, 64, 4096, data.len() / 2, pcl_off + 8, pcl_off + 100, pcl_off + pcl_len / 2] {
+    for cut in [
+        16,
+        64,
+        4096,
+        data.len() / 2,
+        pcl_off + 8,
+        pcl_off + 100,
+        pcl_off + pcl_len / 2,
+    ] {
         let _ = Pclntab::parse(&data[..cut.min(data.len())]);
     }
     let good = Pclntab::parse(&data).unwrap();
@@ -444,5 +531,8 @@ fn hostile_input() {
             }
         }
     }
-    assert!(parsed_ok > 0, "no mutated input parsed; mutations never reached the lookup paths");
+    assert!(
+        parsed_ok > 0,
+        "no mutated input parsed; mutations never reached the lookup paths"
+    );
 }
