@@ -34,7 +34,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use object::read::elf::{ElfFile, FileHeader, SectionHeader};
+use object::read::elf::{ElfFile, SectionHeader};
 use object::{Object, ObjectSection};
 
 /// `pcHeader.magic` of Go 1.18 and 1.19.
@@ -435,7 +435,6 @@ impl Pclntab {
                 is_rela: sh_type == object::elf::SHT_RELA,
             });
         }
-        let _ = file.elf_header().e_machine(endian);
         Self::from_sections(&sections, reloc_type)
     }
 
@@ -672,7 +671,7 @@ impl Pclntab {
         if i >= self.nfunc {
             return None;
         }
-        let (entry_off, func_off) = self.ftab(i)?;
+        let (_, func_off) = self.ftab(i)?;
         let off = self.pcln_start.checked_add(func_off as usize)?;
         let d = &self.data;
         let rd = |o: usize| rd_u32(d, off.checked_add(o)?);
@@ -684,9 +683,8 @@ impl Pclntab {
                 *d.get(off + 43)?,
             ),
         };
-        // The runtime computes entry from the _func's own entryOff; it equals ftab's.
+        // The runtime computes entry from the _func's own entryOff (equal to ftab's).
         let own_entry_off = rd(0)?;
-        let _ = entry_off;
         Some(FuncInfo {
             off,
             entry: self.text.wrapping_add(u64::from(own_entry_off)),

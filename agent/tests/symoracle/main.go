@@ -9,6 +9,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"debug/elf"
 	"encoding/json"
 	"fmt"
@@ -273,6 +274,30 @@ func loadBias(exe string) uint64 {
 	panic("executable mapping not found in /proc/self/maps")
 }
 
+func memRecords() []runtime.MemProfileRecord {
+	n, _ := runtime.MemProfile(nil, true)
+	for {
+		recs := make([]runtime.MemProfileRecord, n+50)
+		var ok bool
+		n, ok = runtime.MemProfile(recs, true)
+		if ok {
+			return recs[:n]
+		}
+	}
+}
+
+func sameStacks(a, b []runtime.MemProfileRecord) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Stack0 != b[i].Stack0 {
+			return false
+		}
+	}
+	return true
+}
+
 func main() {
 	if len(os.Args) != 2 {
 		fmt.Fprintln(os.Stderr, "usage: symoracle <heap-profile-path>")
@@ -283,25 +308,28 @@ func main() {
 	runtime.GC()
 	runtime.GC()
 
+	// The heap profile must be written from exactly the records we report. A bucket can still be
+	// published by a late GC cycle, so retry until the records before and after agree.
 	var recs []runtime.MemProfileRecord
-	n, _ := runtime.MemProfile(nil, true)
-	for {
-		recs = make([]runtime.MemProfileRecord, n+50)
-		var ok bool
-		n, ok = runtime.MemProfile(recs, true)
-		if ok {
-			recs = recs[:n]
+	var prof bytes.Buffer
+	for attempt := 0; ; attempt++ {
+		before := memRecords()
+		prof.Reset()
+		if err := pprof.Lookup("heap").WriteTo(&prof, 0); err != nil {
+			panic(err)
+		}
+		recs = memRecords()
+		if sameStacks(before, recs) {
 			break
 		}
+		if attempt == 10 {
+			panic("memory profile kept changing")
+		}
+		runtime.GC()
 	}
-	pf, err := os.Create(os.Args[1])
-	if err != nil {
+	if err := os.WriteFile(os.Args[1], prof.Bytes(), 0o644); err != nil {
 		panic(err)
 	}
-	if err := pprof.Lookup("heap").WriteTo(pf, 0); err != nil {
-		panic(err)
-	}
-	pf.Close()
 
 	exe, err := os.Executable()
 	if err != nil {
