@@ -200,7 +200,7 @@ impl<'a, M: RemoteMemory + ?Sized> BucketWalker<'a, M> {
     }
 
     fn check_ptr(&self, addr: u64, len: u64) -> Result<(), WalkError> {
-        if addr % 8 != 0 {
+        if !addr.is_multiple_of(8) {
             return Err(WalkError::BadBucket {
                 addr,
                 reason: "misaligned pointer".into(),

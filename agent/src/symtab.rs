@@ -118,7 +118,7 @@ fn scan_strtab<F: FileExt>(
         .collect();
     let finders: Vec<memchr::memmem::Finder<'_>> = patterns
         .iter()
-        .map(|p| memchr::memmem::Finder::new(p))
+        .map(memchr::memmem::Finder::new)
         .collect();
     let overlap = patterns.iter().map(|p| p.len()).max().unwrap_or(1) - 1;
     let mut out: Vec<Vec<u32>> = vec![Vec::new(); names.len()];
