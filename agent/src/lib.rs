@@ -2,3 +2,5 @@
 //!
 //! Pipeline: locate (`binary`, `symtab`, `buildinfo`) → read (`memory`, `maps`) → walk (`buckets`,
 //! `layout`) → symbolize (`pclntab`, `stack`) → emit (`heap_profile`).
+pub mod coderef;
+pub mod debugfile;
