@@ -155,8 +155,10 @@ struct SectionInfo {
     name: String,
     /// Virtual address range.
     addrs: Range<u64>,
-    /// Byte range in the file, `None` for `NOBITS` sections.
+    /// Byte range in the file; `None` for `NOBITS` sections and for sections cut off by truncation.
     file: Option<Range<usize>>,
+    /// `SHT_NOBITS` (`.bss`, `.noptrbss`): no bytes in the file, zero-initialised.
+    nobits: bool,
     executable: bool,
     /// Writable, non-TLS, non-executable: where Go globals live.
     global_data: bool,
@@ -215,6 +217,7 @@ impl<'a> Image<'a> {
                 }
                 None => None,
             };
+            let nobits = section.file_range().is_none();
             let executable = flags & object::elf::SHF_EXECINSTR != 0;
             let global_data = flags & object::elf::SHF_WRITE != 0
                 && !executable
@@ -223,6 +226,7 @@ impl<'a> Image<'a> {
                 name: section.name().unwrap_or("?").to_string(),
                 addrs: section.address()..end,
                 file: file_range,
+                nobits,
                 executable,
                 global_data,
             });
@@ -246,7 +250,7 @@ impl<'a> Image<'a> {
     /// True if `addr` lies in a writable `NOBITS` section (`.bss`, `.noptrbss`).
     fn is_bss(&self, addr: u64) -> bool {
         self.section_of(addr)
-            .is_some_and(|s| s.global_data && s.file.is_none())
+            .is_some_and(|s| s.global_data && s.nobits)
     }
 
     fn section_name(&self, addr: u64) -> &str {
