@@ -55,15 +55,37 @@ impl Target {
     }
 }
 
-fn source_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/coderef")
+/// The Go programs built into twins.
+#[derive(Debug, Clone, Copy)]
+enum Program {
+    /// `tests/coderef`: reads its own heap profile, so memory profiling stays enabled.
+    Profiling,
+    /// `tests/coderef/noprof`: never reads a profile; the linker disables memory profiling.
+    NoProfiling,
+}
+
+impl Program {
+    fn dir(self) -> PathBuf {
+        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/coderef");
+        match self {
+            Program::Profiling => base,
+            Program::NoProfiling => base.join("noprof"),
+        }
+    }
+
+    fn cache_suffix(self) -> &'static str {
+        match self {
+            Program::Profiling => "",
+            Program::NoProfiling => "-noprof",
+        }
+    }
 }
 
 /// FNV-1a of the Go sources, so an edited fixture is rebuilt.
-fn source_fingerprint() -> String {
+fn source_fingerprint(program: Program) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for name in ["main.go", "go.mod"] {
-        let bytes = std::fs::read(source_dir().join(name)).expect("read Go fixture source");
+        let bytes = std::fs::read(program.dir().join(name)).expect("read Go fixture source");
         for b in bytes.iter().chain(name.as_bytes()) {
             hash ^= u64::from(*b);
             hash = hash.wrapping_mul(0x0100_0000_01b3);
@@ -72,11 +94,11 @@ fn source_fingerprint() -> String {
     format!("{hash:016x}")
 }
 
-fn go_build(version: &str, target: Target, stripped: bool, out: &Path) {
+fn go_build(program: Program, version: &str, target: Target, stripped: bool, out: &Path) {
     let cache = cache_root();
     let tmp = out.with_extension(format!("tmp{}", std::process::id()));
     let mut cmd = Command::new(go_binary(version));
-    cmd.current_dir(source_dir())
+    cmd.current_dir(program.dir())
         .arg("build")
         .arg("-trimpath")
         .env("GOFLAGS", "-mod=mod")
@@ -115,23 +137,30 @@ static BUILD_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Returns (unstripped, stripped) builds, building them if the cache lacks them.
 fn twins(version: &str, target: Target) -> (PathBuf, PathBuf) {
+    program_twins(Program::Profiling, version, target)
+}
+
+/// Returns (unstripped, stripped) builds of `program`, building them if the cache lacks them.
+fn program_twins(program: Program, version: &str, target: Target) -> (PathBuf, PathBuf) {
     let _guard = BUILD_LOCK
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let dir = cache_root()
-        .join("coderef-twins")
-        .join(format!("{version}-{}", target.key()));
+    let dir = cache_root().join("coderef-twins").join(format!(
+        "{version}-{}{}",
+        target.key(),
+        program.cache_suffix()
+    ));
     std::fs::create_dir_all(&dir).expect("create twin cache dir");
     let stamp = dir.join("source-fingerprint");
-    let fingerprint = source_fingerprint();
+    let fingerprint = source_fingerprint(program);
     let plain = dir.join("plain");
     let stripped = dir.join("stripped");
     let fresh = std::fs::read_to_string(&stamp).ok().as_deref() == Some(fingerprint.as_str())
         && plain.is_file()
         && stripped.is_file();
     if !fresh {
-        go_build(version, target, false, &plain);
-        go_build(version, target, true, &stripped);
+        go_build(program, version, target, false, &plain);
+        go_build(program, version, target, true, &stripped);
         std::fs::write(&stamp, &fingerprint).expect("write fingerprint");
     }
     (plain, stripped)
@@ -198,8 +227,8 @@ fn alloc_sections(elf: &[u8]) -> Vec<(String, u64, u64)> {
 }
 
 /// Translates an address of the unstripped twin into the stripped twin: same section, same offset.
-/// Needed because the Go 1.21/1.22 linker places `.shstrtab` inside the read-only segment, so the
-/// shorter section-name table of the stripped build shifts every later section.
+/// Needed because the Go 1.19 and 1.21 linkers (non-PIE) place `.shstrtab` inside the read-only
+/// segment, so the shorter section-name table of the stripped build shifts the later sections.
 fn translate(plain: &[(String, u64, u64)], stripped: &[(String, u64, u64)], addr: u64) -> u64 {
     let (name, start, size) = plain
         .iter()
@@ -321,6 +350,75 @@ fn twins_go1_26() {
 fn twins_go1_27() {
     check_version("1.27.3");
 }
+
+/// Memory profiling disabled by the linker: no `runtime.MemProfile`/`memProfileInternal`, and
+/// `runtime.disableMemoryProfiling` is initialised to true in the file. Recovery still works, says its
+/// mbuckets evidence is weaker, and finds the flag.
+#[test]
+fn linker_disabled_memory_profiling() {
+    for version in VERSIONS {
+        let (plain_path, stripped_path) =
+            program_twins(Program::NoProfiling, version, Target::Amd64);
+        let plain = std::fs::read(&plain_path).expect("read unstripped twin");
+        let stripped = std::fs::read(&stripped_path).expect("read stripped twin");
+        let symtab = SymtabFunctions::load(&plain);
+        assert!(
+            symtab.function_range("runtime.MemProfile").is_none()
+                && symtab
+                    .function_range("runtime.memProfileInternal")
+                    .is_none(),
+            "go {version}: the memory-profile reader was expected to be dead-code eliminated"
+        );
+        let recovered = recover_runtime_addresses(&stripped, &symtab)
+            .unwrap_or_else(|e| panic!("go {version} noprof: {e}"));
+        let plain_sections = alloc_sections(&plain);
+        let stripped_sections = alloc_sections(&stripped);
+        let expected =
+            |name: &str| translate(&plain_sections, &stripped_sections, symtab.object(name));
+        assert_eq!(
+            recovered.mbuckets,
+            expected("runtime.mbuckets"),
+            "go {version}"
+        );
+        assert_eq!(
+            recovered.mem_profile_rate,
+            expected("runtime.MemProfileRate"),
+            "go {version}"
+        );
+        assert_eq!(
+            recovered.mprof_cycle,
+            Some(expected("runtime.mProfCycle")),
+            "go {version}"
+        );
+        let flag = recovered
+            .disable_memory_profiling
+            .unwrap_or_else(|| panic!("go {version}: disableMemoryProfiling not found"));
+        assert_eq!(
+            flag,
+            expected("runtime.disableMemoryProfiling"),
+            "go {version}"
+        );
+        let file = object::File::parse(&*stripped).expect("parse");
+        let section = file
+            .sections()
+            .find(|s| s.address() <= flag && flag < s.address() + s.size())
+            .expect("flag section");
+        let value = section.data().expect("flag bytes")[(flag - section.address()) as usize];
+        assert_eq!(value, 1, "go {version}: linker-set disableMemoryProfiling");
+        assert!(
+            recovered
+                .evidence
+                .iter()
+                .any(|e| e.contains("weaker evidence")),
+            "go {version}: {:#?}",
+            recovered.evidence
+        );
+    }
+}
+
+const VERSIONS: [&str; 8] = [
+    "1.19", "1.21.13", "1.22.10", "1.23.9", "1.24.11", "1.25.5", "1.26.6", "1.27.3",
+];
 
 /// Minimal `.gopclntab` function-name index (Go 1.18+ layout) so the Debian prometheus binary, which
 /// has no `.symtab`, can be analysed here. The production lookup is `pclntab.rs`.
@@ -498,10 +596,22 @@ fn garbage_inputs_are_errors() {
             "truncated to {len} bytes"
         );
     }
-    // Cutting only the trailing section-header string table loses nothing the analysis needs.
+    // Cutting only the trailing section-name table loses names (evidence shows "?"), not addresses.
     for len in [stripped.len() - 1, stripped.len() - 64] {
         if let Ok(r) = recover_runtime_addresses(&stripped[..len], &symtab) {
-            assert_eq!(r, complete, "truncated to {len} bytes");
+            let addresses = |r: &RecoveredAddresses| {
+                (
+                    r.mbuckets,
+                    r.mem_profile_rate,
+                    r.mprof_cycle,
+                    r.disable_memory_profiling,
+                )
+            };
+            assert_eq!(
+                addresses(&r),
+                addresses(&complete),
+                "truncated to {len} bytes"
+            );
         }
     }
     // A header that survives with its section table but garbage code.
@@ -522,7 +632,9 @@ fn garbage_inputs_are_errors() {
     assert!(recover_runtime_addresses(&scrambled, &symtab).is_err());
     assert!(recover_runtime_addresses(&stripped, &NoFunctions).is_err());
     for seed in 1..50u64 {
-        let wild = WildRanges(std::cell::Cell::new(seed * 0x2545_f491_4f6c_dd1d));
+        let wild = WildRanges(std::cell::Cell::new(
+            seed.wrapping_mul(0x2545_f491_4f6c_dd1d),
+        ));
         assert!(recover_runtime_addresses(&stripped, &wild).is_err());
     }
 }
