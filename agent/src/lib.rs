@@ -7,6 +7,8 @@ pub mod agent;
 pub mod binary;
 pub mod buckets;
 pub mod buildinfo;
+pub mod coderef;
+pub mod debugfile;
 pub mod discovery;
 pub mod error;
 pub mod heap_profile;

@@ -1,0 +1,3 @@
+module coderef
+
+go 1.19

@@ -1,0 +1,3 @@
+module noprof
+
+go 1.19
