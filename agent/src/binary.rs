@@ -355,28 +355,7 @@ impl GoBinary {
         let Some(loc) = self.symtab_location() else {
             return Ok(None);
         };
-        let names = [
-            SYM_MBUCKETS,
-            SYM_MEM_PROFILE_RATE,
-            SYM_DISABLE_MEMORY_PROFILING,
-            SYM_MPROF_CYCLE,
-        ];
-        let table = SymbolTable::find(&self.file, loc, &names)
-            .map_err(|e| BinaryError::Symtab(self.path.display().to_string(), e))?;
-        let (Some(mb), Some(rate)) = (table.get(SYM_MBUCKETS), table.get(SYM_MEM_PROFILE_RATE))
-        else {
-            return Ok(None);
-        };
-        Ok(Some((
-            RuntimeSymbols {
-                mbuckets: mb.value,
-                mem_profile_rate: rate.value,
-                disable_memory_profiling: table.get(SYM_DISABLE_MEMORY_PROFILING).map(|s| s.value),
-                mprof_cycle: table.get(SYM_MPROF_CYCLE).map(|s| s.value),
-                method: LocateMethod::Symtab,
-            },
-            table.stats,
-        )))
+        scan_runtime_symbols(&self.file, loc, &self.path, LocateMethod::Symtab)
     }
 
     /// Reads a little integer stored in the file image at virtual address `addr` (for initialized data
@@ -406,4 +385,75 @@ impl GoBinary {
 
 fn hex(d: &[u8]) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Scans `.symtab` at `loc` of `file` for the runtime globals; `Ok(None)` if `runtime.mbuckets` or
+/// `runtime.MemProfileRate` is missing.
+fn scan_runtime_symbols(
+    file: &File,
+    loc: SymtabLocation,
+    path: &Path,
+    method: LocateMethod,
+) -> Result<Option<(RuntimeSymbols, ScanStats)>, BinaryError> {
+    let names = [
+        SYM_MBUCKETS,
+        SYM_MEM_PROFILE_RATE,
+        SYM_DISABLE_MEMORY_PROFILING,
+        SYM_MPROF_CYCLE,
+    ];
+    let table = SymbolTable::find(file, loc, &names)
+        .map_err(|e| BinaryError::Symtab(path.display().to_string(), e))?;
+    let (Some(mb), Some(rate)) = (table.get(SYM_MBUCKETS), table.get(SYM_MEM_PROFILE_RATE)) else {
+        return Ok(None);
+    };
+    Ok(Some((
+        RuntimeSymbols {
+            mbuckets: mb.value,
+            mem_profile_rate: rate.value,
+            disable_memory_profiling: table.get(SYM_DISABLE_MEMORY_PROFILING).map(|s| s.value),
+            mprof_cycle: table.get(SYM_MPROF_CYCLE).map(|s| s.value),
+            method,
+        },
+        table.stats,
+    )))
+}
+
+/// The runtime globals from a separate debug file (which has `.symtab` but usually no loadable data),
+/// reading only its headers and, streaming, its symbol table.
+pub fn runtime_symbols_from_debug_file(path: &Path) -> Result<Option<RuntimeSymbols>, BinaryError> {
+    let display = path.display().to_string();
+    let io = |source| BinaryError::Io {
+        path: display.clone(),
+        source,
+    };
+    let file = File::open(path).map_err(io)?;
+    let loc = {
+        let cache = ReadCache::new(&file);
+        let header = elf::FileHeader64::<Endianness>::parse(&cache)
+            .map_err(|e| BinaryError::NotElf(display.clone(), e))?;
+        let endian = header
+            .endian()
+            .map_err(|e| BinaryError::NotElf(display.clone(), e))?;
+        let table = header
+            .sections(endian, &cache)
+            .map_err(|e| BinaryError::NotElf(display.clone(), e))?;
+        let found = table
+            .iter()
+            .enumerate()
+            .find(|(_, sh)| sh.sh_type(endian) == elf::SHT_SYMTAB);
+        let Some((_, symtab)) = found else {
+            return Ok(None);
+        };
+        let Some(strtab) = table.iter().nth(symtab.sh_link(endian) as usize) else {
+            return Ok(None);
+        };
+        SymtabLocation {
+            symtab_offset: symtab.sh_offset(endian),
+            symtab_size: symtab.sh_size(endian),
+            strtab_offset: strtab.sh_offset(endian),
+            strtab_size: strtab.sh_size(endian),
+            little_endian: matches!(endian, Endianness::Little),
+        }
+    };
+    Ok(scan_runtime_symbols(&file, loc, path, LocateMethod::DebugFile)?.map(|(s, _)| s))
 }

@@ -68,7 +68,7 @@ pub fn summarize(proc_root: &Path, pid: i32) -> Option<GoProcessSummary> {
     let binary_path = process::exe_target(&paths).unwrap_or_default();
     match process::open_binary(&paths) {
         Ok(bin) => {
-            let info = BinaryInfo::inspect(bin, Some(&paths.dir().join("root")));
+            let info = BinaryInfo::inspect(bin, process::TargetView::of(&paths).as_ref());
             Some(summary_from_info(pid, binary_path, &info))
         }
         Err(Refusal::PermissionDenied { .. }) => Some(GoProcessSummary {

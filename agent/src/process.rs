@@ -27,9 +27,9 @@ pub struct BinaryInfo {
 
 impl BinaryInfo {
     /// Inspects an executable: Go version, layout, runtime symbol addresses.
-    pub fn inspect(binary: GoBinary, root: Option<&Path>) -> BinaryInfo {
+    pub fn inspect(binary: GoBinary, view: Option<&TargetView>) -> BinaryInfo {
         let layout = RuntimeLayout::for_version(&binary.go_version);
-        let (symbols, symbols_error) = match locate_symbols(&binary, root) {
+        let (symbols, symbols_error) = match locate_symbols(&binary, view) {
             Ok(s) => (Some(s), None),
             Err(e) => (None, Some(e)),
         };
@@ -48,17 +48,70 @@ impl BinaryInfo {
     }
 }
 
-/// Finds the runtime globals: `.symtab` first, then (for stripped binaries) other evidence.
-fn locate_symbols(binary: &GoBinary, _root: Option<&Path>) -> Result<RuntimeSymbols, String> {
+/// Finds the runtime globals: `.symtab` first; for stripped binaries a separate debug file (by build
+/// ID or `.gnu_debuglink`, looked up inside the target's root), then references in the runtime's
+/// machine code (`.gopclntab` names the functions, their instructions name the globals).
+fn locate_symbols(binary: &GoBinary, view: Option<&TargetView>) -> Result<RuntimeSymbols, String> {
     match binary.runtime_symbols_from_symtab() {
         Ok(Some((s, _))) => return Ok(s),
         Ok(None) => {}
         Err(e) => return Err(e.to_string()),
     }
-    if binary.symtab_location().is_none() {
-        Err("stripped: no .symtab".to_string())
+    let stripped = if binary.symtab_location().is_none() {
+        "stripped: no .symtab"
     } else {
-        Err(".symtab lacks runtime.mbuckets".to_string())
+        ".symtab lacks runtime.mbuckets"
+    };
+    // SAFETY: read-only private mapping of an executable that is running (so it cannot be truncated:
+    // ETXTBSY); only read inside this function.
+    let map = unsafe { memmap2::Mmap::map(&binary.file) }
+        .map_err(|e| format!("{stripped}; mapping the binary: {e}"))?;
+    let exe_path = view
+        .map(|v| v.exe_path.clone())
+        .unwrap_or_else(|| binary.path.clone());
+    let root = view.map(|v| v.root.as_path());
+    if let Ok(Some(df)) = crate::debugfile::find_debug_file_for_image(&exe_path, &map, root) {
+        if let Ok(Some(s)) = crate::binary::runtime_symbols_from_debug_file(&df.path) {
+            return Ok(s);
+        }
+    }
+    let pclntab = crate::pclntab::Pclntab::parse(&map)
+        .map_err(|e| format!("{stripped}; no debug file; .gopclntab: {e}"))?;
+    let found = crate::coderef::recover_runtime_addresses(&map, &PclntabRanges(&pclntab))
+        .map_err(|e| format!("{stripped}; no debug file; code references: {e}"))?;
+    tracing::debug!(exe = %exe_path.display(), evidence = ?found.evidence, "runtime globals recovered from code references");
+    Ok(RuntimeSymbols {
+        mbuckets: found.mbuckets,
+        mem_profile_rate: found.mem_profile_rate,
+        disable_memory_profiling: found.disable_memory_profiling,
+        mprof_cycle: found.mprof_cycle,
+        method: crate::binary::LocateMethod::CodeReference,
+    })
+}
+
+/// Function ranges from `.gopclntab`, for code-reference recovery.
+struct PclntabRanges<'a>(&'a crate::pclntab::Pclntab);
+
+impl crate::coderef::FunctionRanges for PclntabRanges<'_> {
+    fn function_range(&self, name: &str) -> Option<std::ops::Range<u64>> {
+        self.0.func_by_name(name).map(|f| f.entry..f.end)
+    }
+}
+
+/// How the target sees its own executable: the path `/proc/PID/exe` points to, and its root
+/// directory (`/proc/PID/root`), to find debug files inside containers.
+#[derive(Debug, Clone)]
+pub struct TargetView {
+    pub exe_path: PathBuf,
+    pub root: PathBuf,
+}
+
+impl TargetView {
+    pub fn of(paths: &ProcPaths) -> Option<TargetView> {
+        Some(TargetView {
+            exe_path: std::fs::read_link(paths.exe()).ok()?,
+            root: paths.dir().join("root"),
+        })
     }
 }
 
@@ -252,6 +305,20 @@ pub fn read_snapshot<M: RemoteMemory + ?Sized>(
             format!("runtime.MemProfileRate is {}", rate as i64)
         };
         return Err(Refusal::ProfilingDisabled { pid, reason });
+    }
+    // Live validation of addresses recovered from code references (no symbol table vouches for
+    // them): the rate must be a plausible sampling period and the head must lead to well-formed
+    // memory-profile buckets (the walk below refuses a bad first bucket).
+    let from_code = info
+        .symbols
+        .as_ref()
+        .map(|s| !s.method.proven_by_symbols())
+        .unwrap_or(false);
+    if from_code && rate > 1 << 40 {
+        return Err(Refusal::Corrupt {
+            pid,
+            detail: format!("the MemProfileRate address recovered from code references holds {rate}, not a sampling rate"),
+        });
     }
     let cycle = match addrs.mprof_cycle {
         Some(a) => Some(mem.read_u32(a).map_err(merr)? >> 1),

@@ -116,10 +116,8 @@ fn scan_strtab<F: FileExt>(
             p
         })
         .collect();
-    let finders: Vec<memchr::memmem::Finder<'_>> = patterns
-        .iter()
-        .map(memchr::memmem::Finder::new)
-        .collect();
+    let finders: Vec<memchr::memmem::Finder<'_>> =
+        patterns.iter().map(memchr::memmem::Finder::new).collect();
     let overlap = patterns.iter().map(|p| p.len()).max().unwrap_or(1) - 1;
     let mut out: Vec<Vec<u32>> = vec![Vec::new(); names.len()];
     // `pos` is the strtab offset of buf[0]; `carried` bytes at the start of buf repeat the previous tail.

@@ -11,7 +11,7 @@ pub const GO_VERSIONS: &[&str] = &[
     "1.19", "1.21.13", "1.22.10", "1.23.9", "1.24.11", "1.25.5", "1.26.6", "1.27.3",
 ];
 /// Build modes the profile-equality test covers.
-pub const LIVE_MODES: &[&str] = &["default", "pie", "cgo", "trimpath"];
+pub const LIVE_MODES: &[&str] = &["default", "pie", "cgo", "trimpath", "stripped"];
 
 pub fn cache_dir() -> PathBuf {
     std::env::var_os("GOHEAP_CACHE")
@@ -144,4 +144,34 @@ pub fn goheap(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("running goheap")
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A plain HTTP/1.0 GET on loopback; returns (status, body).
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no header end"))?;
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((status, buf[split + 4..].to_vec()))
 }
