@@ -257,18 +257,28 @@ impl<'a> Image<'a> {
         self.section_of(addr).map_or("?", |s| s.name.as_str())
     }
 
-    /// The 8-byte little-endian word stored in the file at `addr`, if `addr` is file-backed.
-    fn read_u64(&self, addr: u64) -> Option<u64> {
+    /// The `len` bytes stored in the file at `addr`, if they are all file-backed in one section.
+    fn file_bytes(&self, addr: u64, len: usize) -> Option<&'a [u8]> {
         let section = self.section_of(addr)?;
         let file = section.file.as_ref()?;
         let offset_in_section = usize::try_from(addr.checked_sub(section.addrs.start)?).ok()?;
         let start = file.start.checked_add(offset_in_section)?;
-        let stop = start.checked_add(8)?;
+        let stop = start.checked_add(len)?;
         if stop > file.end {
             return None;
         }
-        let bytes: [u8; 8] = self.data.get(start..stop)?.try_into().ok()?;
+        self.data.get(start..stop)
+    }
+
+    /// The 8-byte little-endian word stored in the file at `addr`, if `addr` is file-backed.
+    fn read_u64(&self, addr: u64) -> Option<u64> {
+        let bytes: [u8; 8] = self.file_bytes(addr, 8)?.try_into().ok()?;
         Some(u64::from_le_bytes(bytes))
+    }
+
+    /// The byte stored in the file at `addr`, if `addr` is file-backed.
+    fn read_u8(&self, addr: u64) -> Option<u8> {
+        self.file_bytes(addr, 1)?.first().copied()
     }
 
     /// Machine code of `range`, which must lie inside one file-backed executable section.
@@ -932,8 +942,20 @@ fn recover_mem_profile_rate(
             alloc.name
         ));
         check_default_rate(image, rate, Some(store), evidence)?;
+        let initial = match image.read_u8(flag) {
+            Some(0) => "false in the file",
+            Some(1) => "true in the file: the linker disabled memory profiling",
+            Some(_) => {
+                return Err(CodeRefError::NotIdentified {
+                    what: "runtime.disableMemoryProfiling",
+                    detail: format!("candidate {flag:#x} holds a non-bool byte in the file"),
+                })
+            }
+            None if image.is_bss(flag) => "zero-initialised (false)",
+            None => "initial value unreadable",
+        };
         evidence.push(format!(
-            "disableMemoryProfiling {flag:#x} ({}): the bool tested before that store",
+            "disableMemoryProfiling {flag:#x} ({}): the bool tested before that store; {initial}",
             image.section_name(flag)
         ));
         return Ok((rate, Some(flag)));

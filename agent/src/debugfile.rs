@@ -166,14 +166,16 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// `root` + absolute `path` (the path's leading `/` is dropped so it nests under the root).
+/// `root` + absolute `path`: the path's leading `/` is dropped so it nests under the root, and `.`
+/// / `..` components are dropped so it cannot climb out of it lexically. (Symlinks inside the root
+/// are still followed by the kernel; callers treat whatever they read as untrusted.)
 fn under_root(root: Option<&Path>, path: &Path) -> PathBuf {
     match root {
         None => path.to_path_buf(),
         Some(root) => {
             let relative: PathBuf = path
                 .components()
-                .filter(|c| !matches!(c, Component::RootDir | Component::Prefix(_)))
+                .filter(|c| matches!(c, Component::Normal(_)))
                 .collect();
             root.join(relative)
         }
@@ -451,6 +453,10 @@ mod tests {
             Some(Path::new("/proc/1/root")),
         );
         let paths: Vec<_> = got.iter().map(|(p, _)| p.clone()).collect();
+        assert_eq!(
+            under_root(Some(Path::new("/r")), Path::new("/a/../../etc/./x")),
+            PathBuf::from("/r/a/etc/x")
+        );
         assert_eq!(
             paths,
             vec![

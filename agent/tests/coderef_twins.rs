@@ -43,6 +43,7 @@ enum Target {
     Amd64,
     Amd64Pie,
     Arm64,
+    Arm64Pie,
 }
 
 impl Target {
@@ -51,6 +52,7 @@ impl Target {
             Target::Amd64 => "amd64",
             Target::Amd64Pie => "amd64-pie",
             Target::Arm64 => "arm64",
+            Target::Arm64Pie => "arm64-pie",
         }
     }
 }
@@ -116,6 +118,9 @@ fn go_build(program: Program, version: &str, target: Target, stripped: bool, out
         }
         Target::Arm64 => {
             cmd.env("GOARCH", "arm64");
+        }
+        Target::Arm64Pie => {
+            cmd.env("GOARCH", "arm64").arg("-buildmode=pie");
         }
     }
     if stripped {
@@ -306,7 +311,12 @@ fn check_twin(version: &str, target: Target) -> RecoveredAddresses {
 }
 
 fn check_version(version: &str) {
-    for target in [Target::Amd64, Target::Amd64Pie, Target::Arm64] {
+    for target in [
+        Target::Amd64,
+        Target::Amd64Pie,
+        Target::Arm64,
+        Target::Arm64Pie,
+    ] {
         check_twin(version, target);
     }
 }
@@ -516,9 +526,13 @@ fn debian_prometheus() {
         "expected a stripped binary"
     );
     let funcs = PclntabFunctions::load(&elf);
+    let started = std::time::Instant::now();
     let recovered =
         recover_runtime_addresses(&elf, &funcs).unwrap_or_else(|e| panic!("prometheus: {e}"));
-    eprintln!("prometheus: {recovered:#x?}");
+    eprintln!(
+        "prometheus: recovered in {:?}: {recovered:#x?}",
+        started.elapsed()
+    );
 
     // Go 1.19 initialises MemProfileRate in runtime.init (`defaultMemProfileRate(512*1024)`), so the
     // variable is zero in the file (.noptrbss); recovery must instead have seen the constant 524288
