@@ -430,65 +430,24 @@ const VERSIONS: [&str; 8] = [
     "1.19", "1.21.13", "1.22.10", "1.23.9", "1.24.11", "1.25.5", "1.26.6", "1.27.3",
 ];
 
-/// Minimal `.gopclntab` function-name index (Go 1.18+ layout) so the Debian prometheus binary, which
-/// has no `.symtab`, can be analysed here. The production lookup is `pclntab.rs`.
-struct PclntabFunctions {
-    functions: HashMap<String, Range<u64>>,
-}
+/// Function ranges from goheap's own `.gopclntab` parser, as production uses for stripped binaries.
+struct PclntabFunctions(goheap::pclntab::Pclntab);
 
 impl PclntabFunctions {
     fn load(elf: &[u8]) -> Self {
-        let file = object::File::parse(elf).expect("parse ELF");
-        let tab = file
-            .section_by_name(".gopclntab")
-            .expect(".gopclntab section")
-            .data()
-            .expect(".gopclntab bytes");
-        let u32_at = |off: usize| -> u32 {
-            u32::from_le_bytes(tab[off..off + 4].try_into().expect("4 bytes"))
-        };
-        let u64_at = |off: usize| -> u64 {
-            u64::from_le_bytes(tab[off..off + 8].try_into().expect("8 bytes"))
-        };
-        let magic = u32_at(0);
-        assert!(
-            magic == 0xffff_fff0 || magic == 0xffff_fff1,
-            "unsupported pclntab magic {magic:#x}"
-        );
-        assert_eq!(tab[7], 8, "pointer size");
-        let nfunc = usize::try_from(u64_at(8)).expect("nfunc");
-        let text_start = u64_at(24);
-        let funcname_off = usize::try_from(u64_at(32)).expect("funcnametab");
-        let pcln_off = usize::try_from(u64_at(64)).expect("pclntab");
-        let mut functions = HashMap::new();
-        for i in 0..nfunc {
-            let ft = pcln_off + i * 8;
-            let entry = u64::from(u32_at(ft));
-            let func_off = usize::try_from(u32_at(ft + 4)).expect("funcoff");
-            let end = u64::from(u32_at(ft + 8));
-            let func = pcln_off + func_off;
-            let name_off = usize::try_from(u32_at(func + 4)).expect("nameoff");
-            let name_start = funcname_off + name_off;
-            let name_len = tab[name_start..]
-                .iter()
-                .position(|b| *b == 0)
-                .expect("NUL-terminated name");
-            let name = String::from_utf8_lossy(&tab[name_start..name_start + name_len]);
-            functions.insert(name.into_owned(), text_start + entry..text_start + end);
-        }
-        PclntabFunctions { functions }
+        PclntabFunctions(goheap::pclntab::Pclntab::parse(elf).expect("parse .gopclntab"))
     }
 }
 
 impl FunctionRanges for PclntabFunctions {
     fn function_range(&self, name: &str) -> Option<Range<u64>> {
-        self.functions.get(name).cloned()
+        self.0.func_by_name(name).map(|f| f.entry..f.end)
     }
 }
 
-/// The test-only pclntab index agrees with `.symtab` on a twin, so it can be trusted for prometheus.
+/// The pclntab function ranges agree with `.symtab` on a twin, so they can be trusted for prometheus.
 #[test]
-fn pclntab_helper_matches_symtab() {
+fn pclntab_ranges_match_symtab() {
     let (plain, _) = twins("1.19", Target::Amd64);
     let elf = std::fs::read(plain).expect("read twin");
     let symtab = SymtabFunctions::load(&elf);
