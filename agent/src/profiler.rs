@@ -61,7 +61,7 @@ impl BinaryCache {
         }
         let bin = process::open_binary(paths)?;
         let id = bin.identity;
-        let info = BinaryInfo::inspect(bin, process::TargetView::of(&paths).as_ref());
+        let info = BinaryInfo::inspect(bin, process::TargetView::of(paths).as_ref());
         self.scans += 1;
         let entry = Arc::new(CachedBinary::new(info));
         self.entries.insert(id, entry.clone());
