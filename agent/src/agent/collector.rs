@@ -1,0 +1,637 @@
+//! The collection cycle: discover processes, classify them once per binary, read Go processes
+//! incrementally, update metrics, write delta profiles, publish the process table for HTTP.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::binary::BinaryIdentity;
+use crate::discovery;
+use crate::error::Refusal;
+use crate::maps::MemoryMap;
+use crate::memory::{self, ReadStats, RemoteMemory, VmReader};
+use crate::process::{self, ProcPaths, RuntimeAddresses, DEFAULT_MEM_PROFILE_RATE};
+use crate::profiler::{BinaryCache, CachedBinary};
+
+use super::cgroup::{self, ContainerInfo};
+use super::metrics::{AgentMetrics, ProcessLabels};
+use super::output::OutputDir;
+use super::tracker::{self, DeltaTracker, IncrementalReader, ProcessKey, ProcessTable};
+use super::ProfilerMode;
+
+/// Process states shown in `/processes`, the `goheap_agent_processes` gauge and state-change logs.
+pub const STATES: &[&str] = &[
+    "found",
+    "readable",
+    "profiling-disabled",
+    "no-symbol-table",
+    "permission-denied",
+    "unsupported",
+    "error",
+    "disabled",
+];
+
+/// State shared between the cycle loop and the HTTP server.
+pub struct Shared {
+    pub proc_root: PathBuf,
+    pub mode: ProfilerMode,
+    pub node_name: Option<String>,
+    pub metrics: AgentMetrics,
+    pub view: Mutex<ProcessesView>,
+}
+
+impl Shared {
+    pub fn new(
+        proc_root: PathBuf,
+        mode: ProfilerMode,
+        node_name: Option<String>,
+        metrics: AgentMetrics,
+    ) -> Shared {
+        Shared {
+            proc_root,
+            mode,
+            node_name,
+            metrics,
+            view: Mutex::new(ProcessesView::default()),
+        }
+    }
+
+    /// The published entry of `pid`, if it is a tracked Go process.
+    pub fn process(&self, pid: i32) -> Option<ProcessInfo> {
+        self.view
+            .lock()
+            .ok()
+            .and_then(|v| v.processes.get(&pid).cloned())
+    }
+}
+
+/// The Go processes as of the last cycle.
+#[derive(Default, Clone, Serialize)]
+pub struct ProcessesView {
+    pub cycles: u64,
+    /// Wall-clock end of the last cycle, seconds since the epoch.
+    pub last_cycle_unix: f64,
+    pub processes: BTreeMap<i32, ProcessInfo>,
+}
+
+/// One Go process in `/processes`.
+#[derive(Clone, Serialize)]
+pub struct ProcessInfo {
+    pub pid: i32,
+    /// Start time in clock ticks since boot (with the pid, the process identity).
+    pub start_time: u64,
+    pub binary: String,
+    pub binary_name: String,
+    pub go_version: String,
+    pub state: &'static str,
+    pub detail: Option<String>,
+    /// How the runtime globals were located (`symtab`, `debug-file`, `code-reference`).
+    pub method: Option<&'static str>,
+    pub container_id: String,
+    pub pod_uid: String,
+    pub buckets: usize,
+    pub mem_profile_rate: u64,
+    /// Scaled estimates (as the metrics).
+    pub alloc_bytes_total: u64,
+    pub alloc_objects_total: u64,
+    pub inuse_bytes: i64,
+    pub inuse_objects: i64,
+    /// Whether force mode set `MemProfileRate` in this process.
+    pub profiling_forced: bool,
+    #[serde(skip)]
+    pub cached: Option<Arc<CachedBinary>>,
+}
+
+/// A Go process being tracked.
+struct GoProcess {
+    cached: Option<Arc<CachedBinary>>,
+    binary: String,
+    binary_name: String,
+    go_version: String,
+    container: ContainerInfo,
+    labels: ProcessLabels,
+    reader: Option<IncrementalReader<VmReader>>,
+    addrs: Option<RuntimeAddresses>,
+    bias: u64,
+    deltas: DeltaTracker,
+    last_stats: ReadStats,
+    series: bool,
+    forced: bool,
+    state: &'static str,
+    detail: Option<String>,
+    inuse: (i64, i64),
+}
+
+enum Kind {
+    /// Not looked at yet (or its executable changed: exec).
+    Unclassified,
+    /// Not a Go program (or a kernel thread); re-checked only if its executable changes.
+    NotGo,
+    /// The kernel refused to show its executable.
+    Denied,
+    Go(Box<GoProcess>),
+}
+
+struct Tracked {
+    exe: Option<BinaryIdentity>,
+    kind: Kind,
+}
+
+/// Runs collection cycles. Owned by the cycle loop; one cycle at a time.
+pub struct Collector {
+    shared: Arc<Shared>,
+    output: Option<OutputDir>,
+    binaries: BinaryCache,
+    not_go: HashSet<BinaryIdentity>,
+    table: ProcessTable<Tracked>,
+    self_pid: i32,
+    scans_reported: u64,
+    cycles: u64,
+}
+
+fn exe_identity(paths: &ProcPaths) -> Result<BinaryIdentity, std::io::ErrorKind> {
+    std::fs::metadata(paths.exe())
+        .map(|m| BinaryIdentity::of(&m))
+        .map_err(|e| e.kind())
+}
+
+fn state_of_refusal(r: &Refusal) -> &'static str {
+    match r {
+        Refusal::ProfilingDisabled { .. } => "profiling-disabled",
+        Refusal::NoSymbols { .. } => "no-symbol-table",
+        Refusal::PermissionDenied { .. } => "permission-denied",
+        Refusal::UnsupportedVersion { .. } => "unsupported",
+        _ => "error",
+    }
+}
+
+impl Collector {
+    pub fn new(shared: Arc<Shared>, output: Option<OutputDir>) -> Collector {
+        Collector {
+            shared,
+            output,
+            binaries: BinaryCache::default(),
+            not_go: HashSet::new(),
+            table: ProcessTable::default(),
+            self_pid: std::process::id() as i32,
+            scans_reported: 0,
+            cycles: 0,
+        }
+    }
+
+    /// One collection cycle.
+    pub fn cycle(&mut self) {
+        let t0 = Instant::now();
+        let root = self.shared.proc_root.clone();
+        let live: Vec<ProcessKey> = discovery::list_pids(&root)
+            .into_iter()
+            .filter(|&p| p != self.self_pid)
+            .filter_map(|pid| {
+                Some(ProcessKey {
+                    pid,
+                    start_time: process::start_time(&root, pid)?,
+                })
+            })
+            .collect();
+        let ended = self.table.sync(&live, |_| Tracked {
+            exe: None,
+            kind: Kind::Unclassified,
+        });
+        for (key, t) in ended {
+            if let Kind::Go(g) = t.kind {
+                self.end_go(key, &g);
+            }
+        }
+        let keys: Vec<ProcessKey> = self.table.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.step(key);
+        }
+        self.finish_cycle(t0);
+    }
+
+    fn end_go(&self, key: ProcessKey, g: &GoProcess) {
+        if g.series {
+            self.shared.metrics.remove_process(&g.labels);
+        }
+        tracing::info!(
+            pid = key.pid,
+            binary = %g.binary_name,
+            state = "gone",
+            "process state"
+        );
+    }
+
+    fn step(&mut self, key: ProcessKey) {
+        let root = self.shared.proc_root.clone();
+        let paths = ProcPaths::new(&root, key.pid);
+        let id = match exe_identity(&paths) {
+            Ok(id) => Some(id),
+            Err(std::io::ErrorKind::PermissionDenied) => None,
+            Err(_) => {
+                // Kernel thread, zombie, or gone: nothing to read.
+                if let Some(t) = self.entry(key.pid) {
+                    if !matches!(t.kind, Kind::NotGo) {
+                        t.kind = Kind::NotGo;
+                    }
+                }
+                return;
+            }
+        };
+        // exec: a new executable in the same process. Start over.
+        let replaced = {
+            let Some(t) = self.entry(key.pid) else { return };
+            if t.exe != id || (id.is_none() && !matches!(t.kind, Kind::Denied)) {
+                let old = std::mem::replace(&mut t.kind, Kind::Unclassified);
+                t.exe = id;
+                match old {
+                    Kind::Go(g) => Some(g),
+                    _ => None,
+                }
+            } else {
+                None
+            }
+        };
+        if let Some(g) = replaced {
+            self.end_go(key, &g);
+        }
+        let unclassified = matches!(
+            self.entry(key.pid).map(|t| &t.kind),
+            Some(Kind::Unclassified)
+        );
+        if unclassified {
+            let kind = self.classify(key, &paths, id);
+            if let Some(t) = self.entry(key.pid) {
+                t.kind = kind;
+            }
+        }
+        let mode = self.shared.mode;
+        let shared = self.shared.clone();
+        let mut output = self.output.take();
+        if let Some(Tracked {
+            kind: Kind::Go(g), ..
+        }) = self.entry(key.pid)
+        {
+            collect_go(&shared, mode, key, g, output.as_mut());
+        }
+        self.output = output;
+    }
+
+    fn entry(&mut self, pid: i32) -> Option<&mut Tracked> {
+        self.table.get_mut(pid)
+    }
+
+    fn classify(&mut self, key: ProcessKey, paths: &ProcPaths, id: Option<BinaryIdentity>) -> Kind {
+        let Some(id) = id else { return Kind::Denied };
+        if self.not_go.contains(&id) {
+            return Kind::NotGo;
+        }
+        let binary = process::exe_target(paths).unwrap_or_default();
+        let binary_name = binary_name(&binary);
+        let go = |cached: Option<Arc<CachedBinary>>, go_version: String, detail: Option<String>| {
+            let container = cgroup::read(&paths.root, key.pid);
+            let labels = ProcessLabels([
+                key.pid.to_string(),
+                binary_name.clone(),
+                go_version.clone(),
+                container.container_id.clone(),
+                container.pod_uid.clone(),
+            ]);
+            tracing::info!(
+                pid = key.pid,
+                binary = %binary,
+                go_version = %go_version,
+                container_id = %container.container_id,
+                pod_uid = %container.pod_uid,
+                state = "found",
+                "process state"
+            );
+            Kind::Go(Box::new(GoProcess {
+                cached,
+                binary: binary.clone(),
+                binary_name: binary_name.clone(),
+                go_version,
+                container,
+                labels,
+                reader: None,
+                addrs: None,
+                bias: 0,
+                deltas: DeltaTracker::default(),
+                last_stats: ReadStats::default(),
+                series: false,
+                forced: false,
+                state: "found",
+                detail,
+                inuse: (0, 0),
+            }))
+        };
+        match self.binaries.get(paths) {
+            Ok(cached) => {
+                let v = cached.info.binary.go_version.raw.clone();
+                go(Some(cached), v, None)
+            }
+            Err(Refusal::NotGo { .. }) => {
+                if self.not_go.len() < 100_000 {
+                    self.not_go.insert(id);
+                }
+                Kind::NotGo
+            }
+            Err(Refusal::PermissionDenied { .. }) => Kind::Denied,
+            Err(Refusal::NoSuchProcess { .. }) | Err(Refusal::ProcessExited { .. }) => Kind::NotGo,
+            Err(r) => {
+                let state = state_of_refusal(&r);
+                let mut g = go(None, String::new(), Some(r.to_string()));
+                if let Kind::Go(p) = &mut g {
+                    set_state(key, p, state, Some(r.to_string()));
+                }
+                g
+            }
+        }
+    }
+
+    fn finish_cycle(&mut self, t0: Instant) {
+        let m = &self.shared.metrics;
+        let mut counts: BTreeMap<&'static str, i64> = STATES.iter().map(|s| (*s, 0)).collect();
+        let mut used: HashSet<BinaryIdentity> = HashSet::new();
+        let mut not_go_ids: HashSet<BinaryIdentity> = HashSet::new();
+        let mut view = BTreeMap::new();
+        for (key, t) in self.table.iter() {
+            match &t.kind {
+                Kind::Go(g) => {
+                    *counts.entry(g.state).or_default() += 1;
+                    if let Some(c) = &g.cached {
+                        used.insert(c.info.binary.identity);
+                    }
+                    view.insert(key.pid, process_info(key, g));
+                }
+                Kind::Denied => *counts.entry("permission-denied").or_default() += 1,
+                Kind::NotGo => {
+                    if let Some(id) = t.exe {
+                        not_go_ids.insert(id);
+                    }
+                }
+                Kind::Unclassified => {}
+            }
+        }
+        self.binaries.retain(&used);
+        self.not_go.retain(|id| not_go_ids.contains(id));
+        for (state, n) in counts {
+            m.processes.with_label_values(&[state]).set(n);
+        }
+        m.symbol_table_scans
+            .inc_by(self.binaries.scans.saturating_sub(self.scans_reported));
+        self.scans_reported = self.binaries.scans;
+        m.binaries_cached.set(self.binaries.len() as i64);
+        m.cycle_duration.observe(t0.elapsed().as_secs_f64());
+        m.cycles.inc();
+        self.cycles += 1;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        if let Ok(mut v) = self.shared.view.lock() {
+            *v = ProcessesView {
+                cycles: self.cycles,
+                last_cycle_unix: now,
+                processes: view,
+            };
+        }
+    }
+}
+
+fn binary_name(path: &str) -> String {
+    let p = path.strip_suffix(" (deleted)").unwrap_or(path);
+    p.rsplit('/').next().unwrap_or(p).to_string()
+}
+
+fn process_info(key: ProcessKey, g: &GoProcess) -> ProcessInfo {
+    ProcessInfo {
+        pid: key.pid,
+        start_time: key.start_time,
+        binary: g.binary.clone(),
+        binary_name: g.binary_name.clone(),
+        go_version: g.go_version.clone(),
+        state: g.state,
+        detail: g.detail.clone(),
+        method: g
+            .cached
+            .as_ref()
+            .and_then(|c| c.info.symbols.as_ref())
+            .map(|s| s.method.as_str()),
+        container_id: g.container.container_id.clone(),
+        pod_uid: g.container.pod_uid.clone(),
+        buckets: g.reader.as_ref().map(|r| r.buckets().len()).unwrap_or(0),
+        mem_profile_rate: g.reader.as_ref().map(|r| r.mem_profile_rate()).unwrap_or(0),
+        alloc_bytes_total: g.deltas.alloc_bytes_total,
+        alloc_objects_total: g.deltas.alloc_objects_total,
+        inuse_bytes: g.inuse.0,
+        inuse_objects: g.inuse.1,
+        profiling_forced: g.forced,
+        cached: g.cached.clone(),
+    }
+}
+
+/// Logs a state change (only changes: one line per transition, not per cycle).
+fn set_state(key: ProcessKey, g: &mut GoProcess, state: &'static str, detail: Option<String>) {
+    if g.state != state {
+        match &detail {
+            Some(d) => {
+                tracing::info!(pid = key.pid, binary = %g.binary_name, state, detail = %d, "process state")
+            }
+            None => tracing::info!(pid = key.pid, binary = %g.binary_name, state, "process state"),
+        }
+    }
+    g.state = state;
+    g.detail = detail;
+}
+
+/// Reads one Go process and updates its metrics. Failures stay with this process.
+fn collect_go(
+    shared: &Shared,
+    mode: ProfilerMode,
+    key: ProcessKey,
+    g: &mut GoProcess,
+    output: Option<&mut OutputDir>,
+) {
+    let m = &shared.metrics;
+    let root = &shared.proc_root;
+    let Some(cached) = g.cached.clone() else {
+        return;
+    };
+    let info = &cached.info;
+    if mode == ProfilerMode::Disabled {
+        set_state(key, g, "disabled", None);
+        return;
+    }
+    let Some(symbols) = info.symbols.as_ref() else {
+        set_state(key, g, "no-symbol-table", info.symbols_error.clone());
+        return;
+    };
+    if g.reader.is_none() {
+        match open_reader(root, key.pid, &cached) {
+            Ok((reader, addrs, bias)) => {
+                g.reader = Some(reader);
+                g.addrs = Some(addrs);
+                g.bias = bias;
+                g.last_stats = ReadStats::default();
+            }
+            Err(r) => {
+                m.errors.with_label_values(&[r.reason()]).inc();
+                set_state(key, g, state_of_refusal(&r), Some(r.to_string()));
+                return;
+            }
+        }
+    }
+    let (Some(reader), Some(addrs)) = (g.reader.as_mut(), g.addrs) else {
+        return;
+    };
+    if mode == ProfilerMode::Force && !g.forced && symbols.method.proven_by_symbols() {
+        match reader.mem.read_u64(addrs.mem_profile_rate) {
+            Ok(0) => {
+                match memory::write_u64_proven(
+                    root,
+                    key.pid,
+                    addrs.mem_profile_rate,
+                    DEFAULT_MEM_PROFILE_RATE,
+                ) {
+                    Ok(()) => {
+                        g.forced = true;
+                        m.profiling_forced.inc();
+                        tracing::info!(
+                            pid = key.pid,
+                            binary = %g.binary_name,
+                            address = format!("{:#x}", addrs.mem_profile_rate),
+                            value = DEFAULT_MEM_PROFILE_RATE,
+                            "force mode: set runtime.MemProfileRate (was 0)"
+                        );
+                    }
+                    Err(e) => {
+                        m.errors.with_label_values(&["force_write_failed"]).inc();
+                        tracing::warn!(pid = key.pid, error = %e, "force mode: cannot write runtime.MemProfileRate");
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(pid = key.pid, error = %e, "force mode: reading MemProfileRate")
+            }
+        }
+    }
+    let result = reader.read(info, root);
+    let stats = reader.stats();
+    m.read_syscalls
+        .inc_by(stats.syscalls.saturating_sub(g.last_stats.syscalls));
+    m.read_bytes
+        .inc_by(stats.bytes.saturating_sub(g.last_stats.bytes));
+    g.last_stats = stats;
+    match result {
+        Ok(outcome) => {
+            if let Some(w) = &outcome.warning {
+                tracing::debug!(pid = key.pid, warning = %w, "partial bucket walk");
+            }
+            let Some(reader) = g.reader.as_ref() else {
+                return;
+            };
+            let delta = g.deltas.update(
+                reader.buckets(),
+                reader.cycle(),
+                reader.mem_profile_rate(),
+                reader.layout(),
+            );
+            g.deltas.retain(reader.buckets());
+            g.inuse = (delta.inuse_bytes, delta.inuse_objects);
+            m.set_process(
+                &g.labels,
+                g.deltas.alloc_bytes_total,
+                g.deltas.alloc_objects_total,
+                delta.inuse_bytes,
+                delta.inuse_objects,
+            );
+            g.series = true;
+            set_state(key, g, "readable", None);
+            if let (Some(out), false) = (output, delta.grown.is_empty()) {
+                let Some(reader) = g.reader.as_ref() else {
+                    return;
+                };
+                let records = tracker::delta_records(reader.buckets(), &delta);
+                match super::profiles::build(
+                    key.pid,
+                    &cached,
+                    &records,
+                    reader.mem_profile_rate(),
+                    reader.map(),
+                    g.bias,
+                ) {
+                    Ok(p) => match out.write(&g.binary_name, key.pid, &p.encode_gzip()) {
+                        Ok(_) => m.output_files.inc(),
+                        Err(e) => {
+                            m.output_dropped.with_label_values(&[e.reason()]).inc();
+                            tracing::debug!(pid = key.pid, error = %e, "delta profile not written");
+                        }
+                    },
+                    Err(r) => {
+                        m.output_dropped.with_label_values(&["build_failed"]).inc();
+                        tracing::debug!(pid = key.pid, error = %r, "delta profile not built");
+                    }
+                }
+            }
+        }
+        Err(r) => {
+            let state = state_of_refusal(&r);
+            if !matches!(r, Refusal::ProfilingDisabled { .. }) {
+                m.errors.with_label_values(&[r.reason()]).inc();
+                // Start over next cycle (maps and a full walk).
+                g.reader = None;
+            }
+            set_state(key, g, state, Some(r.to_string()));
+        }
+    }
+}
+
+fn open_reader(
+    root: &std::path::Path,
+    pid: i32,
+    cached: &CachedBinary,
+) -> Result<(IncrementalReader<VmReader>, RuntimeAddresses, u64), Refusal> {
+    let info = &cached.info;
+    let symbols = info.symbols.as_ref().ok_or_else(|| Refusal::NoSymbols {
+        exe: info.binary.path.display().to_string(),
+        detail: info.symbols_error.clone().unwrap_or_default(),
+    })?;
+    let mem = VmReader::open(root, pid).map_err(|e| process::memory_refusal(pid, e, root))?;
+    let map = MemoryMap::read(root, pid).map_err(|e| match e {
+        crate::maps::MapsError::Io { source, .. }
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            Refusal::PermissionDenied {
+                pid,
+                what: format!("{}/{pid}/maps", root.display()),
+            }
+        }
+        _ => Refusal::ProcessExited { pid },
+    })?;
+    let bias = process::load_bias(info, &map).ok_or_else(|| Refusal::Corrupt {
+        pid,
+        detail: "the executable's mapping is not in /proc/PID/maps".into(),
+    })?;
+    let addrs = RuntimeAddresses::new(symbols, bias);
+    Ok((
+        IncrementalReader::new(mem, map, addrs, info.layout),
+        addrs,
+        bias,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_names() {
+        assert_eq!(binary_name("/usr/bin/steadyalloc"), "steadyalloc");
+        assert_eq!(binary_name("/tmp/x/app (deleted)"), "app");
+        assert_eq!(binary_name(""), "");
+    }
+}

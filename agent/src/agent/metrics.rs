@@ -1,0 +1,199 @@
+//! Prometheus metrics of the agent: per-process Go heap series (Coroot's names) and self-metrics.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Label names of the per-process series, in order.
+pub const PROCESS_LABELS: [&str; 5] = ["pid", "binary", "go_version", "container_id", "pod_uid"];
+
+/// Label values of one process (same order as [`PROCESS_LABELS`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessLabels(pub [String; 5]);
+
+impl ProcessLabels {
+    fn refs(&self) -> [&str; 5] {
+        [&self.0[0], &self.0[1], &self.0[2], &self.0[3], &self.0[4]]
+    }
+}
+
+/// Every metric the agent exports.
+pub struct AgentMetrics {
+    pub registry: Registry,
+    /// Scaled estimate of bytes allocated by the process (same unsampling as the heap profile).
+    pub alloc_bytes: IntCounterVec,
+    pub alloc_objects: IntCounterVec,
+    pub inuse_bytes: IntGaugeVec,
+    pub inuse_objects: IntGaugeVec,
+    pub cycle_duration: Histogram,
+    pub cycles: IntCounter,
+    pub processes: IntGaugeVec,
+    pub read_syscalls: IntCounter,
+    pub read_bytes: IntCounter,
+    pub errors: IntCounterVec,
+    pub symbol_table_scans: IntCounter,
+    pub binaries_cached: IntGauge,
+    pub profiling_forced: IntCounter,
+    pub output_files: IntCounter,
+    pub output_dropped: IntCounterVec,
+}
+
+impl AgentMetrics {
+    pub fn new() -> prometheus::Result<AgentMetrics> {
+        let registry = Registry::new();
+        let alloc_bytes = IntCounterVec::new(
+            Opts::new(
+                "container_go_alloc_bytes_total",
+                "Bytes allocated by the Go process (estimate unsampled from the runtime memory profile, like the heap profile's alloc_space).",
+            ),
+            &PROCESS_LABELS,
+        )?;
+        let alloc_objects = IntCounterVec::new(
+            Opts::new(
+                "container_go_alloc_objects_total",
+                "Objects allocated by the Go process (estimate unsampled from the runtime memory profile, like alloc_objects).",
+            ),
+            &PROCESS_LABELS,
+        )?;
+        let inuse_bytes = IntGaugeVec::new(
+            Opts::new(
+                "container_go_heap_inuse_bytes",
+                "Bytes in live heap objects as of the last completed GC (estimate, like the heap profile's inuse_space).",
+            ),
+            &PROCESS_LABELS,
+        )?;
+        let inuse_objects = IntGaugeVec::new(
+            Opts::new(
+                "container_go_heap_inuse_objects",
+                "Live heap objects as of the last completed GC (estimate, like inuse_objects).",
+            ),
+            &PROCESS_LABELS,
+        )?;
+        let cycle_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "goheap_agent_cycle_duration_seconds",
+                "Wall time of one collection cycle.",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+        )?;
+        let cycles = IntCounter::new("goheap_agent_cycles_total", "Collection cycles completed.")?;
+        let processes = IntGaugeVec::new(
+            Opts::new(
+                "goheap_agent_processes",
+                "Go processes tracked, by state (readable, profiling-disabled, no-symbol-table, permission-denied, unsupported, error, disabled).",
+            ),
+            &["state"],
+        )?;
+        let read_syscalls = IntCounter::new(
+            "goheap_agent_read_syscalls_total",
+            "Syscalls made to read target memory (process_vm_readv or pread).",
+        )?;
+        let read_bytes = IntCounter::new(
+            "goheap_agent_read_bytes_total",
+            "Bytes read from target memory.",
+        )?;
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "goheap_agent_errors_total",
+                "Failed process reads, by reason.",
+            ),
+            &["reason"],
+        )?;
+        let symbol_table_scans = IntCounter::new(
+            "goheap_agent_symbol_table_scans_total",
+            "Executables inspected (ELF and symbol-table scans); one per distinct binary.",
+        )?;
+        let binaries_cached = IntGauge::new(
+            "goheap_agent_binaries_cached",
+            "Distinct executables whose inspection is cached.",
+        )?;
+        let profiling_forced = IntCounter::new(
+            "goheap_agent_profiling_forced_total",
+            "Processes whose runtime.MemProfileRate was set from 0 to 524288 by force mode.",
+        )?;
+        let output_files = IntCounter::new(
+            "goheap_agent_output_files_total",
+            "Delta profiles written to --output-dir.",
+        )?;
+        let output_dropped = IntCounterVec::new(
+            Opts::new(
+                "goheap_agent_output_skipped_total",
+                "Delta profiles not written to --output-dir, by reason.",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(alloc_bytes.clone()))?;
+        registry.register(Box::new(alloc_objects.clone()))?;
+        registry.register(Box::new(inuse_bytes.clone()))?;
+        registry.register(Box::new(inuse_objects.clone()))?;
+        registry.register(Box::new(cycle_duration.clone()))?;
+        registry.register(Box::new(cycles.clone()))?;
+        registry.register(Box::new(processes.clone()))?;
+        registry.register(Box::new(read_syscalls.clone()))?;
+        registry.register(Box::new(read_bytes.clone()))?;
+        registry.register(Box::new(errors.clone()))?;
+        registry.register(Box::new(symbol_table_scans.clone()))?;
+        registry.register(Box::new(binaries_cached.clone()))?;
+        registry.register(Box::new(profiling_forced.clone()))?;
+        registry.register(Box::new(output_files.clone()))?;
+        registry.register(Box::new(output_dropped.clone()))?;
+        Ok(AgentMetrics {
+            registry,
+            alloc_bytes,
+            alloc_objects,
+            inuse_bytes,
+            inuse_objects,
+            cycle_duration,
+            cycles,
+            processes,
+            read_syscalls,
+            read_bytes,
+            errors,
+            symbol_table_scans,
+            binaries_cached,
+            profiling_forced,
+            output_files,
+            output_dropped,
+        })
+    }
+
+    /// Sets the per-process series. Counters are set to the tracker's totals (they only grow).
+    pub fn set_process(
+        &self,
+        labels: &ProcessLabels,
+        alloc_bytes_total: u64,
+        alloc_objects_total: u64,
+        inuse_bytes: i64,
+        inuse_objects: i64,
+    ) {
+        let l = labels.refs();
+        let c = self.alloc_bytes.with_label_values(&l);
+        c.inc_by(alloc_bytes_total.saturating_sub(c.get()));
+        let c = self.alloc_objects.with_label_values(&l);
+        c.inc_by(alloc_objects_total.saturating_sub(c.get()));
+        self.inuse_bytes.with_label_values(&l).set(inuse_bytes);
+        self.inuse_objects.with_label_values(&l).set(inuse_objects);
+    }
+
+    /// Removes the per-process series (the process exited or was replaced).
+    pub fn remove_process(&self, labels: &ProcessLabels) {
+        let l = labels.refs();
+        let _ = self.alloc_bytes.remove_label_values(&l);
+        let _ = self.alloc_objects.remove_label_values(&l);
+        let _ = self.inuse_bytes.remove_label_values(&l);
+        let _ = self.inuse_objects.remove_label_values(&l);
+    }
+
+    /// The text exposition format 0.0.4.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let enc = TextEncoder::new();
+        if let Err(e) = enc.encode(&self.registry.gather(), &mut buf) {
+            tracing::warn!(error = %e, "encoding metrics");
+        }
+        buf
+    }
+}

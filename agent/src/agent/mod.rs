@@ -1,0 +1,171 @@
+//! `goheap agent`: the node daemon.
+//!
+//! Every `--interval` the [`collector::Collector`] scans `/proc`, tracks each Go process (keyed by pid
+//! and start time), reads its memory-profile buckets incrementally ([`tracker::IncrementalReader`]),
+//! turns per-bucket counter deltas into Prometheus counters ([`metrics`]) and optionally delta pprof
+//! files ([`output`]). A small HTTP server ([`http`]) serves `/metrics`, `/processes`, `/healthz` and
+//! `/debug/pprof/{heap,allocs}` on the same listener; profiles are built on blocking threads so the
+//! cycle loop never waits for them.
+
+pub mod cgroup;
+pub mod collector;
+pub mod http;
+pub mod metrics;
+pub mod output;
+pub mod profiles;
+pub mod tracker;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How the agent treats processes whose heap profiling is off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProfilerMode {
+    /// Do not read Go processes at all (metrics and profiles empty).
+    Disabled,
+    /// Read processes passively; never write to them (default).
+    Enabled,
+    /// Like enabled, and write 524288 into runtime.MemProfileRate when it is 0, at an address proven by a symbol table.
+    Force,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Flags of `goheap agent`; each is also settable by environment variable.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentArgs {
+    /// Address to serve /metrics, /healthz, /processes and /debug/pprof/{heap,allocs} on.
+    #[arg(long, env = "GOHEAP_LISTEN", default_value = "0.0.0.0:9465")]
+    pub listen: std::net::SocketAddr,
+    /// Time between collection cycles (e.g. 30s, 2s, 1m).
+    #[arg(long, env = "GOHEAP_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// disabled | enabled | force (force writes runtime.MemProfileRate when the target has it at 0).
+    #[arg(
+        long = "go-heap-profiler",
+        env = "GO_HEAP_PROFILER",
+        value_enum,
+        default_value = "enabled"
+    )]
+    pub mode: ProfilerMode,
+    /// Write one delta pprof per process per cycle into this directory.
+    #[arg(long, env = "GOHEAP_OUTPUT_DIR")]
+    pub output_dir: Option<PathBuf>,
+    /// Oldest files in --output-dir are deleted to keep it under this many bytes.
+    #[arg(long, env = "GOHEAP_OUTPUT_RETAIN_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub output_retain_bytes: u64,
+    /// Node name reported in /processes (set from the downward API in Kubernetes).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Log format.
+    #[arg(long, env = "GOHEAP_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// Parses `30s`, `2s`, `500ms`, `1m`, `1h`, or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "s"));
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (use e.g. 30s, 500ms, 1m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => {
+            return Err(format!(
+                "invalid duration unit in {s:?} (use ms, s, m or h)"
+            ))
+        }
+    };
+    if !(0.1..=86400.0).contains(&secs) {
+        return Err(format!("duration {s:?} out of range (100ms to 24h)"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Runs the agent until SIGTERM/SIGINT.
+pub fn run(proc_root: PathBuf, args: AgentArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(8)
+        .enable_all()
+        .thread_name("goheap-agent")
+        .build()?;
+    runtime.block_on(run_async(proc_root, args))
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("GOHEAP_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+async fn run_async(proc_root: PathBuf, args: AgentArgs) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("listening on {}: {e}", args.listen))?;
+    let local = listener.local_addr()?;
+    let metrics = metrics::AgentMetrics::new()?;
+    let output = match &args.output_dir {
+        Some(dir) => Some(output::OutputDir::open(
+            dir.clone(),
+            args.output_retain_bytes,
+        )?),
+        None => None,
+    };
+    let shared = Arc::new(collector::Shared::new(
+        proc_root.clone(),
+        args.mode,
+        args.node_name.clone(),
+        metrics,
+    ));
+    tracing::info!(
+        listen = %local,
+        interval_s = args.interval.as_secs_f64(),
+        mode = ?args.mode,
+        proc_root = %proc_root.display(),
+        output_dir = ?args.output_dir,
+        "goheap agent started"
+    );
+    let server = tokio::spawn(http::serve(listener, shared.clone()));
+    let mut collector = Some(collector::Collector::new(shared.clone(), output));
+    let mut ticker = tokio::time::interval(args.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                let Some(mut c) = collector.take() else { break };
+                // The cycle runs on a blocking thread: it reads /proc and remote memory.
+                match tokio::task::spawn_blocking(move || { c.cycle(); c }).await {
+                    Ok(c) => collector = Some(c),
+                    Err(e) => anyhow::bail!("collection cycle panicked: {e}"),
+                }
+            }
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+        }
+    }
+    tracing::info!("goheap agent stopping");
+    server.abort();
+    Ok(())
+}

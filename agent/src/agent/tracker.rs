@@ -1,0 +1,616 @@
+//! Per-process state of the agent: identity (pid + start time), the incremental bucket reader, and
+//! the per-bucket counter baselines that turn cumulative runtime counters into deltas.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::buckets::{self, BucketWalker, Cycle, MemProfileRecord, MemRecord, RawBucket};
+use crate::error::Refusal;
+use crate::heap_profile;
+use crate::layout::{RuntimeLayout, FUTURE_CYCLES};
+use crate::maps::MemoryMap;
+use crate::memory::{ReadRequest, ReadStats, RemoteMemory};
+use crate::process::{self, BinaryInfo, HeapSnapshot, RuntimeAddresses};
+
+/// A process identity that survives pid reuse: the pid and its start time (clock ticks since boot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProcessKey {
+    pub pid: i32,
+    pub start_time: u64,
+}
+
+/// Entries keyed by pid, each remembering the start time it was created for. A pid seen with another
+/// start time is a different process: its old entry ends and a new one is created.
+pub struct ProcessTable<T> {
+    entries: HashMap<i32, (u64, T)>,
+}
+
+impl<T> Default for ProcessTable<T> {
+    fn default() -> Self {
+        ProcessTable {
+            entries: HashMap::new(),
+        }
+    }
+}
+
+impl<T> ProcessTable<T> {
+    /// Reconciles with the processes alive now (`(pid, start_time)` pairs): creates entries for new
+    /// keys with `create`, and returns the entries that ended (gone, or pid reused by a new process).
+    pub fn sync(
+        &mut self,
+        live: &[ProcessKey],
+        mut create: impl FnMut(ProcessKey) -> T,
+    ) -> Vec<(ProcessKey, T)> {
+        let mut ended = Vec::new();
+        let alive: HashMap<i32, u64> = live.iter().map(|k| (k.pid, k.start_time)).collect();
+        let gone: Vec<i32> = self
+            .entries
+            .iter()
+            .filter(|(pid, (st, _))| alive.get(pid) != Some(st))
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in gone {
+            if let Some((st, v)) = self.entries.remove(&pid) {
+                ended.push((
+                    ProcessKey {
+                        pid,
+                        start_time: st,
+                    },
+                    v,
+                ));
+            }
+        }
+        for k in live {
+            self.entries
+                .entry(k.pid)
+                .or_insert_with(|| (k.start_time, create(*k)));
+        }
+        ended
+    }
+
+    pub fn get(&self, pid: i32) -> Option<&T> {
+        self.entries.get(&pid).map(|(_, v)| v)
+    }
+
+    pub fn get_mut(&mut self, pid: i32) -> Option<&mut T> {
+        self.entries.get_mut(&pid).map(|(_, v)| v)
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (ProcessKey, &mut T)> {
+        self.entries.iter_mut().map(|(pid, (st, v))| {
+            (
+                ProcessKey {
+                    pid: *pid,
+                    start_time: *st,
+                },
+                v,
+            )
+        })
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (ProcessKey, &T)> {
+        self.entries.iter().map(|(pid, (st, v))| {
+            (
+                ProcessKey {
+                    pid: *pid,
+                    start_time: *st,
+                },
+                v,
+            )
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// What one [`IncrementalReader::read`] did.
+#[derive(Debug, Clone, Default)]
+pub struct ReadOutcome {
+    /// Whether this read walked the whole list (first read, or after a broken incremental walk).
+    pub full_walk: bool,
+    /// Buckets that were new this read.
+    pub new_buckets: usize,
+    /// memRecords that could not be re-read (kept at their previous values).
+    pub unreadable_records: usize,
+    /// Set when a walk stopped early.
+    pub warning: Option<String>,
+}
+
+/// Reads a process's buckets cycle after cycle at minimal cost.
+///
+/// The first read walks the whole `allnext` list. Later reads do one batch (`read_batch`, i.e.
+/// `process_vm_readv` with up to `IOV_MAX` ranges per call) holding the `mbuckets` head pointer,
+/// `MemProfileRate`, `mProfCycle` and the memRecord of every known bucket; only when the head moved
+/// are the new buckets (always prepended by the runtime) walked, up to the first known one. A
+/// steady cycle over `n` buckets therefore costs `ceil((n + 3) / IOV_MAX)` syscalls.
+pub struct IncrementalReader<M: RemoteMemory> {
+    pub mem: M,
+    map: MemoryMap,
+    addrs: RuntimeAddresses,
+    layout: RuntimeLayout,
+    /// Buckets in list order (newest first). Records are as of the last read.
+    buckets: Vec<RawBucket>,
+    index: HashMap<u64, usize>,
+    head: u64,
+    rate: u64,
+    cycle: Option<u32>,
+    needs_full_walk: bool,
+}
+
+impl<M: RemoteMemory> IncrementalReader<M> {
+    /// A reader over `mem`; `map` is the process's maps (re-read when new buckets appear).
+    pub fn new(mem: M, map: MemoryMap, addrs: RuntimeAddresses, layout: RuntimeLayout) -> Self {
+        IncrementalReader {
+            mem,
+            map,
+            addrs,
+            layout,
+            buckets: Vec::new(),
+            index: HashMap::new(),
+            head: 0,
+            rate: 0,
+            cycle: None,
+            needs_full_walk: true,
+        }
+    }
+
+    /// The buckets as of the last read, newest first.
+    pub fn buckets(&self) -> &[RawBucket] {
+        &self.buckets
+    }
+
+    /// `runtime.MemProfileRate` at the last read.
+    pub fn mem_profile_rate(&self) -> u64 {
+        self.rate
+    }
+
+    /// Decoded `mProfCycle` at the last read.
+    pub fn cycle(&self) -> Option<u32> {
+        self.cycle
+    }
+
+    pub fn layout(&self) -> &RuntimeLayout {
+        &self.layout
+    }
+
+    pub fn map(&self) -> &MemoryMap {
+        &self.map
+    }
+
+    pub fn stats(&self) -> ReadStats {
+        self.mem.stats()
+    }
+
+    /// The last read as a snapshot (for building profiles).
+    pub fn snapshot(&self) -> HeapSnapshot {
+        HeapSnapshot {
+            mem_profile_rate: self.rate,
+            cycle: self.cycle,
+            buckets: self.buckets.clone(),
+            warning: None,
+        }
+    }
+
+    /// Reads the current counters. `info` and `proc_root` are for error mapping and the first walk.
+    pub fn read(&mut self, info: &BinaryInfo, proc_root: &Path) -> Result<ReadOutcome, Refusal> {
+        if self.needs_full_walk {
+            return self.full_walk(info, proc_root);
+        }
+        let pid = self.mem.pid();
+        let mut head_buf = [0u8; 8];
+        let mut rate_buf = [0u8; 8];
+        let mut cycle_buf = [0u8; 4];
+        let mut extra: Vec<ReadRequest<'_>> = vec![
+            ReadRequest {
+                addr: self.addrs.mbuckets,
+                buf: &mut head_buf,
+                got: 0,
+            },
+            ReadRequest {
+                addr: self.addrs.mem_profile_rate,
+                buf: &mut rate_buf,
+                got: 0,
+            },
+        ];
+        if let Some(a) = self.addrs.mprof_cycle {
+            extra.push(ReadRequest {
+                addr: a,
+                buf: &mut cycle_buf,
+                got: 0,
+            });
+        }
+        let triples: Vec<(u64, u64, u64)> = self
+            .buckets
+            .iter()
+            .map(|b| (b.record_addr(&self.layout), b.size, 0))
+            .collect();
+        let walker = BucketWalker::new(&self.mem, self.layout, Some(&self.map));
+        let records = walker
+            .reread_records(&triples, &mut extra)
+            .map_err(|e| process::walk_refusal(pid, e, info, proc_root))?;
+        let extra_ok: Vec<bool> = extra.iter().map(|r| r.got == r.buf.len()).collect();
+        drop(extra);
+        if !extra_ok.iter().all(|ok| *ok) {
+            return Err(if !proc_root.join(pid.to_string()).exists() {
+                Refusal::ProcessExited { pid }
+            } else {
+                Refusal::Corrupt {
+                    pid,
+                    detail: "runtime globals became unreadable".into(),
+                }
+            });
+        }
+        let rate = u64::from_le_bytes(rate_buf);
+        check_rate(pid, rate, info)?;
+        self.rate = rate;
+        if self.addrs.mprof_cycle.is_some() {
+            self.cycle = Some(u32::from_le_bytes(cycle_buf) >> 1);
+        }
+        let mut out = ReadOutcome::default();
+        for (b, r) in self.buckets.iter_mut().zip(records) {
+            match r {
+                Some(r) => b.record = r,
+                None => out.unreadable_records += 1,
+            }
+        }
+        let head = u64::from_le_bytes(head_buf);
+        if head != self.head {
+            // New buckets: they may live in memory mapped since the last maps read.
+            if let Ok(m) = MemoryMap::read(proc_root, pid) {
+                self.map = m;
+            }
+            let walker = BucketWalker::new(&self.mem, self.layout, Some(&self.map));
+            let index = &self.index;
+            let walk = walker
+                .walk_until(head, |a| index.contains_key(&a))
+                .map_err(|e| process::walk_refusal(pid, e, info, proc_root))?;
+            if walk.warning.is_some() {
+                // Some new buckets may be missing: walk everything next time.
+                self.needs_full_walk = true;
+                out.warning = walk.warning;
+            }
+            out.new_buckets = walk.buckets.len();
+            let mut list = walk.buckets;
+            list.append(&mut self.buckets);
+            self.set_buckets(list, head);
+        }
+        Ok(out)
+    }
+
+    fn full_walk(&mut self, info: &BinaryInfo, proc_root: &Path) -> Result<ReadOutcome, Refusal> {
+        let snap =
+            process::read_snapshot(&self.mem, info, &self.addrs, Some(&self.map), proc_root)?;
+        self.rate = snap.mem_profile_rate;
+        self.cycle = snap.cycle;
+        let head = snap.buckets.first().map(|b| b.addr).unwrap_or(0);
+        let n = snap.buckets.len();
+        self.needs_full_walk = snap.warning.is_some();
+        self.set_buckets(snap.buckets, head);
+        Ok(ReadOutcome {
+            full_walk: true,
+            new_buckets: n,
+            unreadable_records: 0,
+            warning: snap.warning,
+        })
+    }
+
+    fn set_buckets(&mut self, list: Vec<RawBucket>, head: u64) {
+        self.index = list.iter().enumerate().map(|(i, b)| (b.addr, i)).collect();
+        self.buckets = list;
+        self.head = head;
+    }
+}
+
+fn check_rate(pid: i32, rate: u64, info: &BinaryInfo) -> Result<(), Refusal> {
+    if rate == 0 || rate > i64::MAX as u64 {
+        let reason = if info.linker_disabled_profiling == Some(true) {
+            "the linker set runtime.disableMemoryProfiling".to_string()
+        } else {
+            format!("runtime.MemProfileRate is {}", rate as i64)
+        };
+        return Err(Refusal::ProfilingDisabled { pid, reason });
+    }
+    Ok(())
+}
+
+/// The counters of one bucket as `runtime.MemProfile` publishes them: `active` plus the future cycle
+/// `mProfCycle % 3` that `MemProfile` flushes before reading (just `active` when the cycle is unknown).
+pub fn published(record: &MemRecord, cycle: Option<u32>) -> Cycle {
+    let mut c = record.active;
+    if let Some(n) = cycle {
+        if let Some(f) = record.future.get(n as usize % FUTURE_CYCLES) {
+            c.allocs = c.allocs.wrapping_add(f.allocs);
+            c.frees = c.frees.wrapping_add(f.frees);
+            c.alloc_bytes = c.alloc_bytes.wrapping_add(f.alloc_bytes);
+            c.free_bytes = c.free_bytes.wrapping_add(f.free_bytes);
+        }
+    }
+    c
+}
+
+/// Per-cycle sampled growth above this many bytes in one bucket is treated as garbage, not counted.
+const MAX_PLAUSIBLE_DELTA_BYTES: u64 = 1 << 44;
+
+/// Results of one [`DeltaTracker::update`].
+#[derive(Debug, Clone, Default)]
+pub struct CycleDelta {
+    /// (index into the bucket slice, sampled growth since the previous update) for buckets that grew.
+    pub grown: Vec<(usize, Cycle)>,
+    /// Scaled estimates added this cycle.
+    pub alloc_objects: u64,
+    pub alloc_bytes: u64,
+    /// Scaled in-use estimates now (sum over buckets of the cumulative published counters).
+    pub inuse_objects: i64,
+    pub inuse_bytes: i64,
+}
+
+/// Turns cumulative per-bucket counters into deltas and monotonic scaled totals.
+///
+/// Each bucket keeps a high-water mark of its published counters. The runtime never frees buckets
+/// and only ever adds to them, so a value below the mark is not a real decrease: it is a read that
+/// raced the runtime's flush of a future cycle into `active` (or garbage). Such a read adds nothing,
+/// and counting resumes above the mark, so totals never go backwards, never jump by a negative
+/// amount wrapped to a huge one, and a transient over-read is absorbed rather than counted twice.
+/// A process restart is a new [`ProcessKey`] and therefore a new tracker (a counter reset).
+#[derive(Debug, Default)]
+pub struct DeltaTracker {
+    marks: HashMap<u64, Cycle>,
+    /// Scaled totals since the process was first seen (including what it had allocated before).
+    pub alloc_objects_total: u64,
+    pub alloc_bytes_total: u64,
+}
+
+impl DeltaTracker {
+    /// Updates with the buckets as read now. `rate` is `MemProfileRate`, used to scale the growth.
+    pub fn update(
+        &mut self,
+        buckets: &[RawBucket],
+        cycle: Option<u32>,
+        rate: u64,
+        layout: &RuntimeLayout,
+    ) -> CycleDelta {
+        let rate = rate.min(i64::MAX as u64) as i64;
+        let mut out = CycleDelta::default();
+        for (i, b) in buckets.iter().enumerate() {
+            let now = published(&b.record, cycle);
+            let mark = self.marks.entry(b.addr).or_default();
+            let d = Cycle {
+                allocs: now.allocs.saturating_sub(mark.allocs),
+                frees: now.frees.saturating_sub(mark.frees),
+                alloc_bytes: now.alloc_bytes.saturating_sub(mark.alloc_bytes),
+                free_bytes: now.free_bytes.saturating_sub(mark.free_bytes),
+            };
+            mark.allocs = mark.allocs.max(now.allocs);
+            mark.frees = mark.frees.max(now.frees);
+            mark.alloc_bytes = mark.alloc_bytes.max(now.alloc_bytes);
+            mark.free_bytes = mark.free_bytes.max(now.free_bytes);
+            let plausible = d.alloc_bytes <= MAX_PLAUSIBLE_DELTA_BYTES
+                && d.free_bytes <= MAX_PLAUSIBLE_DELTA_BYTES
+                && d.allocs <= MAX_PLAUSIBLE_DELTA_BYTES
+                && d.frees <= MAX_PLAUSIBLE_DELTA_BYTES;
+            if plausible && (d.allocs > 0 || d.frees > 0) {
+                let rec = MemProfileRecord {
+                    object_size: b.size,
+                    alloc_objects: d.allocs as i64,
+                    free_objects: 0,
+                    alloc_bytes: d.alloc_bytes as i64,
+                    free_bytes: 0,
+                    stack: Vec::new(),
+                };
+                let (v, _) = heap_profile::record_values(&rec, rate, layout);
+                out.alloc_objects = out.alloc_objects.saturating_add(v[0].max(0) as u64);
+                out.alloc_bytes = out.alloc_bytes.saturating_add(v[1].max(0) as u64);
+                out.grown.push((i, d));
+            }
+            // In use: from the cumulative published counters (capped at the mark, so consistent).
+            let inuse = MemProfileRecord {
+                object_size: b.size,
+                alloc_objects: mark.allocs.min(i64::MAX as u64) as i64,
+                free_objects: mark.frees.min(mark.allocs).min(i64::MAX as u64) as i64,
+                alloc_bytes: mark.alloc_bytes.min(i64::MAX as u64) as i64,
+                free_bytes: mark.free_bytes.min(mark.alloc_bytes).min(i64::MAX as u64) as i64,
+                stack: Vec::new(),
+            };
+            let (v, _) = heap_profile::record_values(&inuse, rate, layout);
+            out.inuse_objects = out.inuse_objects.saturating_add(v[2].max(0));
+            out.inuse_bytes = out.inuse_bytes.saturating_add(v[3].max(0));
+        }
+        self.alloc_objects_total = self.alloc_objects_total.saturating_add(out.alloc_objects);
+        self.alloc_bytes_total = self.alloc_bytes_total.saturating_add(out.alloc_bytes);
+        out
+    }
+
+    /// Drops the marks of buckets no longer present (never happens with a real runtime; bounds memory
+    /// if a broken read produced bogus addresses).
+    pub fn retain(&mut self, buckets: &[RawBucket]) {
+        if self.marks.len() > buckets.len() {
+            let live: std::collections::HashSet<u64> = buckets.iter().map(|b| b.addr).collect();
+            self.marks.retain(|a, _| live.contains(a));
+        }
+    }
+}
+
+/// Sampled records of the growth in `delta`, with the stacks of `buckets`, for a delta profile.
+pub fn delta_records(buckets: &[RawBucket], delta: &CycleDelta) -> Vec<MemProfileRecord> {
+    delta
+        .grown
+        .iter()
+        .filter_map(|(i, d)| {
+            let b = buckets.get(*i)?;
+            Some(MemProfileRecord {
+                object_size: b.size,
+                alloc_objects: d.allocs.min(i64::MAX as u64) as i64,
+                free_objects: d.frees.min(i64::MAX as u64) as i64,
+                alloc_bytes: d.alloc_bytes.min(i64::MAX as u64) as i64,
+                free_bytes: d.free_bytes.min(i64::MAX as u64) as i64,
+                stack: b.stack.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Sampled growth between two snapshots of one process (matched by bucket address), in `later`'s
+/// order, for `/debug/pprof/allocs?seconds=N`. Buckets without growth are left out.
+pub fn snapshot_delta(earlier: &HeapSnapshot, later: &HeapSnapshot) -> Vec<MemProfileRecord> {
+    let before: HashMap<u64, MemProfileRecord> = earlier
+        .buckets
+        .iter()
+        .map(|b| b.addr)
+        .zip(earlier.records())
+        .collect();
+    later
+        .buckets
+        .iter()
+        .map(|b| b.addr)
+        .zip(later.records())
+        .filter_map(|(addr, r)| {
+            let (ao, ab, fo, fb) = match before.get(&addr) {
+                Some(p) => (p.alloc_objects, p.alloc_bytes, p.free_objects, p.free_bytes),
+                None => (0, 0, 0, 0),
+            };
+            let d = MemProfileRecord {
+                object_size: r.object_size,
+                alloc_objects: r.alloc_objects.saturating_sub(ao).max(0),
+                free_objects: r.free_objects.saturating_sub(fo).max(0),
+                alloc_bytes: r.alloc_bytes.saturating_sub(ab).max(0),
+                free_bytes: r.free_bytes.saturating_sub(fb).max(0),
+                stack: r.stack,
+            };
+            (d.alloc_objects > 0 || d.free_objects > 0).then_some(d)
+        })
+        .collect()
+}
+
+/// Re-exported for callers that build records from snapshots.
+pub use buckets::memprofile_records;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buildinfo::GoVersion;
+
+    fn layout() -> RuntimeLayout {
+        RuntimeLayout::for_version(&GoVersion::parse("go1.23.9").unwrap())
+    }
+
+    fn bucket(addr: u64, size: u64, allocs: u64, frees: u64) -> RawBucket {
+        RawBucket {
+            addr,
+            size,
+            stack: vec![0x401000],
+            record: MemRecord {
+                active: Cycle {
+                    allocs,
+                    frees,
+                    alloc_bytes: allocs * size,
+                    free_bytes: frees * size,
+                },
+                future: [Cycle::default(); 3],
+            },
+        }
+    }
+
+    #[test]
+    fn pid_reuse_is_a_new_process() {
+        let mut t: ProcessTable<u32> = ProcessTable::default();
+        let mut made = 0;
+        let k1 = ProcessKey {
+            pid: 100,
+            start_time: 5,
+        };
+        assert!(t
+            .sync(&[k1], |_| {
+                made += 1;
+                made
+            })
+            .is_empty());
+        assert_eq!(t.get(100), Some(&1));
+        // Same pid, same start time: kept.
+        assert!(t.sync(&[k1], |_| 99).is_empty());
+        assert_eq!(t.get(100), Some(&1));
+        // Same pid, new start time: the old entry ends, a new one starts.
+        let k2 = ProcessKey {
+            pid: 100,
+            start_time: 7,
+        };
+        let ended = t.sync(&[k2], |_| 2);
+        assert_eq!(ended, vec![(k1, 1)]);
+        assert_eq!(t.get(100), Some(&2));
+        // Gone.
+        let ended = t.sync(&[], |_| 3);
+        assert_eq!(ended, vec![(k2, 2)]);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn deltas_are_monotonic_and_scaled() {
+        let l = layout();
+        let rate = 512 * 1024;
+        let mut d = DeltaTracker::default();
+        let first = d.update(&[bucket(0x1000, 64, 10, 4)], None, rate, &l);
+        assert_eq!(first.grown.len(), 1);
+        let scale = 1.0 / (1.0 - (-64.0f64 / rate as f64).exp());
+        assert_eq!(first.alloc_bytes, (640.0 * scale) as u64);
+        assert_eq!(first.inuse_objects, (6.0 * scale) as i64);
+        let total1 = d.alloc_bytes_total;
+        // No change: no growth.
+        let same = d.update(&[bucket(0x1000, 64, 10, 4)], None, rate, &l);
+        assert!(same.grown.is_empty());
+        assert_eq!(d.alloc_bytes_total, total1);
+        // Growth by 5 objects.
+        let g = d.update(&[bucket(0x1000, 64, 15, 4)], None, rate, &l);
+        assert_eq!(g.grown[0].1.allocs, 5);
+        assert_eq!(g.alloc_bytes, (320.0 * scale) as u64);
+        // A read that went backwards (flush race or garbage) adds nothing and is not negative...
+        let total2 = d.alloc_bytes_total;
+        let back = d.update(&[bucket(0x1000, 64, 3, 1)], None, rate, &l);
+        assert!(back.grown.is_empty());
+        assert_eq!(d.alloc_bytes_total, total2);
+        // ...and counting resumes above the high-water mark, without double counting.
+        let up = d.update(&[bucket(0x1000, 64, 16, 4)], None, rate, &l);
+        assert_eq!(up.grown[0].1.allocs, 1);
+        // Garbage that jumps absurdly is not counted.
+        let huge = d.update(&[bucket(0x1000, 64, u64::MAX / 64, 4)], None, rate, &l);
+        assert!(huge.grown.is_empty());
+    }
+
+    #[test]
+    fn published_adds_the_current_future_cycle() {
+        let mut b = bucket(8, 16, 2, 0);
+        b.record.future[1] = Cycle {
+            allocs: 3,
+            frees: 1,
+            alloc_bytes: 48,
+            free_bytes: 16,
+        };
+        assert_eq!(published(&b.record, Some(4)).allocs, 5);
+        assert_eq!(published(&b.record, Some(3)).allocs, 2);
+        assert_eq!(published(&b.record, None).allocs, 2);
+    }
+
+    #[test]
+    fn snapshot_delta_matches_by_address() {
+        let a = HeapSnapshot {
+            mem_profile_rate: 1,
+            cycle: None,
+            buckets: vec![bucket(0x10, 8, 4, 0)],
+            warning: None,
+        };
+        let b = HeapSnapshot {
+            mem_profile_rate: 1,
+            cycle: None,
+            buckets: vec![bucket(0x20, 32, 2, 0), bucket(0x10, 8, 9, 1)],
+            warning: None,
+        };
+        let d = snapshot_delta(&a, &b);
+        assert_eq!(d.len(), 2);
+        assert_eq!((d[0].alloc_objects, d[0].alloc_bytes), (2, 64));
+        assert_eq!((d[1].alloc_objects, d[1].free_objects), (5, 1));
+    }
+}
