@@ -111,18 +111,14 @@ impl GoVersion {
 
     /// Parses `go1.21.13`, `go1.27`, `devel go1.27-abcdef ...`, `1.23.9`; `None` otherwise.
     pub fn parse(s: &str) -> Option<GoVersion> {
-        let start = s.find("go1.").map(|i| i + 2).or_else(|| {
-            if s.starts_with("1.") {
-                Some(0)
-            } else {
-                None
-            }
-        })?;
-        let rest = s.get(start..)?;
-        let mut parts = rest.splitn(3, |c: char| !c.is_ascii_digit());
-        let major: u32 = parts.next()?.parse().ok()?;
-        let minor: u32 = parts.next()?.parse().ok()?;
-        Some(GoVersion { major, minor })
+        let owned;
+        let s = if s.starts_with("1.") {
+            owned = format!("go{s}");
+            owned.as_str()
+        } else {
+            s
+        };
+        crate::buildinfo::GoVersion::parse(s).map(|v| GoVersion::new(v.major, v.minor))
     }
 
     fn at_least(self, minor: u32) -> bool {
@@ -374,31 +370,11 @@ pub fn func_name_for_print(name: &str, version: GoVersion) -> Cow<'_, str> {
     Cow::Borrowed(name)
 }
 
-/// Reads the Go version recorded in `.go.buildinfo` (Go 1.18+ inline string format).
+/// Reads the Go version recorded in `.go.buildinfo` (with [`crate::buildinfo`]).
 fn buildinfo_version(sections: &[SectionInfo<'_>]) -> Option<GoVersion> {
     let sec = sections.iter().find(|s| s.name == ".go.buildinfo")?;
-    let d = sec.data?;
-    if d.get(..14)? != b"\xff Go buildinf:" {
-        return None;
-    }
-    let flags = *d.get(15)?;
-    if flags & 2 == 0 {
-        return None;
-    }
-    // uvarint length followed by the version string.
-    let mut len: u64 = 0;
-    let mut pos = 32usize;
-    for shift in (0..64).step_by(7) {
-        let byte = *d.get(pos)?;
-        pos += 1;
-        len |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            break;
-        }
-    }
-    let len = usize::try_from(len).ok()?.min(256);
-    let s = d.get(pos..pos.checked_add(len)?)?;
-    GoVersion::parse(std::str::from_utf8(s).ok()?)
+    let v = crate::buildinfo::parse_version(sec.data?).ok()?;
+    Some(GoVersion::new(v.major, v.minor))
 }
 
 impl Pclntab {

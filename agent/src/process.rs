@@ -23,15 +23,18 @@ pub struct BinaryInfo {
     pub symbols_error: Option<String>,
     /// The linker's `runtime.disableMemoryProfiling`, read from the file image.
     pub linker_disabled_profiling: Option<bool>,
+    /// `.gopclntab` if locating the globals already parsed it (stripped binaries), so the
+    /// symbolizer takes it instead of parsing the file again.
+    pub parsed_pclntab: std::sync::Mutex<Option<crate::pclntab::Pclntab>>,
 }
 
 impl BinaryInfo {
     /// Inspects an executable: Go version, layout, runtime symbol addresses.
     pub fn inspect(binary: GoBinary, view: Option<&TargetView>) -> BinaryInfo {
         let layout = RuntimeLayout::for_version(&binary.go_version);
-        let (symbols, symbols_error) = match locate_symbols(&binary, view) {
-            Ok(s) => (Some(s), None),
-            Err(e) => (None, Some(e)),
+        let (symbols, symbols_error, parsed_pclntab) = match locate_symbols(&binary, view) {
+            Ok((s, p)) => (Some(s), None, p),
+            Err(e) => (None, Some(e), None),
         };
         let linker_disabled_profiling = symbols
             .as_ref()
@@ -44,6 +47,7 @@ impl BinaryInfo {
             symbols,
             symbols_error,
             linker_disabled_profiling,
+            parsed_pclntab: std::sync::Mutex::new(parsed_pclntab),
         }
     }
 }
@@ -51,9 +55,12 @@ impl BinaryInfo {
 /// Finds the runtime globals: `.symtab` first; for stripped binaries a separate debug file (by build
 /// ID or `.gnu_debuglink`, looked up inside the target's root), then references in the runtime's
 /// machine code (`.gopclntab` names the functions, their instructions name the globals).
-fn locate_symbols(binary: &GoBinary, view: Option<&TargetView>) -> Result<RuntimeSymbols, String> {
+fn locate_symbols(
+    binary: &GoBinary,
+    view: Option<&TargetView>,
+) -> Result<(RuntimeSymbols, Option<crate::pclntab::Pclntab>), String> {
     match binary.runtime_symbols_from_symtab() {
-        Ok(Some((s, _))) => return Ok(s),
+        Ok(Some((s, _))) => return Ok((s, None)),
         Ok(None) => {}
         Err(e) => return Err(e.to_string()),
     }
@@ -72,7 +79,7 @@ fn locate_symbols(binary: &GoBinary, view: Option<&TargetView>) -> Result<Runtim
     let root = view.map(|v| v.root.as_path());
     if let Ok(Some(df)) = crate::debugfile::find_debug_file_for_image(&exe_path, &map, root) {
         if let Ok(Some(s)) = crate::binary::runtime_symbols_from_debug_file(&df.path) {
-            return Ok(s);
+            return Ok((s, None));
         }
     }
     let pclntab = crate::pclntab::Pclntab::parse(&map)
@@ -80,13 +87,14 @@ fn locate_symbols(binary: &GoBinary, view: Option<&TargetView>) -> Result<Runtim
     let found = crate::coderef::recover_runtime_addresses(&map, &PclntabRanges(&pclntab))
         .map_err(|e| format!("{stripped}; no debug file; code references: {e}"))?;
     tracing::debug!(exe = %exe_path.display(), evidence = ?found.evidence, "runtime globals recovered from code references");
-    Ok(RuntimeSymbols {
+    let symbols = RuntimeSymbols {
         mbuckets: found.mbuckets,
         mem_profile_rate: found.mem_profile_rate,
         disable_memory_profiling: found.disable_memory_profiling,
         mprof_cycle: found.mprof_cycle,
         method: crate::binary::LocateMethod::CodeReference,
-    })
+    };
+    Ok((symbols, Some(pclntab)))
 }
 
 /// Function ranges from `.gopclntab`, for code-reference recovery.

@@ -34,9 +34,21 @@ impl CachedBinary {
     pub fn symbolizer(&self) -> Result<Arc<Symbolizer>, String> {
         self.symbolizer
             .get_or_init(|| {
-                Symbolizer::open(&self.info.binary)
-                    .map(Arc::new)
-                    .map_err(|e| e.to_string())
+                let parsed = self
+                    .info
+                    .parsed_pclntab
+                    .lock()
+                    .ok()
+                    .and_then(|mut p| p.take());
+                match parsed {
+                    Some(p) => Ok(Arc::new(Symbolizer::from_pclntab(
+                        p,
+                        &self.info.binary.go_version,
+                    ))),
+                    None => Symbolizer::open(&self.info.binary)
+                        .map(Arc::new)
+                        .map_err(|e| e.to_string()),
+                }
             })
             .clone()
     }

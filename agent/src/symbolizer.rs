@@ -34,11 +34,15 @@ impl Symbolizer {
                 path: binary.path.display().to_string(),
                 source,
             })?;
-        let mut pclntab = Pclntab::parse(&map)?;
+        let pclntab = Pclntab::parse(&map)?;
         drop(map);
-        let v = &binary.go_version;
-        pclntab.set_go_version(PclnVersion::new(v.major, v.minor));
-        Ok(Symbolizer { pclntab })
+        Ok(Self::from_pclntab(pclntab, &binary.go_version))
+    }
+
+    /// Wraps an already parsed pclntab of a binary built by Go `version`.
+    pub fn from_pclntab(mut pclntab: Pclntab, version: &crate::buildinfo::GoVersion) -> Symbolizer {
+        pclntab.set_go_version(PclnVersion::new(version.major, version.minor));
+        Symbolizer { pclntab }
     }
 
     /// The parsed tables.
