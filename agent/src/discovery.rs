@@ -73,7 +73,11 @@ pub fn summarize(proc_root: &Path, pid: i32) -> Option<GoProcessSummary> {
         }
         Err(Refusal::PermissionDenied { .. }) => Some(GoProcessSummary {
             pid,
-            binary: binary_path,
+            binary: if binary_path.is_empty() {
+                format!("[{}]", process::comm(proc_root, pid).unwrap_or_default())
+            } else {
+                binary_path
+            },
             go_version: None,
             state: ProcessState::PermissionDenied,
             method: None,

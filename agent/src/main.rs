@@ -216,7 +216,12 @@ fn run_ps(proc_root: &std::path::Path, args: PsArgs) -> Result<(), Failure> {
         }
     }
     if denied > 0 && !args.all {
-        eprintln!("goheap: {denied} processes could not be inspected (permission denied: CAP_SYS_PTRACE needed); --all lists them");
+        let hint = if nix::unistd::geteuid().is_root() {
+            "not even root may read them: another user namespace, or a kernel policy"
+        } else {
+            "run as root or with CAP_SYS_PTRACE"
+        };
+        eprintln!("goheap: {denied} processes could not be inspected (permission denied; {hint}); --all lists them");
     }
     Ok(())
 }
