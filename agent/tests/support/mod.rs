@@ -175,3 +175,98 @@ pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
         .unwrap_or(0);
     Ok((status, buf[split + 4..].to_vec()))
 }
+
+// --- Comparing two heap profiles by content -------------------------------------------------------
+
+use pprof_proto::{FlatLabelValue, FlatSample, Profile};
+use std::collections::BTreeMap;
+
+type Key = (Vec<(String, String, i64)>, Vec<(String, String)>);
+
+fn key(s: &FlatSample) -> Key {
+    let stack = s.stack.clone();
+    let labels = s
+        .labels
+        .iter()
+        .map(|(k, v)| {
+            let v = match v {
+                FlatLabelValue::Str(s) => s.clone(),
+                FlatLabelValue::Num { value, unit } => format!("{value}{unit}"),
+            };
+            (k.clone(), v)
+        })
+        .collect();
+    (stack, labels)
+}
+
+fn samples(p: &Profile) -> BTreeMap<Key, Vec<Vec<i64>>> {
+    let mut m: BTreeMap<Key, Vec<Vec<i64>>> = BTreeMap::new();
+    for s in p.flat_samples().expect("flat samples") {
+        m.entry(key(&s)).or_default().push(s.values.clone());
+    }
+    for v in m.values_mut() {
+        v.sort();
+    }
+    m
+}
+
+fn show(k: &Key) -> String {
+    let frames: Vec<String> =
+        k.0.iter()
+            .take(6)
+            .map(|(f, file, l)| format!("{f} {}:{l}", file.rsplit('/').next().unwrap_or("")))
+            .collect();
+    format!("[{}] {:?}", frames.join(" <- "), k.1)
+}
+
+/// Compares two heap profiles; returns a list of differences (empty when equal).
+pub fn compare(ours: &Profile, theirs: &Profile) -> Vec<String> {
+    let mut diffs = Vec::new();
+    if ours.sample_types().unwrap() != theirs.sample_types().unwrap() {
+        diffs.push(format!(
+            "sample types {:?} vs {:?}",
+            ours.sample_types(),
+            theirs.sample_types()
+        ));
+    }
+    if ours.period_type_strings().unwrap() != theirs.period_type_strings().unwrap()
+        || ours.period != theirs.period
+    {
+        diffs.push(format!(
+            "period {:?}/{} vs {:?}/{}",
+            ours.period_type_strings(),
+            ours.period,
+            theirs.period_type_strings(),
+            theirs.period
+        ));
+    }
+    let a = samples(ours);
+    let b = samples(theirs);
+    for (k, theirs_vals) in &b {
+        match a.get(k) {
+            None => diffs.push(format!("missing sample {} {:?}", show(k), theirs_vals)),
+            Some(our_vals) => {
+                let close = our_vals.len() == theirs_vals.len()
+                    && our_vals.iter().zip(theirs_vals).all(|(x, y)| {
+                        x.len() == y.len() && x.iter().zip(y).all(|(p, q)| (p - q).abs() <= 1)
+                    });
+                if !close {
+                    diffs.push(format!(
+                        "values differ for {}: ours {:?} theirs {:?}",
+                        show(k),
+                        our_vals,
+                        theirs_vals
+                    ));
+                }
+            }
+        }
+    }
+    for (k, v) in &a {
+        // Buckets created after the process wrote its profile (sampled allocations of the profile
+        // writer itself) exist only in ours, with all-zero values: the runtime would show them too.
+        if !b.contains_key(k) && v.iter().any(|vals| vals.iter().any(|x| *x != 0)) {
+            diffs.push(format!("extra sample {} {:?}", show(k), v));
+        }
+    }
+    diffs
+}
