@@ -1,0 +1,588 @@
+//! End-to-end tests of `goheap agent` against real Go processes, a real Prometheus server,
+//! `promtool` and `go tool pprof`. All tests live in one binary so they run in parallel (total time is
+//! bounded by the Prometheus accuracy test, about 75 s).
+
+mod agent_common;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use agent_common::*;
+use pprof_proto::Profile;
+
+const PROMETHEUS: &str = "/usr/bin/prometheus";
+const PROMTOOL: &str = "/usr/bin/promtool";
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Runs Prometheus scraping the agent every 2 s; killed on drop.
+struct Prometheus {
+    child: std::process::Child,
+    port: u16,
+    log: std::path::PathBuf,
+}
+
+impl Prometheus {
+    fn start(scratch: &Scratch, target_port: u16) -> Prometheus {
+        assert!(
+            Path::new(PROMETHEUS).exists(),
+            "{PROMETHEUS} missing: run fixtures/install-toolchains.sh (installs Debian prometheus)"
+        );
+        let port = free_port();
+        let cfg = scratch.path("prometheus.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "global:\n  scrape_interval: 2s\n  scrape_timeout: 2s\n  evaluation_interval: 2s\n\
+                 scrape_configs:\n  - job_name: goheap\n    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n"
+            ),
+        )
+        .unwrap();
+        let log = scratch.path("prometheus.log");
+        let child = Command::new(PROMETHEUS)
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                scratch.path("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("starting prometheus");
+        Prometheus { child, port, log }
+    }
+
+    /// Instant query at `time`; returns the first result's value.
+    fn query(&self, q: &str, time: f64) -> Option<f64> {
+        let r = http_get(
+            self.port,
+            &format!("/api/v1/query?query={}&time={time:.3}", urlencode(q)),
+        )
+        .ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
+        v["data"]["result"].as_array()?.first()?["value"][1]
+            .as_str()?
+            .parse()
+            .ok()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `rate(container_go_alloc_bytes_total[1m])` from a real Prometheus, against the exact allocation
+/// rate steadyalloc reports (runtime TotalAlloc) over the same minute; plus `promtool check metrics`.
+#[test]
+fn prometheus_rate_matches_steadyalloc_total_alloc() {
+    let s = Scratch::new("prom");
+    let (sa, addr) = start_steadyalloc(&s, "sa", 64.0);
+    let agent = Agent::start(&s, &[]);
+    let prom = Prometheus::start(&s, agent.port);
+    agent.wait_state(sa.pid, "readable", Duration::from_secs(20));
+
+    // promtool lint: exit 0 and no findings on the live exposition (with per-process series).
+    let text = wait_for(Duration::from_secs(10), "per-process series", || {
+        let t = agent.metrics();
+        metric_for_pid(&t, "container_go_alloc_bytes_total", sa.pid).map(|_| t)
+    });
+    let mut child = Command::new(PROMTOOL)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running promtool (run fixtures/install-toolchains.sh)");
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let findings = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && findings.trim().is_empty(),
+        "promtool check metrics: {:?} {findings}\n{text}",
+        out.status
+    );
+
+    // Wait until Prometheus has the series, then collect a minute (plus margin) of /alloc readings.
+    let series = format!("container_go_alloc_bytes_total{{pid=\"{}\"}}", sa.pid);
+    let first = wait_for(Duration::from_secs(30), "prometheus to ingest", || {
+        let now = unix_now();
+        prom.query(&series, now).map(|_| now)
+    });
+    let end = first + 64.0;
+    let mut readings: Vec<(f64, f64)> = Vec::new();
+    while unix_now() < end + 1.5 {
+        let a = alloc_stats(&addr);
+        readings.push((
+            a["unix_nanos"].as_f64().unwrap() / 1e9,
+            a["total_alloc_bytes"].as_f64().unwrap(),
+        ));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let at = |t: f64| -> f64 {
+        let i = readings.partition_point(|(rt, _)| *rt <= t);
+        let (t0, v0) = readings[i - 1];
+        let (t1, v1) = readings[i];
+        v0 + (v1 - v0) * (t - t0) / (t1 - t0)
+    };
+    let exact = (at(end) - at(end - 60.0)) / 60.0;
+    let q = format!("rate({series}[1m])");
+    let measured = wait_for(Duration::from_secs(10), "rate query", || {
+        prom.query(&q, end)
+    });
+    let ratio = measured / exact;
+    println!(
+        "ACCURACY rate(container_go_alloc_bytes_total[1m]) = {:.0} B/s, runtime TotalAlloc rate = {:.0} B/s, ratio = {ratio:.4}",
+        measured, exact
+    );
+    assert!(
+        (0.95..=1.05).contains(&ratio),
+        "ratio {ratio} outside ±5% (measured {measured}, exact {exact})\nprometheus log: {}",
+        std::fs::read_to_string(&prom.log).unwrap_or_default()
+    );
+}
+
+/// `/debug/pprof/heap?pid=` is exactly what `goheap profile` writes, and `go tool pprof` reads it over
+/// HTTP.
+#[test]
+fn heap_endpoint_equals_goheap_profile_and_go_pprof_reads_it() {
+    let s = Scratch::new("heap");
+    let hf = start_small_heapfixture(&s, "hf", 0.05);
+    let agent = Agent::start(&s, &[]);
+    agent.wait_state(hf.pid, "readable", Duration::from_secs(20));
+    let r = agent.get(&format!("/debug/pprof/heap?pid={}", hf.pid));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("Content-Type"), Some("application/octet-stream"));
+    assert_eq!(
+        r.header("Content-Disposition"),
+        Some("attachment; filename=\"heap\"")
+    );
+    let over_http = Profile::decode(&r.body).expect("profile decodes");
+    let file = s.path("cli.pb.gz");
+    let out = goheap(&[
+        "profile",
+        "-p",
+        &hf.pid.to_string(),
+        "-q",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let cli = Profile::decode(&std::fs::read(&file).unwrap()).unwrap();
+    let flat = |p: &Profile| {
+        let mut v: Vec<String> = p
+            .flat_samples()
+            .unwrap()
+            .iter()
+            .map(|s| format!("{:?} {:?} {:?}", s.stack, s.labels, s.values))
+            .collect();
+        v.sort();
+        v
+    };
+    let (a, b) = (flat(&over_http), flat(&cli));
+    assert!(a.len() > 10, "too few samples: {}", a.len());
+    assert_eq!(a, b, "HTTP profile differs from goheap profile");
+    assert_eq!(
+        over_http.sample_types().unwrap(),
+        cli.sample_types().unwrap()
+    );
+
+    let go = go_tool(GO);
+    let pprof_tmp = s.path("pprof-tmp");
+    std::fs::create_dir_all(&pprof_tmp).unwrap();
+    let out = Command::new(&go)
+        .args(["tool", "pprof", "-raw"])
+        .arg(format!(
+            "http://127.0.0.1:{}/debug/pprof/heap?pid={}",
+            agent.port, hf.pid
+        ))
+        .env("PPROF_TMPDIR", &pprof_tmp)
+        .env("HOME", s.0.as_os_str())
+        .output()
+        .unwrap();
+    let raw = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "go tool pprof failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        raw.contains("alloc_objects/count alloc_space/bytes inuse_objects/count inuse_space/bytes")
+            && raw.contains("main."),
+        "{raw}"
+    );
+}
+
+/// Bad parameters are 400, unknown pids 404; allocs?seconds=N is a delta of about N seconds.
+#[test]
+fn http_errors_and_allocs_delta() {
+    let s = Scratch::new("http");
+    let (sa, _addr) = start_steadyalloc(&s, "sa", 16.0);
+    let agent = Agent::start(&s, &[]);
+    agent.wait_state(sa.pid, "readable", Duration::from_secs(20));
+    for (path, status) in [
+        ("/debug/pprof/heap".to_string(), 400),
+        ("/debug/pprof/heap?pid=abc".to_string(), 400),
+        ("/debug/pprof/heap?pid=-4".to_string(), 400),
+        ("/debug/pprof/heap?pid=2147483647".to_string(), 404),
+        (format!("/debug/pprof/allocs?pid={}&seconds=0", sa.pid), 400),
+        (
+            format!("/debug/pprof/allocs?pid={}&seconds=100000", sa.pid),
+            400,
+        ),
+        (format!("/debug/pprof/allocs?pid={}&seconds=x", sa.pid), 400),
+        ("/nope".to_string(), 404),
+    ] {
+        let r = agent.get(&path);
+        assert_eq!(r.status, status, "{path}: {}", r.text());
+        let t = r.text();
+        assert_eq!(t.trim_end().lines().count(), 1, "one-line reason: {t:?}");
+    }
+    assert_eq!(
+        http_request(agent.port, "POST", "/metrics").unwrap().status,
+        405
+    );
+    assert_eq!(agent.get("/healthz").text(), "ok\n");
+
+    let t0 = Instant::now();
+    let r = agent.get(&format!("/debug/pprof/allocs?pid={}&seconds=3", sa.pid));
+    assert!(t0.elapsed() >= Duration::from_secs(3));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("Content-Disposition"),
+        Some("attachment; filename=\"allocs\"")
+    );
+    let p = Profile::decode(&r.body).unwrap();
+    let mut alloc_space = 0i64;
+    let mut leaves = BTreeMap::new();
+    for smp in p.flat_samples().unwrap() {
+        alloc_space += smp.values[1];
+        *leaves.entry(smp.stack[0].0.clone()).or_insert(0i64) += smp.values[1];
+    }
+    let expected = 16.0 * 1048576.0 * 3.0;
+    let ratio = alloc_space as f64 / expected;
+    println!("allocs?seconds=3: {alloc_space} bytes, ratio to paced {ratio:.3}");
+    assert!(
+        (0.5..2.0).contains(&ratio),
+        "delta profile holds {alloc_space} bytes, expected about {expected}"
+    );
+    assert!(leaves.contains_key("main.makeRecords") && leaves.contains_key("main.makeBuffer"));
+}
+
+/// 50 processes of one binary: all tracked and exported; the binary is inspected once, not 50 times.
+#[test]
+fn fifty_processes() {
+    let s = Scratch::new("fifty");
+    let bin = fixture("heapfixture", GO, "default");
+    let mut children = Vec::new();
+    for i in 0..50 {
+        let ready = s.path(&format!("hf{i}.ready"));
+        let child = Command::new(&bin)
+            .env("GOGC", "off")
+            .args(["-scale", "0.004", "-rate", "4096"])
+            .arg("-ready")
+            .arg(&ready)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        children.push(Running {
+            pid: child.id() as i32,
+            child,
+        });
+    }
+    wait_for(Duration::from_secs(90), "50 heapfixtures ready", || {
+        (0..50)
+            .all(|i| s.path(&format!("hf{i}.ready")).exists())
+            .then_some(())
+    });
+    let agent = Agent::start(&s, &[]);
+    let pids: Vec<i32> = children.iter().map(|c| c.pid).collect();
+    wait_for(
+        Duration::from_secs(30),
+        "all 50 readable with metrics",
+        || {
+            let v = agent.processes();
+            let procs = v["processes"].as_array()?;
+            let readable = pids
+                .iter()
+                .filter(|pid| {
+                    procs.iter().any(|p| {
+                        p["pid"].as_i64() == Some(**pid as i64) && p["state"] == "readable"
+                    })
+                })
+                .count();
+            let m = agent.metrics();
+            let exported = pids
+                .iter()
+                .filter(|pid| {
+                    metric_for_pid(&m, "container_go_alloc_bytes_total", **pid).unwrap_or(0.0) > 0.0
+                        && metric_for_pid(&m, "container_go_alloc_objects_total", **pid)
+                            .unwrap_or(0.0)
+                            > 0.0
+                })
+                .count();
+            (readable == 50 && exported == 50).then_some(())
+        },
+    );
+    let m = agent.metrics();
+    let scans = metric_value(&m, "goheap_agent_symbol_table_scans_total").unwrap();
+    assert!(
+        scans < 25.0,
+        "{scans} symbol-table scans for 50 processes of one binary"
+    );
+    let syscalls = metric_value(&m, "goheap_agent_read_syscalls_total").unwrap();
+    assert!(syscalls > 0.0);
+}
+
+/// Processes that start and exit between cycles, a restart at a new pid, output-dir retention and
+/// JSON logs.
+#[test]
+fn lifecycle_restart_churn_output_dir_and_json_logs() {
+    let s = Scratch::new("life");
+    let out_dir = s.path("profiles");
+    let agent = Agent::start(
+        &s,
+        &[
+            "--output-dir",
+            out_dir.to_str().unwrap(),
+            "--output-retain-bytes",
+            "60000",
+            "--log-format",
+            "json",
+        ],
+    );
+    let (a, _) = start_steadyalloc(&s, "a", 8.0);
+    agent.wait_state(a.pid, "readable", Duration::from_secs(20));
+    let a_pid = a.pid;
+    wait_for(Duration::from_secs(10), "series of a", || {
+        metric_for_pid(&agent.metrics(), "container_go_alloc_bytes_total", a_pid)
+    });
+
+    // Short-lived processes, staggered across a few cycles.
+    let mut churn_pids = Vec::new();
+    for i in 0..8 {
+        let (c, _) = start_steadyalloc(&s, &format!("churn{i}"), 1.0);
+        churn_pids.push(c.pid);
+        std::thread::sleep(Duration::from_millis(300 + 250 * (i % 4)));
+        drop(c);
+    }
+    // Restart: a new process of the same binary (new pid, new start time).
+    drop(a);
+    let (b, _) = start_steadyalloc(&s, "b", 8.0);
+    agent.wait_state(b.pid, "readable", Duration::from_secs(20));
+    wait_for(Duration::from_secs(10), "exited processes dropped", || {
+        let m = agent.metrics();
+        let gone_in_metrics = std::iter::once(a_pid)
+            .chain(churn_pids.iter().copied())
+            .all(|p| !m.contains(&format!("pid=\"{p}\"")));
+        let gone_in_list = std::iter::once(a_pid)
+            .chain(churn_pids.iter().copied())
+            .all(|p| agent.process(p).is_none());
+        (gone_in_metrics && gone_in_list).then_some(())
+    });
+    let c0 = agent.cycles();
+    wait_for(Duration::from_secs(10), "cycles continue", || {
+        (agent.cycles() >= c0 + 2).then_some(())
+    });
+    assert!(metric_for_pid(&agent.metrics(), "container_go_alloc_bytes_total", b.pid).is_some());
+
+    // Output dir: delta profiles that decode, within the retention bound.
+    let files: Vec<_> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".pb.gz"))
+        .collect();
+    assert!(!files.is_empty(), "no delta profiles written");
+    let total: u64 = files.iter().map(|e| e.metadata().unwrap().len()).sum();
+    assert!(total <= 60000, "output dir holds {total} bytes > 60000");
+    for f in &files {
+        let p = Profile::decode(&std::fs::read(f.path()).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", f.path().display()));
+        assert!(!p.flat_samples().unwrap().is_empty());
+    }
+
+    // Logs: JSON lines; one "gone" line for a, not one per cycle.
+    let log = agent.log_text();
+    let mut states_of_a = Vec::new();
+    for line in log.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON: {line}: {e}"));
+        if v["pid"].as_i64() == Some(a_pid as i64) {
+            states_of_a.push(v["state"].as_str().unwrap_or("").to_string());
+        }
+    }
+    assert_eq!(states_of_a, ["found", "readable", "gone"], "{log}");
+}
+
+/// A proc root holding only the given processes (symlinks into /proc), so an agent under test
+/// touches nothing else on the machine.
+fn private_proc_root(s: &Scratch, pids: &[i32]) -> std::path::PathBuf {
+    let root = s.path("proc");
+    std::fs::create_dir_all(&root).unwrap();
+    for pid in pids {
+        symlink(format!("/proc/{pid}"), root.join(pid.to_string())).unwrap();
+    }
+    root
+}
+
+/// Force mode turns on profiling in `noprofile` (MemProfileRate 0) only where the address is proven
+/// by a symbol table; allocations then show up in the metrics.
+#[test]
+fn force_mode_enables_profiling_in_noprofile() {
+    let s = Scratch::new("force");
+    let start = |mode: &str, tag: &str| {
+        let ready = s.path(&format!("{tag}.ready"));
+        let mut cmd = Command::new(fixture("noprofile", GO, mode));
+        cmd.args(["-rate-mib-per-sec", "8"])
+            .arg("-ready")
+            .arg(&ready);
+        start_and_wait(cmd, &ready, Duration::from_secs(30))
+    };
+    let np = start("default", "np");
+    let stripped = start("stripped", "nps");
+    let root = private_proc_root(&s, &[np.pid, stripped.pid]);
+    let root_s = root.to_str().unwrap();
+
+    // Without force: profiling-disabled, nothing written.
+    {
+        let passive = Agent::start(&s, &["--proc-root", root_s]);
+        passive.wait_state(np.pid, "profiling-disabled", Duration::from_secs(20));
+    }
+    let agent = Agent::start(&s, &["--proc-root", root_s, "--go-heap-profiler", "force"]);
+    let p = agent.wait_state(np.pid, "readable", Duration::from_secs(20));
+    assert_eq!(p["profiling_forced"], true);
+    assert_eq!(p["mem_profile_rate"], 524288);
+    let st = agent.wait_state(stripped.pid, "no-symbol-table", Duration::from_secs(20));
+    assert_eq!(st["profiling_forced"], false);
+    wait_for(
+        Duration::from_secs(20),
+        "noprofile allocations in metrics",
+        || {
+            (metric_for_pid(&agent.metrics(), "container_go_alloc_bytes_total", np.pid)? > 0.0)
+                .then_some(())
+        },
+    );
+    let m = agent.metrics();
+    assert_eq!(
+        metric_value(&m, "goheap_agent_profiling_forced_total"),
+        Some(1.0)
+    );
+    assert!(agent
+        .log_text()
+        .contains("force mode: set runtime.MemProfileRate"));
+}
+
+/// Hashes every readable, writable mapping of a (stopped) process.
+fn hash_writable_memory(pid: i32) -> BTreeMap<(u64, u64), u64> {
+    use std::hash::{Hash, Hasher};
+    use std::os::unix::fs::FileExt;
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut out = BTreeMap::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let range = f.next().unwrap();
+        let perms = f.next().unwrap();
+        if !(perms.starts_with("rw")) {
+            continue;
+        }
+        let (a, b) = range.split_once('-').unwrap();
+        let (start, end) = (
+            u64::from_str_radix(a, 16).unwrap(),
+            u64::from_str_radix(b, 16).unwrap(),
+        );
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let mut at = start;
+        while at < end {
+            let n = ((end - at) as usize).min(buf.len());
+            match mem.read_at(&mut buf[..n], at) {
+                Ok(0) | Err(_) => {
+                    // Unreadable page: hash its absence and skip it.
+                    0xdeadu16.hash(&mut h);
+                    at += 4096;
+                }
+                Ok(got) => {
+                    buf[..got].hash(&mut h);
+                    at += got as u64;
+                }
+            }
+        }
+        out.insert((start, end), h.finish());
+    }
+    out
+}
+
+fn stop_and_wait(pid: i32) {
+    // SAFETY: sending a signal to a child process we own.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    wait_for(Duration::from_secs(5), "process stopped", || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let state = stat[stat.rfind(')')? + 2..].chars().next()?;
+        (state == 'T').then_some(())
+    });
+}
+
+/// In enabled and disabled modes the agent never changes the target: a stopped process (which cannot
+/// change its own memory) hashes identically before and after several agent cycles and profile
+/// requests.
+#[test]
+fn non_force_modes_leave_target_memory_unchanged() {
+    let s = Scratch::new("nowrite");
+    let (sa, _) = start_steadyalloc(&s, "sa", 8.0);
+    std::thread::sleep(Duration::from_millis(500));
+    stop_and_wait(sa.pid);
+    let before = hash_writable_memory(sa.pid);
+    assert!(before.len() > 3);
+    for mode in ["enabled", "disabled"] {
+        let agent = Agent::start(&s, &["--go-heap-profiler", mode]);
+        let want = if mode == "enabled" {
+            "readable"
+        } else {
+            "disabled"
+        };
+        agent.wait_state(sa.pid, want, Duration::from_secs(20));
+        let c0 = agent.cycles();
+        wait_for(Duration::from_secs(15), "3 more cycles", || {
+            (agent.cycles() >= c0 + 3).then_some(())
+        });
+        let heap = agent.get(&format!("/debug/pprof/heap?pid={}", sa.pid));
+        let allocs = agent.get(&format!("/debug/pprof/allocs?pid={}&seconds=1", sa.pid));
+        if mode == "enabled" {
+            assert_eq!(heap.status, 200, "{}", heap.text());
+            assert_eq!(allocs.status, 200, "{}", allocs.text());
+        } else {
+            assert_eq!(heap.status, 403);
+        }
+        let after = hash_writable_memory(sa.pid);
+        let changed: Vec<_> = before
+            .iter()
+            .filter(|(k, v)| after.get(k) != Some(v))
+            .map(|(k, _)| format!("{:#x}-{:#x}", k.0, k.1))
+            .collect();
+        assert!(
+            changed.is_empty() && after.len() == before.len(),
+            "{mode}: target memory changed in {changed:?}"
+        );
+    }
+    // SAFETY: resuming our own child before it is killed on drop.
+    unsafe { libc::kill(sa.pid, libc::SIGCONT) };
+}
