@@ -470,8 +470,11 @@ fn force_mode_enables_profiling_in_noprofile() {
     let p = agent.wait_state(np.pid, "readable", Duration::from_secs(20));
     assert_eq!(p["profiling_forced"], true);
     assert_eq!(p["mem_profile_rate"], 524288);
-    let st = agent.wait_state(stripped.pid, "no-symbol-table", Duration::from_secs(20));
-    assert_eq!(st["profiling_forced"], false);
+    // The stripped twin's globals are found from code references only: force mode must not
+    // write there, so it stays disabled.
+    let st = agent.wait_state(stripped.pid, "profiling-disabled", Duration::from_secs(20));
+    assert_eq!(st["method"], "code-reference", "{st}");
+    assert_eq!(st["profiling_forced"], false, "{st}");
     wait_for(
         Duration::from_secs(20),
         "noprofile allocations in metrics",
