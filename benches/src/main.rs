@@ -1,1 +1,6 @@
-fn main() {}
+//! Lists goheap's benchmarks.
+fn main() {
+    println!("goheap benchmarks (build goheap first: cargo build --release -p goheap):");
+    println!("  cargo run --release -p goheap-benches --bin cycle_cost   # read syscalls and CPU per cycle, 1k and 10k buckets");
+    println!("  cargo run --release -p goheap-benches --bin agent_load   # agent RSS and CPU with 50 Go processes, 10 s interval");
+}

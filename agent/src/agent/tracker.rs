@@ -284,6 +284,10 @@ impl<M: RemoteMemory> IncrementalReader<M> {
     }
 
     fn full_walk(&mut self, info: &BinaryInfo, proc_root: &Path) -> Result<ReadOutcome, Refusal> {
+        // Buckets may live in memory mapped since the maps were read.
+        if let Ok(m) = MemoryMap::read(proc_root, self.mem.pid()) {
+            self.map = m;
+        }
         let snap =
             process::read_snapshot(&self.mem, info, &self.addrs, Some(&self.map), proc_root)?;
         self.rate = snap.mem_profile_rate;

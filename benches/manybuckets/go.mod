@@ -1,0 +1,3 @@
+module manybuckets
+
+go 1.19

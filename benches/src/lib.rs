@@ -1,0 +1,136 @@
+//! Shared helpers of goheap's benchmarks: toolchain and fixture paths, CPU clocks, child processes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The Go toolchain the benchmarks build and run with.
+pub const GO_VERSION: &str = "1.23.9";
+
+/// `$GOHEAP_CACHE` or `~/.cache/goheap`.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("GOHEAP_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                .join(".cache/goheap")
+        })
+}
+
+/// The `go` command of [`GO_VERSION`], or an error telling to run the installer.
+pub fn go_tool() -> anyhow::Result<PathBuf> {
+    let p = cache_dir()
+        .join("go")
+        .join(GO_VERSION)
+        .join("goroot/bin/go");
+    anyhow::ensure!(
+        p.exists(),
+        "Go {GO_VERSION} missing at {}: run fixtures/install-toolchains.sh",
+        p.display()
+    );
+    Ok(p)
+}
+
+/// A built fixture program, or an error telling to run fixtures/build.sh.
+pub fn fixture(program: &str) -> anyhow::Result<PathBuf> {
+    let p = cache_dir()
+        .join("fixtures")
+        .join(program)
+        .join(GO_VERSION)
+        .join("default")
+        .join(program);
+    anyhow::ensure!(
+        p.exists(),
+        "fixture {} missing: run fixtures/build.sh",
+        p.display()
+    );
+    Ok(p)
+}
+
+/// Builds the Go program in `benches/<name>` into `out_dir` (offline, stdlib only).
+pub fn build_go_program(name: &str, out_dir: &Path) -> anyhow::Result<PathBuf> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
+    let out = out_dir.join(name);
+    std::fs::create_dir_all(out_dir)?;
+    let status = Command::new(go_tool()?)
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg(".")
+        .current_dir(&src)
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOPROXY", "off")
+        .env("GOTOOLCHAIN", "local")
+        .env("CGO_ENABLED", "0")
+        .env("GOCACHE", cache_dir().join(format!("gocache-{GO_VERSION}")))
+        .env("GOPATH", cache_dir().join("gopath"))
+        .status()?;
+    anyhow::ensure!(status.success(), "go build of {name} failed");
+    Ok(out)
+}
+
+/// CPU time of the calling thread.
+pub fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// A child process killed on drop.
+pub struct Proc(pub Child);
+
+impl Proc {
+    pub fn pid(&self) -> i32 {
+        self.0.id() as i32
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Spawns `cmd` (quiet) and waits up to `timeout` for `ready` to exist.
+pub fn spawn_ready(mut cmd: Command, ready: &Path, timeout: Duration) -> anyhow::Result<Proc> {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut p = Proc(child);
+    let t0 = Instant::now();
+    while !ready.exists() {
+        if let Some(st) = p.0.try_wait()? {
+            anyhow::bail!("{cmd:?} exited with {st}");
+        }
+        anyhow::ensure!(
+            t0.elapsed() < timeout,
+            "{cmd:?} not ready after {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(p)
+}
+
+/// A scratch directory under the system temp dir, removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(tag: &str) -> anyhow::Result<Scratch> {
+        let p = std::env::temp_dir().join(format!("goheap-bench-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p)?;
+        Ok(Scratch(p))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
