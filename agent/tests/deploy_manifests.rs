@@ -1235,6 +1235,19 @@ fn start_agent_with_credentials(container: &Value, capabilities: &[String]) -> (
 
 /// Fetches the heap profile of `pid`; returns (status, decompressed body).
 fn fetch_heap_profile(port: u16, pid: u32) -> (u16, Vec<u8>) {
+    // Processes are discovered by the agent's cycles: wait until one has completed.
+    let t0 = std::time::Instant::now();
+    loop {
+        let cycles = http_get(port, "/processes")
+            .ok()
+            .and_then(|(_, b)| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["cycles"].as_u64())
+            .unwrap_or(0);
+        if cycles >= 1 || t0.elapsed() > std::time::Duration::from_secs(30) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     let (status, body) = http_get(port, &format!("/debug/pprof/heap?pid={pid}"))
         .unwrap_or_else(|e| panic!("GET /debug/pprof/heap?pid={pid}: {e} (did the agent crash?)"));
     if body.starts_with(&[0x1f, 0x8b]) {
