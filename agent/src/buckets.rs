@@ -17,6 +17,9 @@ use crate::memory::{MemoryError, ReadRequest, RemoteMemory};
 pub struct WalkLimits {
     /// Stop after this many buckets (a warning says the list was truncated).
     pub max_buckets: usize,
+    /// Stop when the stacks read so far hold this many frames (8 bytes each): with up to 1026
+    /// frames a bucket, the bucket cap alone would still allow gigabytes.
+    pub max_total_frames: usize,
     /// Frames read speculatively with the header, so most buckets cost one read.
     pub prefetch_frames: u64,
 }
@@ -25,6 +28,7 @@ impl Default for WalkLimits {
     fn default() -> Self {
         WalkLimits {
             max_buckets: 1 << 20,
+            max_total_frames: 1 << 23,
             prefetch_frames: 64,
         }
     }
@@ -163,6 +167,7 @@ impl<'a, M: RemoteMemory + ?Sized> BucketWalker<'a, M> {
     pub fn walk_until(&self, head: u64, known: impl Fn(u64) -> bool) -> Result<Walk, WalkError> {
         let mut out = Walk::default();
         let mut seen: HashSet<u64> = HashSet::new();
+        let mut frames = 0usize;
         let mut next = head;
         while next != 0 {
             if known(next) {
@@ -181,8 +186,16 @@ impl<'a, M: RemoteMemory + ?Sized> BucketWalker<'a, M> {
             }
             match self.read_bucket(next) {
                 Ok((bucket, allnext)) => {
+                    frames += bucket.stack.len();
                     out.buckets.push(bucket);
                     next = allnext;
+                    if frames >= self.limits.max_total_frames {
+                        out.warning = Some(format!(
+                            "bucket stacks exceed {} frames in total; truncated",
+                            self.limits.max_total_frames
+                        ));
+                        break;
+                    }
                 }
                 Err(
                     e @ WalkError::Memory(
