@@ -568,6 +568,11 @@ mod tests {
         assert_eq!(w.buckets.len(), 1);
         assert!(w.warning.unwrap().contains("truncated"));
 
+        let mut walker = BucketWalker::new(&mem, l, None);
+        walker.limits.max_total_frames = 1;
+        let w = walker.walk(0x1000).unwrap();
+        assert_eq!(w.buckets.len(), 1);
+        assert!(w.warning.unwrap().contains("frames"));
         mem.bytes
             .insert(0x3000, bucket_bytes(&l, 0, 2, 16, &[1], (1, 0)));
         assert!(matches!(
