@@ -362,25 +362,38 @@ fn le_word(buf: &[u8], off: u64) -> u64 {
         .unwrap_or(0)
 }
 
-/// Self-check of the ≤ 1.26 layout: in every cycle with allocations, `alloc_bytes == allocs × size`.
-/// A wrong layout (e.g. a 1.27 binary read with 32-byte cycles) fails this on most buckets.
+/// Self-check of the layout against what was read.
+///
+/// ≤ 1.26 layout: in every cycle with allocations, `alloc_bytes == allocs × size`; a 1.27 binary
+/// read with 32-byte cycles fails this on most buckets. 1.27 layout (16-byte cycles, no byte
+/// counters): a ≤ 1.26 binary read this way shows its `alloc_bytes` as the first future cycle's
+/// `allocs`, i.e. `future[0].allocs == active.allocs × size` on most buckets with allocations —
+/// which real counts practically never satisfy.
 pub fn check_layout(
     layout: &RuntimeLayout,
     version: &str,
     buckets: &[RawBucket],
 ) -> Result<(), WalkError> {
-    if !layout.cycle_has_bytes {
-        return Ok(());
-    }
     let mut checked = 0usize;
     let mut bad = 0usize;
     for b in buckets {
-        for c in std::iter::once(&b.record.active).chain(b.record.future.iter()) {
-            if c.allocs == 0 && c.alloc_bytes == 0 {
+        if layout.cycle_has_bytes {
+            for c in std::iter::once(&b.record.active).chain(b.record.future.iter()) {
+                if c.allocs == 0 && c.alloc_bytes == 0 {
+                    continue;
+                }
+                checked += 1;
+                if c.allocs.checked_mul(b.size) != Some(c.alloc_bytes) {
+                    bad += 1;
+                }
+            }
+        } else {
+            let a = &b.record.active;
+            if a.allocs == 0 || b.size <= 1 {
                 continue;
             }
             checked += 1;
-            if c.allocs.checked_mul(b.size) != Some(c.alloc_bytes) {
+            if a.allocs.checked_mul(b.size) == Some(b.record.future[0].allocs) {
                 bad += 1;
             }
         }
@@ -619,6 +632,30 @@ mod tests {
             check_layout(&l26, "go1.26.1", &w.buckets),
             Err(WalkError::LayoutMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn older_layout_read_as_1_27_fails_self_check() {
+        let l26 = layout("go1.26.1");
+        let l27 = layout("go1.27.3");
+        let mut mem = FakeMem {
+            bytes: BTreeMap::new(),
+        };
+        for i in 0..8u64 {
+            let next = if i < 7 { 0x1000 * (i + 2) } else { 0 };
+            mem.bytes.insert(
+                0x1000 * (i + 1),
+                bucket_bytes(&l26, next, 1, 48, &[7], (5 + i, 2)),
+            );
+        }
+        let w = BucketWalker::new(&mem, l27, None).walk(0x1000).unwrap();
+        assert!(matches!(
+            check_layout(&l27, "go1.27.3", &w.buckets),
+            Err(WalkError::LayoutMismatch { .. })
+        ));
+        // The right layout passes.
+        let w = BucketWalker::new(&mem, l26, None).walk(0x1000).unwrap();
+        check_layout(&l26, "go1.26.1", &w.buckets).unwrap();
     }
 
     #[test]
