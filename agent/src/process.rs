@@ -154,10 +154,33 @@ pub fn start_time(proc_root: &Path, pid: i32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// The state letter of `/proc/PID/stat` (R, S, D, Z, X, ...), `None` if the process is gone.
-pub fn process_state(proc_root: &Path, pid: i32) -> Option<char> {
+/// True when `pid` is gone, a zombie, or exiting (`PF_EXITING`): a failed read of such a process is
+/// its exit, not corrupt data.
+pub fn process_ended(proc_root: &Path, pid: i32) -> bool {
+    const PF_EXITING: u64 = 0x4;
+    let Ok(stat) = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")) else {
+        return true;
+    };
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return true;
+    };
+    let mut fields = rest.split_whitespace();
+    let state = fields.next().unwrap_or("X");
+    let flags: u64 = fields.nth(5).and_then(|f| f.parse().ok()).unwrap_or(0);
+    matches!(state, "Z" | "X" | "x") || flags & PF_EXITING != 0
+}
+
+/// `PF_KTHREAD` in the flags of `/proc/PID/stat` (include/linux/sched.h).
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// The kernel's task flags (field 9 of `/proc/PID/stat`), `None` if the process is gone.
+pub fn process_flags(proc_root: &Path, pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
-    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(6)?
+        .parse()
+        .ok()
 }
 
 /// The short command name (`/proc/PID/comm`).
@@ -182,14 +205,15 @@ pub fn open_binary(paths: &ProcPaths) -> Result<GoBinary, Refusal> {
                 what: exe.display().to_string(),
             }),
             std::io::ErrorKind::NotFound => {
-                // Kernel threads have no exe; neither do processes that are exiting or zombies.
-                match process_state(&paths.root, pid) {
+                // Kernel threads have no exe; neither do user processes that are exiting (their
+                // memory is already released) or zombies.
+                match process_flags(&paths.root, pid) {
                     None => Err(Refusal::NoSuchProcess { pid }),
-                    Some('Z' | 'X') => Err(Refusal::ProcessExited { pid }),
-                    Some(_) => Err(Refusal::NotGo {
+                    Some(flags) if flags & PF_KTHREAD != 0 => Err(Refusal::NotGo {
                         pid,
                         exe: "(no executable: kernel thread)".into(),
                     }),
+                    Some(_) => Err(Refusal::ProcessExited { pid }),
                 }
             }
             _ => Err(Refusal::NotGo {
@@ -283,7 +307,7 @@ pub fn memory_refusal(pid: i32, e: MemoryError, proc_root: &Path) -> Refusal {
             what: format!("{}/{pid}/mem", proc_root.display()),
         },
         other => {
-            if !proc_root.join(pid.to_string()).exists() {
+            if process_ended(proc_root, pid) {
                 Refusal::ProcessExited { pid }
             } else {
                 Refusal::Corrupt {
@@ -362,7 +386,7 @@ pub fn walk_refusal(pid: i32, e: WalkError, info: &BinaryInfo, proc_root: &Path)
             detail: e.to_string(),
         },
         WalkError::BadBucket { .. } => {
-            if !proc_root.join(pid.to_string()).exists() {
+            if process_ended(proc_root, pid) {
                 Refusal::ProcessExited { pid }
             } else {
                 Refusal::Corrupt {
@@ -380,4 +404,74 @@ pub fn method_name(info: &BinaryInfo) -> &'static str {
         .as_ref()
         .map(|s| s.method.as_str())
         .unwrap_or("none")
+}
+
+/// A process opened for reading: its memory, its maps and where its runtime globals are.
+pub struct OpenedProcess {
+    pub mem: crate::memory::VmReader,
+    pub map: MemoryMap,
+    pub addrs: RuntimeAddresses,
+}
+
+impl OpenedProcess {
+    /// Opens `pid` (running `info`'s binary) for reading: memory reader, maps, PIE load bias.
+    pub fn open(proc_root: &Path, pid: i32, info: &BinaryInfo) -> Result<OpenedProcess, Refusal> {
+        let symbols = info.symbols.as_ref().ok_or_else(|| Refusal::NoSymbols {
+            exe: info.binary.path.display().to_string(),
+            detail: info.symbols_error.clone().unwrap_or_default(),
+        })?;
+        let mem = crate::memory::VmReader::open(proc_root, pid)
+            .map_err(|e| memory_refusal(pid, e, proc_root))?;
+        let map = MemoryMap::read(proc_root, pid).map_err(|e| match e {
+            crate::maps::MapsError::Io { source, .. }
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                Refusal::PermissionDenied {
+                    pid,
+                    what: format!("{}/{pid}/maps", proc_root.display()),
+                }
+            }
+            _ => Refusal::ProcessExited { pid },
+        })?;
+        let bias = load_bias(info, &map).ok_or_else(|| Refusal::Corrupt {
+            pid,
+            detail: "the executable's mapping is not in /proc/PID/maps (cannot compute the PIE load bias)".into(),
+        })?;
+        Ok(OpenedProcess {
+            mem,
+            map,
+            addrs: RuntimeAddresses::new(symbols, bias),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn liveness_and_identity_from_proc() {
+        let root = Path::new("/proc");
+        let me = std::process::id() as i32;
+        assert!(!process_ended(root, me));
+        assert!(
+            process_ended(root, 1 << 23),
+            "a pid above pid_max cannot exist"
+        );
+        assert!(start_time(root, me).is_some());
+        assert_eq!(process_flags(root, me).map(|f| f & PF_KTHREAD), Some(0));
+        // A zombie: a child that exited and was not reaped yet.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        let t0 = std::time::Instant::now();
+        while !process_ended(root, pid) {
+            assert!(t0.elapsed() < std::time::Duration::from_secs(10));
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(
+            root.join(pid.to_string()).exists(),
+            "still a zombie, not reaped"
+        );
+        child.wait().unwrap();
+    }
 }

@@ -11,8 +11,8 @@ use crate::binary::BinaryIdentity;
 use crate::error::Refusal;
 use crate::heap_profile::{self, HeapProfileOptions};
 use crate::maps::MemoryMap;
-use crate::memory::{RemoteMemory, VmReader};
-use crate::process::{self, BinaryInfo, HeapSnapshot, ProcPaths, RuntimeAddresses};
+use crate::memory::RemoteMemory;
+use crate::process::{self, BinaryInfo, HeapSnapshot, ProcPaths};
 use crate::symbolizer::Symbolizer;
 
 /// Per-binary state shared by all processes running that binary.
@@ -240,36 +240,15 @@ pub fn read_process(
     pid: i32,
     info: &BinaryInfo,
 ) -> Result<(HeapSnapshot, MemoryMap, u64), Refusal> {
-    let symbols = info.symbols.as_ref().ok_or_else(|| Refusal::NoSymbols {
-        exe: info.binary.path.display().to_string(),
-        detail: info.symbols_error.clone().unwrap_or_default(),
-    })?;
-    let mem =
-        VmReader::open(proc_root, pid).map_err(|e| process::memory_refusal(pid, e, proc_root))?;
-    let map = MemoryMap::read(proc_root, pid).map_err(|e| match e {
-        crate::maps::MapsError::Io { source, .. }
-            if source.kind() == std::io::ErrorKind::PermissionDenied =>
-        {
-            Refusal::PermissionDenied {
-                pid,
-                what: format!("{}/{pid}/maps", proc_root.display()),
-            }
-        }
-        _ => Refusal::ProcessExited { pid },
-    })?;
-    let bias = process::load_bias(info, &map).ok_or_else(|| Refusal::Corrupt {
-        pid,
-        detail:
-            "the executable's mapping is not in /proc/PID/maps (cannot compute the PIE load bias)"
-                .into(),
-    })?;
-    let addrs = RuntimeAddresses::new(symbols, bias);
+    let p = process::OpenedProcess::open(proc_root, pid, info)?;
     let snapshot = process::read_snapshot(
-        &mem as &dyn RemoteMemory,
+        &p.mem as &dyn RemoteMemory,
         info,
-        &addrs,
-        Some(&map),
+        &p.addrs,
+        Some(&p.map),
         proc_root,
     )?;
+    let bias = p.addrs.bias;
+    let map = p.map;
     Ok((snapshot, map, bias))
 }

@@ -59,7 +59,7 @@ fn debian_prometheus_matches_its_own_profile() {
         child,
     };
     let t0 = Instant::now();
-    while http_get(&addr, "/-/ready").map(|r| r.0).ok() != Some(200) {
+    while http_get(port, "/-/ready").map(|r| r.status).ok() != Some(200) {
         assert!(
             t0.elapsed() < Duration::from_secs(60),
             "prometheus not ready"
@@ -86,7 +86,8 @@ fn debian_prometheus_matches_its_own_profile() {
 
     let mut last = String::new();
     for attempt in 0..5 {
-        let (status, body) = http_get(&addr, "/debug/pprof/heap").expect("GET /debug/pprof/heap");
+        let resp = http_get(port, "/debug/pprof/heap").expect("GET /debug/pprof/heap");
+        let (status, body) = (resp.status, resp.body);
         let out = goheap(&[
             "profile",
             "--pid",

@@ -11,7 +11,6 @@ use serde::Serialize;
 use crate::binary::BinaryIdentity;
 use crate::discovery;
 use crate::error::Refusal;
-use crate::maps::MemoryMap;
 use crate::memory::{self, ReadStats, RemoteMemory, VmReader};
 use crate::process::{self, ProcPaths, RuntimeAddresses, DEFAULT_MEM_PROFILE_RATE};
 use crate::profiler::{BinaryCache, CachedBinary};
@@ -596,27 +595,8 @@ fn open_reader(
     cached: &CachedBinary,
 ) -> Result<(IncrementalReader<VmReader>, RuntimeAddresses, u64), Refusal> {
     let info = &cached.info;
-    let symbols = info.symbols.as_ref().ok_or_else(|| Refusal::NoSymbols {
-        exe: info.binary.path.display().to_string(),
-        detail: info.symbols_error.clone().unwrap_or_default(),
-    })?;
-    let mem = VmReader::open(root, pid).map_err(|e| process::memory_refusal(pid, e, root))?;
-    let map = MemoryMap::read(root, pid).map_err(|e| match e {
-        crate::maps::MapsError::Io { source, .. }
-            if source.kind() == std::io::ErrorKind::PermissionDenied =>
-        {
-            Refusal::PermissionDenied {
-                pid,
-                what: format!("{}/{pid}/maps", root.display()),
-            }
-        }
-        _ => Refusal::ProcessExited { pid },
-    })?;
-    let bias = process::load_bias(info, &map).ok_or_else(|| Refusal::Corrupt {
-        pid,
-        detail: "the executable's mapping is not in /proc/PID/maps".into(),
-    })?;
-    let addrs = RuntimeAddresses::new(symbols, bias);
+    let process::OpenedProcess { mem, map, addrs } = process::OpenedProcess::open(root, pid, info)?;
+    let bias = addrs.bias;
     Ok((
         IncrementalReader::new(mem, map, addrs, info.layout),
         addrs,

@@ -237,7 +237,7 @@ impl<M: RemoteMemory> IncrementalReader<M> {
         let extra_ok: Vec<bool> = extra.iter().map(|r| r.got == r.buf.len()).collect();
         drop(extra);
         if !extra_ok.iter().all(|ok| *ok) {
-            return Err(if !proc_root.join(pid.to_string()).exists() {
+            return Err(if process::process_ended(proc_root, pid) {
                 Refusal::ProcessExited { pid }
             } else {
                 Refusal::Corrupt {
