@@ -220,10 +220,10 @@ impl<'a, M: RemoteMemory + ?Sized> BucketWalker<'a, M> {
             });
         }
         if let Some(map) = self.map {
-            if !map.is_readable(addr, len) {
+            if !map.is_anonymous_readable(addr, len) {
                 return Err(WalkError::BadBucket {
                     addr,
-                    reason: "pointer outside readable memory".into(),
+                    reason: "pointer outside readable anonymous memory".into(),
                 });
             }
         }

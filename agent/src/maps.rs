@@ -60,6 +60,17 @@ impl MemoryMap {
 
     /// True when `[addr, addr+len)` lies in readable mappings without gaps.
     pub fn is_readable(&self, addr: u64, len: u64) -> bool {
+        self.covered_by(addr, len, |m| m.readable)
+    }
+
+    /// True when `[addr, addr+len)` lies in readable *anonymous* mappings without gaps. The runtime
+    /// allocates profile buckets with `persistentalloc` from anonymous memory, so a bucket pointer
+    /// into a file mapping is garbage — and reading it could block on a slow or hung filesystem.
+    pub fn is_anonymous_readable(&self, addr: u64, len: u64) -> bool {
+        self.covered_by(addr, len, |m| m.readable && m.inode == 0)
+    }
+
+    fn covered_by(&self, addr: u64, len: u64, ok: impl Fn(&Mapping) -> bool) -> bool {
         let Some(end) = addr.checked_add(len) else {
             return false;
         };
@@ -70,7 +81,7 @@ impl MemoryMap {
             return false;
         }
         for m in &self.mappings[idx - 1..] {
-            if m.start > cur || !m.readable {
+            if m.start > cur || !ok(m) {
                 return false;
             }
             if m.end >= end {
@@ -179,6 +190,8 @@ garbage line
         assert!(!m.is_readable(0x7ffff7dd5000, 0x20001), "runs off the end");
         assert!(!m.is_readable(0x1000, 8));
         assert!(!m.is_readable(u64::MAX - 2, 8));
+        assert!(m.is_anonymous_readable(0x7ffff7dd5000, 0x20000));
+        assert!(!m.is_anonymous_readable(0x555555554000, 8), "file-backed");
     }
 
     #[test]

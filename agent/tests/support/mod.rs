@@ -302,11 +302,36 @@ pub fn http_request(port: u16, method: &str, path: &str) -> std::io::Result<Http
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect();
-    Ok(HttpResponse {
+    let mut resp = HttpResponse {
         status,
         headers,
         body: raw[end + 4..].to_vec(),
-    })
+    };
+    if resp
+        .header("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+    {
+        resp.body = dechunk(&resp.body)?;
+    }
+    Ok(resp)
+}
+
+/// Decodes an HTTP/1.1 chunked body.
+fn dechunk(mut data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let bad = || std::io::Error::other("bad chunked body");
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n").ok_or_else(bad)?;
+        let size_text = String::from_utf8_lossy(&data[..line_end]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| bad())?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(data.get(..size).ok_or_else(bad)?);
+        data = data.get(size + 2..).ok_or_else(bad)?;
+    }
 }
 
 /// Polls `f` every 200 ms until it returns `Some`, or panics with `what` after `timeout`.
