@@ -130,13 +130,14 @@ pub fn record_values(
     if layout.object_size_records {
         let size = r.object_size as i64;
         let (ao, ab) = scale_heap_sample_by_object(r.alloc_objects, size, rate);
-        let (io, ib) = scale_heap_sample_by_object(r.alloc_objects - r.free_objects, size, rate);
+        let (io, ib) =
+            scale_heap_sample_by_object(r.alloc_objects.wrapping_sub(r.free_objects), size, rate);
         ([ao, ab, io, ib], Some(size))
     } else {
         let (ao, ab) = scale_heap_sample(r.alloc_objects, r.alloc_bytes, rate);
         let (io, ib) = scale_heap_sample(
-            r.alloc_objects - r.free_objects,
-            r.alloc_bytes - r.free_bytes,
+            r.alloc_objects.wrapping_sub(r.free_objects),
+            r.alloc_bytes.wrapping_sub(r.free_bytes),
             rate,
         );
         let block = if r.alloc_objects > 0 {
