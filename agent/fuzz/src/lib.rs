@@ -663,7 +663,8 @@ pub fn bucket_walk(data: &[u8]) {
     }
 }
 
-/// `pprof_proto::Profile::decode` and `flat_samples` (plus the string/type accessors).
+/// `pprof_proto::Profile::decode` and `flat_samples` (plus the string/type accessors and the CLI's
+/// `heap_profile::summarize`).
 pub fn pprof_decode(data: &[u8]) {
     let Ok(p) = pprof_proto::Profile::decode_with_limit(data, 64 << 20) else {
         return;
@@ -673,6 +674,7 @@ pub fn pprof_decode(data: &[u8]) {
     let _ = p.period_type_strings();
     let _ = p.flat_samples();
     let _ = p.flat_samples_with_limit(16);
+    let _ = goheap::heap_profile::summarize(&p, 10);
     let _ = p.encode_plain();
 }
 
