@@ -279,12 +279,13 @@ pub fn summarize(p: &Profile, top: usize) -> ProfileSummary {
         if smp.values.len() < 4 {
             continue;
         }
-        s.alloc_objects += smp.values[0];
-        s.alloc_bytes += smp.values[1];
-        s.inuse_objects += smp.values[2];
-        s.inuse_bytes += smp.values[3];
+        s.alloc_objects = s.alloc_objects.saturating_add(smp.values[0]);
+        s.alloc_bytes = s.alloc_bytes.saturating_add(smp.values[1]);
+        s.inuse_objects = s.inuse_objects.saturating_add(smp.values[2]);
+        s.inuse_bytes = s.inuse_bytes.saturating_add(smp.values[3]);
         if let Some(leaf) = smp.stack.first() {
-            *flat.entry(leaf.0.clone()).or_default() += smp.values[1];
+            let e = flat.entry(leaf.0.clone()).or_default();
+            *e = e.saturating_add(smp.values[1]);
         }
     }
     let mut v: Vec<(String, i64)> = flat.into_iter().filter(|(_, b)| *b > 0).collect();
