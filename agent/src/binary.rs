@@ -370,7 +370,7 @@ impl GoBinary {
         }
         let mut buf = [0u8; 8];
         let n = self
-            .read_file_at(&mut buf[..len], s.offset + (addr - s.address))
+            .read_file_at(&mut buf[..len], s.offset.checked_add(addr - s.address)?)
             .ok()?;
         if n != len {
             return None;

@@ -130,13 +130,14 @@ pub fn record_values(
     if layout.object_size_records {
         let size = r.object_size as i64;
         let (ao, ab) = scale_heap_sample_by_object(r.alloc_objects, size, rate);
-        let (io, ib) = scale_heap_sample_by_object(r.alloc_objects - r.free_objects, size, rate);
+        let (io, ib) =
+            scale_heap_sample_by_object(r.alloc_objects.wrapping_sub(r.free_objects), size, rate);
         ([ao, ab, io, ib], Some(size))
     } else {
         let (ao, ab) = scale_heap_sample(r.alloc_objects, r.alloc_bytes, rate);
         let (io, ib) = scale_heap_sample(
-            r.alloc_objects - r.free_objects,
-            r.alloc_bytes - r.free_bytes,
+            r.alloc_objects.wrapping_sub(r.free_objects),
+            r.alloc_bytes.wrapping_sub(r.free_bytes),
             rate,
         );
         let block = if r.alloc_objects > 0 {
@@ -278,12 +279,13 @@ pub fn summarize(p: &Profile, top: usize) -> ProfileSummary {
         if smp.values.len() < 4 {
             continue;
         }
-        s.alloc_objects += smp.values[0];
-        s.alloc_bytes += smp.values[1];
-        s.inuse_objects += smp.values[2];
-        s.inuse_bytes += smp.values[3];
+        s.alloc_objects = s.alloc_objects.saturating_add(smp.values[0]);
+        s.alloc_bytes = s.alloc_bytes.saturating_add(smp.values[1]);
+        s.inuse_objects = s.inuse_objects.saturating_add(smp.values[2]);
+        s.inuse_bytes = s.inuse_bytes.saturating_add(smp.values[3]);
         if let Some(leaf) = smp.stack.first() {
-            *flat.entry(leaf.0.clone()).or_default() += smp.values[1];
+            let e = flat.entry(leaf.0.clone()).or_default();
+            *e = e.saturating_add(smp.values[1]);
         }
     }
     let mut v: Vec<(String, i64)> = flat.into_iter().filter(|(_, b)| *b > 0).collect();
