@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::error::Refusal;
 use crate::process::{self, BinaryInfo, ProcPaths};
+use crate::profiler::BinaryCache;
 
 /// What goheap can do with a process, as shown by `goheap ps`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -61,16 +62,17 @@ pub fn list_pids(proc_root: &Path) -> Vec<i32> {
     pids
 }
 
-/// Classifies one process without reading its memory (only its executable). `None` if it is not a Go
-/// process or is gone.
-pub fn summarize(proc_root: &Path, pid: i32) -> Option<GoProcessSummary> {
+/// Classifies one process without reading its memory (only its executable, inspected once per
+/// binary through `binaries`). `None` if it is not a Go process or is gone.
+pub fn summarize(
+    binaries: &mut BinaryCache,
+    proc_root: &Path,
+    pid: i32,
+) -> Option<GoProcessSummary> {
     let paths = ProcPaths::new(proc_root, pid);
     let binary_path = process::exe_target(&paths).unwrap_or_default();
-    match process::open_binary(&paths) {
-        Ok(bin) => {
-            let info = BinaryInfo::inspect(bin, process::TargetView::of(&paths).as_ref());
-            Some(summary_from_info(pid, binary_path, &info))
-        }
+    match binaries.get(&paths) {
+        Ok(cached) => Some(summary_from_info(pid, binary_path, &cached.info)),
         Err(Refusal::PermissionDenied { .. }) => Some(GoProcessSummary {
             pid,
             binary: if binary_path.is_empty() {
@@ -128,9 +130,10 @@ pub fn summary_from_info(pid: i32, binary: String, info: &BinaryInfo) -> GoProce
 /// Every Go process under `proc_root`, except goheap itself.
 pub fn scan(proc_root: &Path) -> Vec<GoProcessSummary> {
     let me = std::process::id() as i32;
+    let mut binaries = BinaryCache::default();
     list_pids(proc_root)
         .into_iter()
         .filter(|&p| p != me)
-        .filter_map(|p| summarize(proc_root, p))
+        .filter_map(|p| summarize(&mut binaries, proc_root, p))
         .collect()
 }
