@@ -589,3 +589,60 @@ fn non_force_modes_leave_target_memory_unchanged() {
     // SAFETY: resuming our own child before it is killed on drop.
     unsafe { libc::kill(sa.pid, libc::SIGCONT) };
 }
+
+/// A pid reused by a new process between two cycles: the agent must see a new process (pid + start
+/// time), not continue the old one's counters. The kernel's `ns_last_pid` makes the new process get
+/// the old one's pid.
+#[test]
+fn reused_pid_is_a_new_process() {
+    let s = Scratch::new("pidreuse");
+    let agent = Agent::start(&s, &[]);
+    for attempt in 0..5 {
+        let (a, _) = start_steadyalloc(&s, &format!("a{attempt}"), 64.0);
+        let pid = a.pid;
+        agent.wait_state(pid, "readable", Duration::from_secs(20));
+        let a_start = agent.process(pid).unwrap()["start_time"]
+            .as_u64()
+            .expect("start_time in /processes");
+        let a_total = wait_for(Duration::from_secs(30), "old process counts 40 MiB", || {
+            metric_for_pid(&agent.metrics(), "container_go_alloc_bytes_total", pid)
+                .filter(|v| *v > 40.0 * 1048576.0)
+        });
+        drop(a);
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string())
+            .expect("write ns_last_pid (tests run as root)");
+        let (b, b_addr) = start_steadyalloc(&s, &format!("b{attempt}"), 1.0);
+        if b.pid != pid {
+            eprintln!("attempt {attempt}: another process took pid {pid}; retrying");
+            continue;
+        }
+        let entry = wait_for(
+            Duration::from_secs(20),
+            "the new process at the reused pid",
+            || {
+                agent.process(pid).filter(|p| {
+                    p["start_time"].as_u64() != Some(a_start) && p["state"] == "readable"
+                })
+            },
+        );
+        assert_ne!(entry["start_time"].as_u64(), Some(a_start));
+        // Two more cycles, then the counter must be the new process's own, far below the old one's.
+        let c0 = agent.cycles();
+        wait_for(Duration::from_secs(10), "two cycles", || {
+            (agent.cycles() >= c0 + 2).then_some(())
+        });
+        let b_metric =
+            metric_for_pid(&agent.metrics(), "container_go_alloc_bytes_total", pid).unwrap_or(0.0);
+        let b_own = alloc_stats(&b_addr)["total_alloc_bytes"].as_f64().unwrap();
+        assert!(
+            b_metric < a_total / 2.0,
+            "new process's counter {b_metric} continues the old one's {a_total}"
+        );
+        assert!(
+            b_metric <= 1.5 * b_own + 4.0 * 1048576.0,
+            "new process's counter {b_metric} exceeds its own allocations {b_own}"
+        );
+        return;
+    }
+    panic!("could not get the same pid for a second process in 5 attempts");
+}
