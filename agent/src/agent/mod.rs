@@ -71,28 +71,16 @@ pub struct AgentArgs {
 /// Parses `30s`, `2s`, `500ms`, `1m`, `1h`, or a plain number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .map(|i| s.split_at(i))
-        .unwrap_or((s, "s"));
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?} (use e.g. 30s, 500ms, 1m)"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => {
-            return Err(format!(
-                "invalid duration unit in {s:?} (use ms, s, m or h)"
-            ))
-        }
+    // A bare number means seconds.
+    let d = match s.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => humantime::parse_duration(s)
+            .map_err(|e| format!("invalid duration {s:?}: {e} (use e.g. 30s, 500ms, 1m)"))?,
     };
-    if !(0.1..=86400.0).contains(&secs) {
+    if d < Duration::from_millis(100) || d > Duration::from_secs(86400) {
         return Err(format!("duration {s:?} out of range (100ms to 24h)"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    Ok(d)
 }
 
 /// Runs the agent until SIGTERM/SIGINT.
@@ -170,4 +158,22 @@ async fn run_async(proc_root: PathBuf, args: AgentArgs) -> anyhow::Result<()> {
     tracing::info!("goheap agent stopping");
     server.abort();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert!(parse_duration("10ms").is_err());
+        assert!(parse_duration("2d").is_err());
+        assert!(parse_duration("fast").is_err());
+    }
 }
