@@ -358,6 +358,9 @@ async fn profile_endpoint(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Instant;
 
     #[test]
     fn decodes_paths_and_queries() {
@@ -385,5 +388,228 @@ mod tests {
             status(pid_param(&none).err()),
             Some(StatusCode::BAD_REQUEST)
         );
+    }
+
+    /// A server on 127.0.0.1 with no tracked processes; the runtime stops it when dropped.
+    fn start(mode: ProfilerMode, limits: Limits) -> (tokio::runtime::Runtime, u16) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let metrics = super::super::metrics::AgentMetrics::new().unwrap();
+        let shared = Arc::new(Shared::new(
+            std::env::temp_dir().join("goheap-http-test-no-proc"),
+            mode,
+            Some("test-node".into()),
+            metrics,
+        ));
+        rt.spawn(serve_with(listener, shared, limits));
+        (rt, port)
+    }
+
+    fn connect(port: u16) -> TcpStream {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    }
+
+    struct Answer {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    }
+
+    impl Answer {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+    }
+
+    /// Sends one request and reads exactly one response (by Content-Length), leaving the
+    /// connection open. The answer to HEAD has no body.
+    fn exchange(s: &mut TcpStream, method: &str, target: &str) -> Answer {
+        write!(s, "{method} {target} HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let mut raw = Vec::new();
+        let mut byte = [0u8; 1];
+        while !raw.ends_with(b"\r\n\r\n") {
+            assert_eq!(s.read(&mut byte).unwrap(), 1, "closed mid-head: {raw:?}");
+            raw.push(byte[0]);
+        }
+        let head = String::from_utf8(raw).unwrap();
+        let mut lines = head.lines();
+        let status = lines.next().unwrap().split(' ').nth(1).unwrap();
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect();
+        let mut a = Answer {
+            status: status.parse().unwrap(),
+            headers,
+            body: Vec::new(),
+        };
+        let len: usize = a.header("content-length").unwrap().parse().unwrap();
+        if method != "HEAD" {
+            a.body = vec![0; len];
+            s.read_exact(&mut a.body).unwrap();
+        }
+        a
+    }
+
+    /// Whether the server closes `s` within `wait` (EOF or reset), reading and discarding data.
+    fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        let mut buf = [0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            s.set_read_timeout(Some(left)).unwrap();
+            match s.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    #[test]
+    fn routes_statuses_and_keep_alive() {
+        let (_rt, port) = start(ProfilerMode::Enabled, LIMITS);
+        // Every request below goes over this one connection.
+        let mut s = connect(port);
+        let a = exchange(&mut s, "GET", "/healthz");
+        assert_eq!((a.status, a.body.as_slice()), (200, &b"ok\n"[..]));
+        let a = exchange(&mut s, "GET", "/metrics");
+        assert_eq!(a.status, 200);
+        assert_eq!(
+            a.header("content-type"),
+            Some("text/plain; version=0.0.4; charset=utf-8")
+        );
+        let a = exchange(&mut s, "GET", "/processes");
+        assert_eq!(a.header("content-type"), Some("application/json"));
+        let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+        assert_eq!(v["node"], "test-node");
+        assert_eq!(v["mode"], "enabled");
+        assert!(v["processes"].as_array().unwrap().is_empty());
+        for (target, status) in [
+            ("/debug/pprof/heap", 400),
+            ("/debug/pprof/heap?pid=abc", 400),
+            ("/debug/pprof/heap?pid=-4", 400),
+            ("/debug/pprof/heap?pid=2147483647", 404),
+            ("/debug/pprof/allocs?pid=1&seconds=0", 400),
+            ("/debug/pprof/allocs?pid=1&seconds=301", 400),
+            ("/debug/pprof/allocs?pid=%0A1", 400),
+            ("/nope%0A", 404),
+        ] {
+            let a = exchange(&mut s, "GET", target);
+            assert_eq!(a.status, status, "{target}");
+            let text = String::from_utf8(a.body).unwrap();
+            assert_eq!(text.trim_end().lines().count(), 1, "{target}: {text:?}");
+        }
+        for method in ["HEAD", "POST", "DELETE"] {
+            let a = exchange(&mut s, method, "/metrics");
+            assert_eq!(a.status, 405, "{method}");
+            assert_eq!(a.header("allow"), Some("GET"));
+        }
+        // The HEAD answer carried no body: the connection is still in step.
+        assert_eq!(exchange(&mut s, "GET", "/healthz").status, 200);
+    }
+
+    #[test]
+    fn disabled_mode_forbids_profiles() {
+        let (_rt, port) = start(ProfilerMode::Disabled, LIMITS);
+        let mut s = connect(port);
+        for target in ["/debug/pprof/heap?pid=1", "/debug/pprof/allocs?pid=1"] {
+            assert_eq!(exchange(&mut s, "GET", target).status, 403, "{target}");
+        }
+        assert_eq!(exchange(&mut s, "GET", "/debug/pprof/heap").status, 400);
+    }
+
+    #[test]
+    fn oversized_head_is_refused() {
+        let (_rt, port) = start(ProfilerMode::Enabled, LIMITS);
+        let mut s = connect(port);
+        let filler = "a".repeat(20 * 1024);
+        // The server may answer and close before the whole head is written.
+        let _ = write!(s, "GET /healthz HTTP/1.1\r\nX-Filler: {filler}\r\n\r\n");
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        let text = String::from_utf8_lossy(&raw);
+        assert!(text.starts_with("HTTP/1.1 431 "), "{text}");
+        // Just under the limit is fine.
+        let mut s = connect(port);
+        let filler = "a".repeat(15 * 1024);
+        write!(s, "GET /healthz HTTP/1.1\r\nX-Filler: {filler}\r\n\r\n").unwrap();
+        let mut raw = [0u8; 12];
+        s.read_exact(&mut raw).unwrap();
+        assert_eq!(&raw, b"HTTP/1.1 200");
+    }
+
+    #[test]
+    fn slow_and_idle_clients_are_dropped() {
+        let limits = Limits {
+            head_timeout: Duration::from_millis(600),
+            ..LIMITS
+        };
+        let (_rt, port) = start(ProfilerMode::Enabled, limits);
+        // A head trickled a byte every 100 ms never completes in time.
+        let mut s = connect(port);
+        let t0 = Instant::now();
+        s.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
+        while t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(100));
+            if s.write_all(b"X").is_err() {
+                break;
+            }
+        }
+        assert!(closed_within(&mut s, Duration::from_secs(1)));
+        let took = t0.elapsed();
+        assert!(took >= Duration::from_millis(500), "{took:?}");
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        // A kept-alive connection that sends nothing more is closed after the same time.
+        let mut s = connect(port);
+        assert_eq!(exchange(&mut s, "GET", "/healthz").status, 200);
+        let t0 = Instant::now();
+        assert!(closed_within(&mut s, Duration::from_secs(3)));
+        assert!(t0.elapsed() >= Duration::from_millis(500));
+    }
+
+    #[test]
+    fn connections_over_the_cap_are_closed() {
+        let limits = Limits {
+            max_connections: 3,
+            ..LIMITS
+        };
+        let (_rt, port) = start(ProfilerMode::Enabled, limits);
+        let mut held: Vec<TcpStream> = (0..3).map(|_| connect(port)).collect();
+        for s in &mut held {
+            // An unfinished head keeps the connection (and its slot) busy.
+            s.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let mut extra = connect(port);
+        assert!(closed_within(&mut extra, Duration::from_secs(2)));
+        drop(held);
+        // The slots come back once the held connections end.
+        let t0 = Instant::now();
+        loop {
+            let mut s = connect(port);
+            let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+            let mut first = [0u8; 12];
+            if s.read_exact(&mut first).is_ok() {
+                assert_eq!(&first, b"HTTP/1.1 200");
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(5), "no slot came back");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
