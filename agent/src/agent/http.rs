@@ -1,8 +1,10 @@
 //! The agent's HTTP endpoints, on one listener.
 //!
-//! A minimal HTTP/1.1 server on tokio: GET only, no request bodies, one request per connection
-//! (`Connection: close`), request head capped at 16 KiB and 10 s, at most 64 connections at once.
-//! That is all Prometheus, `go tool pprof` and curl need, and it avoids a web-framework dependency tree.
+//! HTTP/1.1 is handled by `hyper` (server side, HTTP/1 only). This module only routes and answers:
+//! GET only (anything else is 405), request bodies are never read, keep-alive is allowed. Limits: a
+//! request head (request line and headers) over 16 KiB is refused with 431; a head not received within
+//! 10 s closes the connection (that timer also closes keep-alive connections idle for 10 s); at most 64
+//! connections at once, further ones are closed on accept.
 //!
 //! | path | answer |
 //! |---|---|
@@ -15,11 +17,18 @@
 //! Bad parameters are 400 with a one-line reason, an unknown pid 404, a Go process that cannot be
 //! profiled 409, and `--go-heap-profiler=disabled` makes profile endpoints 403.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, ALLOW, CONTENT_DISPOSITION, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::error::Refusal;
@@ -29,24 +38,39 @@ use super::collector::Shared;
 use super::profiles;
 use super::ProfilerMode;
 
-const MAX_HEAD: usize = 16 * 1024;
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-const MAX_CONNECTIONS: usize = 64;
-/// Profiles built at once (each is a full walk plus symbolization on a blocking thread).
-const MAX_PROFILE_JOBS: usize = 4;
 /// Longest `seconds=` accepted by `/debug/pprof/allocs`.
 pub const MAX_ALLOCS_SECONDS: u64 = 300;
+/// Profiles built at once (each is a full walk plus symbolization on a blocking thread).
+const MAX_PROFILE_JOBS: usize = 4;
 
-/// An HTTP response.
+/// Protocol limits of the listener.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// Largest request head (request line and headers), in bytes; larger ones get 431.
+    max_head_bytes: usize,
+    /// Time allowed to receive a request head, counted from connection start or from the end of
+    /// the previous response on a kept-alive connection.
+    head_timeout: Duration,
+    /// Connections served at once; further ones are closed right after accept.
+    max_connections: usize,
+}
+
+const LIMITS: Limits = Limits {
+    max_head_bytes: 16 * 1024,
+    head_timeout: Duration::from_secs(10),
+    max_connections: 64,
+};
+
+/// An answer, before it becomes an HTTP response.
 pub struct Response {
-    pub status: u16,
+    pub status: StatusCode,
     pub content_type: &'static str,
-    pub headers: Vec<(&'static str, String)>,
+    pub headers: Vec<(hyper::header::HeaderName, String)>,
     pub body: Vec<u8>,
 }
 
 impl Response {
-    fn text(status: u16, body: impl Into<String>) -> Response {
+    fn text(status: StatusCode, body: impl Into<String>) -> Response {
         let mut body: String = body.into();
         if !body.ends_with('\n') {
             body.push('\n');
@@ -61,36 +85,45 @@ impl Response {
 
     fn profile(body: Vec<u8>, name: &str) -> Response {
         Response {
-            status: 200,
+            status: StatusCode::OK,
             content_type: "application/octet-stream",
             headers: vec![(
-                "Content-Disposition",
+                CONTENT_DISPOSITION,
                 format!("attachment; filename=\"{name}\""),
             )],
             body,
         }
     }
-}
 
-fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        409 => "Conflict",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        _ => "Unknown",
+    fn into_hyper(self) -> hyper::Response<Full<Bytes>> {
+        let mut resp = hyper::Response::new(Full::new(Bytes::from(self.body)));
+        *resp.status_mut() = self.status;
+        let headers = resp.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type));
+        for (name, value) in self.headers {
+            match HeaderValue::try_from(value) {
+                Ok(v) => {
+                    headers.insert(name, v);
+                }
+                Err(e) => tracing::warn!(header = %name, error = %e, "dropping invalid header"),
+            }
+        }
+        resp
     }
 }
 
 /// Serves until the task is aborted.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    let conns = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    serve_with(listener, shared, LIMITS).await
+}
+
+async fn serve_with(listener: TcpListener, shared: Arc<Shared>, limits: Limits) {
+    let conns = Arc::new(Semaphore::new(limits.max_connections));
     let jobs = Arc::new(Semaphore::new(MAX_PROFILE_JOBS));
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.head_timeout)
+        .max_header_size(limits.max_head_bytes);
     loop {
         let (sock, _) = match listener.accept().await {
             Ok(x) => x,
@@ -104,10 +137,16 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             drop(sock);
             continue;
         };
-        let shared = shared.clone();
-        let jobs = jobs.clone();
+        let service = {
+            let (shared, jobs) = (shared.clone(), jobs.clone());
+            service_fn(move |req| {
+                let (shared, jobs) = (shared.clone(), jobs.clone());
+                async move { Ok::<_, Infallible>(route(&req, &shared, &jobs).await.into_hyper()) }
+            })
+        };
+        let conn = http.serve_connection(TokioIo::new(sock), service);
         tokio::spawn(async move {
-            if let Err(e) = handle(sock, shared, jobs).await {
+            if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "http connection");
             }
             drop(permit);
@@ -115,113 +154,27 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-/// A parsed request line.
+/// The parts of a GET request the endpoints look at.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Request {
-    pub method: String,
+    /// Percent-decoded path.
     pub path: String,
+    /// Query pairs in order, percent- and `+`-decoded.
     pub query: Vec<(String, String)>,
 }
 
-/// Parses the request head (request line; headers are ignored).
-pub fn parse_head(head: &[u8]) -> Option<Request> {
-    let text = std::str::from_utf8(head).ok()?;
-    let line = text.lines().next()?;
-    let mut parts = line.split(' ');
-    let method = parts.next()?.to_string();
-    let target = parts.next()?;
-    let version = parts.next()?;
-    if !version.starts_with("HTTP/1.") {
-        return None;
-    }
-    let (path, q) = target.split_once('?').unwrap_or((target, ""));
-    let query = q
-        .split('&')
-        .filter(|kv| !kv.is_empty())
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect();
-    Some(Request {
-        method,
-        path: percent_decode(path),
-        query,
-    })
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-async fn read_head(sock: &mut TcpStream) -> Result<Vec<u8>, u16> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 2048];
-    loop {
-        let n = sock.read(&mut chunk).await.map_err(|_| 400u16)?;
-        if n == 0 {
-            return Err(400);
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            buf.truncate(end);
-            return Ok(buf);
-        }
-        if buf.len() > MAX_HEAD {
-            return Err(431);
+impl Request {
+    fn from_uri(uri: &hyper::Uri) -> Request {
+        let query = uri.query().unwrap_or("");
+        Request {
+            path: percent_encoding::percent_decode_str(uri.path())
+                .decode_utf8_lossy()
+                .into_owned(),
+            query: form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect(),
         }
     }
-}
-
-async fn handle(
-    mut sock: TcpStream,
-    shared: Arc<Shared>,
-    jobs: Arc<Semaphore>,
-) -> std::io::Result<()> {
-    let resp = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut sock)).await {
-        Err(_) => return Ok(()),
-        Ok(Err(status)) => Response::text(status, "malformed request"),
-        Ok(Ok(head)) => match parse_head(&head) {
-            None => Response::text(400, "malformed request line"),
-            Some(req) => route(req, &shared, &jobs).await,
-        },
-    };
-    let mut head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        resp.status,
-        reason_phrase(resp.status),
-        resp.content_type,
-        resp.body.len()
-    );
-    for (k, v) in &resp.headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    sock.write_all(head.as_bytes()).await?;
-    sock.write_all(&resp.body).await?;
-    sock.shutdown().await
 }
 
 fn param<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
@@ -233,12 +186,16 @@ fn param<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
 
 /// `pid` query parameter: a positive integer.
 fn pid_param(req: &Request) -> Result<i32, Response> {
-    let raw = param(req, "pid")
-        .ok_or_else(|| Response::text(400, "missing pid parameter (use ?pid=PID)"))?;
+    let raw = param(req, "pid").ok_or_else(|| {
+        Response::text(
+            StatusCode::BAD_REQUEST,
+            "missing pid parameter (use ?pid=PID)",
+        )
+    })?;
     match raw.parse::<i32>() {
         Ok(p) if p > 0 => Ok(p),
         _ => Err(Response::text(
-            400,
+            StatusCode::BAD_REQUEST,
             format!("invalid pid {raw:?}: expected a positive integer"),
         )),
     }
@@ -252,7 +209,7 @@ fn seconds_param(req: &Request) -> Result<Option<u64>, Response> {
     match raw.parse::<u64>() {
         Ok(s) if (1..=MAX_ALLOCS_SECONDS).contains(&s) => Ok(Some(s)),
         _ => Err(Response::text(
-            400,
+            StatusCode::BAD_REQUEST,
             format!("invalid seconds {raw:?}: expected an integer from 1 to {MAX_ALLOCS_SECONDS}"),
         )),
     }
@@ -261,20 +218,27 @@ fn seconds_param(req: &Request) -> Result<Option<u64>, Response> {
 fn refusal_response(r: &Refusal) -> Response {
     match r {
         Refusal::NoSuchProcess { .. } | Refusal::ProcessExited { .. } => {
-            Response::text(404, r.to_string())
+            Response::text(StatusCode::NOT_FOUND, r.to_string())
         }
-        _ => Response::text(409, r.to_string()),
+        _ => Response::text(StatusCode::CONFLICT, r.to_string()),
     }
 }
 
-async fn route(req: Request, shared: &Arc<Shared>, jobs: &Arc<Semaphore>) -> Response {
-    if req.method != "GET" {
-        return Response::text(405, "only GET is supported");
+async fn route(
+    http_req: &hyper::Request<Incoming>,
+    shared: &Arc<Shared>,
+    jobs: &Arc<Semaphore>,
+) -> Response {
+    if http_req.method() != Method::GET {
+        let mut r = Response::text(StatusCode::METHOD_NOT_ALLOWED, "only GET is supported");
+        r.headers.push((ALLOW, "GET".to_string()));
+        return r;
     }
+    let req = Request::from_uri(http_req.uri());
     match req.path.as_str() {
-        "/healthz" => Response::text(200, "ok"),
+        "/healthz" => Response::text(StatusCode::OK, "ok"),
         "/metrics" => Response {
-            status: 200,
+            status: StatusCode::OK,
             content_type: "text/plain; version=0.0.4; charset=utf-8",
             headers: Vec::new(),
             body: shared.metrics.encode(),
@@ -289,7 +253,7 @@ async fn route(req: Request, shared: &Arc<Shared>, jobs: &Arc<Semaphore>) -> Res
                 "processes": view.processes.values().collect::<Vec<_>>(),
             });
             Response {
-                status: 200,
+                status: StatusCode::OK,
                 content_type: "application/json",
                 headers: Vec::new(),
                 body: serde_json::to_vec_pretty(&body).unwrap_or_default(),
@@ -297,7 +261,11 @@ async fn route(req: Request, shared: &Arc<Shared>, jobs: &Arc<Semaphore>) -> Res
         }
         "/debug/pprof/heap" => profile_endpoint(req, shared, jobs, false).await,
         "/debug/pprof/allocs" => profile_endpoint(req, shared, jobs, true).await,
-        _ => Response::text(404, format!("no such endpoint {}", req.path)),
+        // The raw path: a valid URI has no control characters, so the reason stays on one line.
+        _ => Response::text(
+            StatusCode::NOT_FOUND,
+            format!("no such endpoint {}", http_req.uri().path()),
+        ),
     }
 }
 
@@ -321,19 +289,19 @@ async fn profile_endpoint(
     };
     if shared.mode == ProfilerMode::Disabled {
         return Response::text(
-            403,
+            StatusCode::FORBIDDEN,
             "profiles are off: the agent runs with --go-heap-profiler=disabled",
         );
     }
     let Some(info) = shared.process(pid) else {
         return Response::text(
-            404,
+            StatusCode::NOT_FOUND,
             format!("no Go process with pid {pid} is tracked (see /processes; new processes appear after the next cycle)"),
         );
     };
     let Some(cached) = info.cached.clone() else {
         return Response::text(
-            409,
+            StatusCode::CONFLICT,
             format!(
                 "process {pid} cannot be profiled: {}",
                 info.detail.as_deref().unwrap_or(info.state)
@@ -341,7 +309,7 @@ async fn profile_endpoint(
         );
     };
     let Ok(_permit) = jobs.clone().acquire_owned().await else {
-        return Response::text(503, "shutting down");
+        return Response::text(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     };
     let root = shared.proc_root.clone();
     let start_time = info.start_time;
@@ -368,7 +336,9 @@ async fn profile_endpoint(
             let first = match tokio::task::spawn_blocking(read.clone()).await {
                 Ok(Ok(r)) => r,
                 Ok(Err(r)) => return refusal_response(&r),
-                Err(_) => return Response::text(500, "profile task failed"),
+                Err(_) => {
+                    return Response::text(StatusCode::INTERNAL_SERVER_ERROR, "profile task failed")
+                }
             };
             tokio::time::sleep(Duration::from_secs(s)).await;
             tokio::task::spawn_blocking(move || {
@@ -381,19 +351,21 @@ async fn profile_endpoint(
     match result {
         Ok(Ok(bytes)) => Response::profile(bytes, if allocs { "allocs" } else { "heap" }),
         Ok(Err(r)) => refusal_response(&r),
-        Err(_) => Response::text(500, "profile task failed"),
+        Err(_) => Response::text(StatusCode::INTERNAL_SERVER_ERROR, "profile task failed"),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Instant;
 
     #[test]
-    fn parses_request_lines() {
-        let r =
-            parse_head(b"GET /debug/pprof/allocs?pid=12&seconds=5 HTTP/1.1\r\nHost: x").unwrap();
-        assert_eq!(r.method, "GET");
+    fn decodes_paths_and_queries() {
+        let uri: hyper::Uri = "/debug/pprof/allocs?pid=12&seconds=5".parse().unwrap();
+        let r = Request::from_uri(&uri);
         assert_eq!(r.path, "/debug/pprof/allocs");
         assert_eq!(
             r.query,
@@ -401,13 +373,243 @@ mod tests {
         );
         assert_eq!(pid_param(&r).ok(), Some(12));
         assert_eq!(seconds_param(&r).ok(), Some(Some(5)));
-        let bad = parse_head(b"GET /x?pid=-3&seconds=99999&q=%41%zz%4 HTTP/1.0").unwrap();
-        assert_eq!(pid_param(&bad).err().map(|r| r.status), Some(400));
-        assert_eq!(seconds_param(&bad).err().map(|r| r.status), Some(400));
-        assert_eq!(param(&bad, "q"), Some("A%zz%4"));
-        assert!(parse_head(b"GET /").is_none());
-        assert!(parse_head(b"\xff\xfe").is_none());
-        let none = parse_head(b"GET /debug/pprof/heap HTTP/1.1").unwrap();
-        assert_eq!(pid_param(&none).err().map(|r| r.status), Some(400));
+        let uri: hyper::Uri = "/x%2Fy?pid=-3&&seconds=99999&q=%41%zz%4+b".parse().unwrap();
+        let bad = Request::from_uri(&uri);
+        assert_eq!(bad.path, "/x/y");
+        let status = |r: Option<Response>| r.map(|r| r.status);
+        assert_eq!(status(pid_param(&bad).err()), Some(StatusCode::BAD_REQUEST));
+        assert_eq!(
+            status(seconds_param(&bad).err()),
+            Some(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(param(&bad, "q"), Some("A%zz%4 b"));
+        let none = Request::from_uri(&"/debug/pprof/heap".parse().unwrap());
+        assert_eq!(
+            status(pid_param(&none).err()),
+            Some(StatusCode::BAD_REQUEST)
+        );
+    }
+
+    /// A server on 127.0.0.1 with no tracked processes; the runtime stops it when dropped.
+    fn start(mode: ProfilerMode, limits: Limits) -> (tokio::runtime::Runtime, u16) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let metrics = super::super::metrics::AgentMetrics::new().unwrap();
+        let shared = Arc::new(Shared::new(
+            std::env::temp_dir().join("goheap-http-test-no-proc"),
+            mode,
+            Some("test-node".into()),
+            metrics,
+        ));
+        rt.spawn(serve_with(listener, shared, limits));
+        (rt, port)
+    }
+
+    fn connect(port: u16) -> TcpStream {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    }
+
+    struct Answer {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    }
+
+    impl Answer {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+    }
+
+    /// Sends one request and reads exactly one response (by Content-Length), leaving the
+    /// connection open. The answer to HEAD has no body.
+    fn exchange(s: &mut TcpStream, method: &str, target: &str) -> Answer {
+        write!(s, "{method} {target} HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let mut raw = Vec::new();
+        let mut byte = [0u8; 1];
+        while !raw.ends_with(b"\r\n\r\n") {
+            assert_eq!(s.read(&mut byte).unwrap(), 1, "closed mid-head: {raw:?}");
+            raw.push(byte[0]);
+        }
+        let head = String::from_utf8(raw).unwrap();
+        let mut lines = head.lines();
+        let status = lines.next().unwrap().split(' ').nth(1).unwrap();
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect();
+        let mut a = Answer {
+            status: status.parse().unwrap(),
+            headers,
+            body: Vec::new(),
+        };
+        let len: usize = a.header("content-length").unwrap().parse().unwrap();
+        if method != "HEAD" {
+            a.body = vec![0; len];
+            s.read_exact(&mut a.body).unwrap();
+        }
+        a
+    }
+
+    /// Whether the server closes `s` within `wait` (EOF or reset), reading and discarding data.
+    fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        let mut buf = [0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            s.set_read_timeout(Some(left)).unwrap();
+            match s.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    #[test]
+    fn routes_statuses_and_keep_alive() {
+        let (_rt, port) = start(ProfilerMode::Enabled, LIMITS);
+        // Every request below goes over this one connection.
+        let mut s = connect(port);
+        let a = exchange(&mut s, "GET", "/healthz");
+        assert_eq!((a.status, a.body.as_slice()), (200, &b"ok\n"[..]));
+        let a = exchange(&mut s, "GET", "/metrics");
+        assert_eq!(a.status, 200);
+        assert_eq!(
+            a.header("content-type"),
+            Some("text/plain; version=0.0.4; charset=utf-8")
+        );
+        let a = exchange(&mut s, "GET", "/processes");
+        assert_eq!(a.header("content-type"), Some("application/json"));
+        let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+        assert_eq!(v["node"], "test-node");
+        assert_eq!(v["mode"], "enabled");
+        assert!(v["processes"].as_array().unwrap().is_empty());
+        for (target, status) in [
+            ("/debug/pprof/heap", 400),
+            ("/debug/pprof/heap?pid=abc", 400),
+            ("/debug/pprof/heap?pid=-4", 400),
+            ("/debug/pprof/heap?pid=2147483647", 404),
+            ("/debug/pprof/allocs?pid=1&seconds=0", 400),
+            ("/debug/pprof/allocs?pid=1&seconds=301", 400),
+            ("/debug/pprof/allocs?pid=%0A1", 400),
+            ("/nope%0A", 404),
+        ] {
+            let a = exchange(&mut s, "GET", target);
+            assert_eq!(a.status, status, "{target}");
+            let text = String::from_utf8(a.body).unwrap();
+            assert_eq!(text.trim_end().lines().count(), 1, "{target}: {text:?}");
+        }
+        for method in ["HEAD", "POST", "DELETE"] {
+            let a = exchange(&mut s, method, "/metrics");
+            assert_eq!(a.status, 405, "{method}");
+            assert_eq!(a.header("allow"), Some("GET"));
+        }
+        // The HEAD answer carried no body: the connection is still in step.
+        assert_eq!(exchange(&mut s, "GET", "/healthz").status, 200);
+    }
+
+    #[test]
+    fn disabled_mode_forbids_profiles() {
+        let (_rt, port) = start(ProfilerMode::Disabled, LIMITS);
+        let mut s = connect(port);
+        for target in ["/debug/pprof/heap?pid=1", "/debug/pprof/allocs?pid=1"] {
+            assert_eq!(exchange(&mut s, "GET", target).status, 403, "{target}");
+        }
+        assert_eq!(exchange(&mut s, "GET", "/debug/pprof/heap").status, 400);
+    }
+
+    #[test]
+    fn oversized_head_is_refused() {
+        let (_rt, port) = start(ProfilerMode::Enabled, LIMITS);
+        let mut s = connect(port);
+        let filler = "a".repeat(20 * 1024);
+        // The server may answer and close before the whole head is written.
+        let _ = write!(s, "GET /healthz HTTP/1.1\r\nX-Filler: {filler}\r\n\r\n");
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        let text = String::from_utf8_lossy(&raw);
+        assert!(text.starts_with("HTTP/1.1 431 "), "{text}");
+        // Just under the limit is fine.
+        let mut s = connect(port);
+        let filler = "a".repeat(15 * 1024);
+        write!(s, "GET /healthz HTTP/1.1\r\nX-Filler: {filler}\r\n\r\n").unwrap();
+        let mut raw = [0u8; 12];
+        s.read_exact(&mut raw).unwrap();
+        assert_eq!(&raw, b"HTTP/1.1 200");
+    }
+
+    #[test]
+    fn slow_and_idle_clients_are_dropped() {
+        let limits = Limits {
+            head_timeout: Duration::from_millis(600),
+            ..LIMITS
+        };
+        let (_rt, port) = start(ProfilerMode::Enabled, limits);
+        // A head trickled a byte every 100 ms never completes in time.
+        let mut s = connect(port);
+        let t0 = Instant::now();
+        s.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
+        while t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(100));
+            if s.write_all(b"X").is_err() {
+                break;
+            }
+        }
+        assert!(closed_within(&mut s, Duration::from_secs(1)));
+        let took = t0.elapsed();
+        assert!(took >= Duration::from_millis(500), "{took:?}");
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        // A kept-alive connection that sends nothing more is closed after the same time.
+        let mut s = connect(port);
+        assert_eq!(exchange(&mut s, "GET", "/healthz").status, 200);
+        let t0 = Instant::now();
+        assert!(closed_within(&mut s, Duration::from_secs(3)));
+        assert!(t0.elapsed() >= Duration::from_millis(500));
+    }
+
+    #[test]
+    fn connections_over_the_cap_are_closed() {
+        let limits = Limits {
+            max_connections: 3,
+            ..LIMITS
+        };
+        let (_rt, port) = start(ProfilerMode::Enabled, limits);
+        let mut held: Vec<TcpStream> = (0..3).map(|_| connect(port)).collect();
+        for s in &mut held {
+            // An unfinished head keeps the connection (and its slot) busy.
+            s.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let mut extra = connect(port);
+        assert!(closed_within(&mut extra, Duration::from_secs(2)));
+        drop(held);
+        // The slots come back once the held connections end.
+        let t0 = Instant::now();
+        loop {
+            let mut s = connect(port);
+            let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+            let mut first = [0u8; 12];
+            if s.read_exact(&mut first).is_ok() {
+                assert_eq!(&first, b"HTTP/1.1 200");
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(5), "no slot came back");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
