@@ -330,28 +330,7 @@ pub fn read_snapshot<M: RemoteMemory + ?Sized>(
     let pid = mem.pid();
     let merr = |e| memory_refusal(pid, e, proc_root);
     let rate = mem.read_u64(addrs.mem_profile_rate).map_err(merr)?;
-    if rate == 0 || rate > i64::MAX as u64 {
-        let reason = if info.linker_disabled_profiling == Some(true) {
-            "the linker set runtime.disableMemoryProfiling because nothing references runtime.MemProfile".to_string()
-        } else {
-            format!("runtime.MemProfileRate is {}", rate as i64)
-        };
-        return Err(Refusal::ProfilingDisabled { pid, reason });
-    }
-    // Live validation of addresses recovered from code references (no symbol table vouches for
-    // them): the rate must be a plausible sampling period and the head must lead to well-formed
-    // memory-profile buckets (the walk below refuses a bad first bucket).
-    let from_code = info
-        .symbols
-        .as_ref()
-        .map(|s| !s.method.proven_by_symbols())
-        .unwrap_or(false);
-    if from_code && rate > 1 << 40 {
-        return Err(Refusal::Corrupt {
-            pid,
-            detail: format!("the MemProfileRate address recovered from code references holds {rate}, not a sampling rate"),
-        });
-    }
+    check_mem_profile_rate(pid, rate, info)?;
     let cycle = match addrs.mprof_cycle {
         Some(a) => Some(mem.read_u32(a).map_err(merr)? >> 1),
         None => None,
@@ -369,6 +348,35 @@ pub fn read_snapshot<M: RemoteMemory + ?Sized>(
         buckets: walk.buckets,
         warning: walk.warning,
     })
+}
+
+/// Checks a `runtime.MemProfileRate` value read from process `pid`: 0 means profiling is disabled
+/// (saying whether the linker did it); an address recovered from code references alone must also
+/// hold a plausible sampling period (live validation).
+pub fn check_mem_profile_rate(pid: i32, rate: u64, info: &BinaryInfo) -> Result<(), Refusal> {
+    if rate == 0 || rate > i64::MAX as u64 {
+        let reason = if info.linker_disabled_profiling == Some(true) {
+            "the linker set runtime.disableMemoryProfiling because nothing references runtime.MemProfile".to_string()
+        } else {
+            format!("runtime.MemProfileRate is {}", rate as i64)
+        };
+        return Err(Refusal::ProfilingDisabled { pid, reason });
+    }
+    // Live validation of addresses recovered from code references (no symbol table vouches for
+    // them): the rate must be a plausible sampling period and the head must lead to well-formed
+    // memory-profile buckets (the bucket walk refuses a bad first bucket).
+    let from_code = info
+        .symbols
+        .as_ref()
+        .map(|s| !s.method.proven_by_symbols())
+        .unwrap_or(false);
+    if from_code && rate > 1 << 40 {
+        return Err(Refusal::Corrupt {
+            pid,
+            detail: format!("the MemProfileRate address recovered from code references holds {rate}, not a sampling rate"),
+        });
+    }
+    Ok(())
 }
 
 /// Maps a walk error to a refusal.

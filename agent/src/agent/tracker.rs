@@ -247,7 +247,7 @@ impl<M: RemoteMemory> IncrementalReader<M> {
             });
         }
         let rate = u64::from_le_bytes(rate_buf);
-        check_rate(pid, rate, info)?;
+        process::check_mem_profile_rate(pid, rate, info)?;
         self.rate = rate;
         if self.addrs.mprof_cycle.is_some() {
             self.cycle = Some(u32::from_le_bytes(cycle_buf) >> 1);
@@ -309,18 +309,6 @@ impl<M: RemoteMemory> IncrementalReader<M> {
         self.buckets = list;
         self.head = head;
     }
-}
-
-fn check_rate(pid: i32, rate: u64, info: &BinaryInfo) -> Result<(), Refusal> {
-    if rate == 0 || rate > i64::MAX as u64 {
-        let reason = if info.linker_disabled_profiling == Some(true) {
-            "the linker set runtime.disableMemoryProfiling".to_string()
-        } else {
-            format!("runtime.MemProfileRate is {}", rate as i64)
-        };
-        return Err(Refusal::ProfilingDisabled { pid, reason });
-    }
-    Ok(())
 }
 
 /// The counters of one bucket as `runtime.MemProfile` publishes them: `active` plus the future cycle
