@@ -20,6 +20,9 @@ pub struct WalkLimits {
     /// Stop when the stacks read so far hold this many frames (8 bytes each): with up to 1026
     /// frames a bucket, the bucket cap alone would still allow gigabytes.
     pub max_total_frames: usize,
+    /// Stop (without a warning) once this instant has passed, after at least one bucket, and report
+    /// where to continue in [`Walk::resume_at`]. Bounds the time one process can take.
+    pub deadline: Option<std::time::Instant>,
     /// Frames read speculatively with the header, so most buckets cost one read.
     pub prefetch_frames: u64,
 }
@@ -29,6 +32,7 @@ impl Default for WalkLimits {
         WalkLimits {
             max_buckets: 1 << 20,
             max_total_frames: 1 << 23,
+            deadline: None,
             prefetch_frames: 64,
         }
     }
@@ -136,6 +140,9 @@ pub struct Walk {
     pub buckets: Vec<RawBucket>,
     /// Set when the walk stopped early: bucket cap reached, a cycle, or a bad/unreadable bucket.
     pub warning: Option<String>,
+    /// Set when the walk stopped at its deadline: the next bucket to read. The runtime never unlinks
+    /// buckets and only prepends new ones, so the rest of the list can be read later from here.
+    pub resume_at: Option<u64>,
 }
 
 /// Reads buckets from a remote process.
@@ -183,6 +190,12 @@ impl<'a, M: RemoteMemory + ?Sized> BucketWalker<'a, M> {
             if !seen.insert(next) {
                 out.warning = Some(format!("bucket list loops back to {next:#x}; stopped"));
                 break;
+            }
+            if let Some(deadline) = self.limits.deadline {
+                if !out.buckets.is_empty() && std::time::Instant::now() >= deadline {
+                    out.resume_at = Some(next);
+                    break;
+                }
             }
             match self.read_bucket(next) {
                 Ok((bucket, allnext)) => {
@@ -611,6 +624,40 @@ mod tests {
             BucketWalker::new(&mem, l, None).walk(0x1001).is_err(),
             "misaligned head"
         );
+    }
+
+    #[test]
+    fn deadline_stops_with_a_resume_point() {
+        let l = layout("go1.23.1");
+        let mut mem = FakeMem {
+            bytes: BTreeMap::new(),
+        };
+        for i in 0..5u64 {
+            let next = if i < 4 { 0x1000 * (i + 2) } else { 0 };
+            mem.bytes.insert(
+                0x1000 * (i + 1),
+                bucket_bytes(&l, next, 1, 16, &[i + 1], (1, 0)),
+            );
+        }
+        let mut walker = BucketWalker::new(&mem, l, None);
+        walker.limits.deadline = Some(std::time::Instant::now());
+        let mut all = Vec::new();
+        let mut at = Some(0x1000);
+        let mut calls = 0;
+        while let Some(start) = at {
+            let w = walker.walk_until(start, |_| false).unwrap();
+            assert!(w.warning.is_none());
+            assert!(!w.buckets.is_empty(), "at least one bucket per call");
+            all.extend(w.buckets);
+            at = w.resume_at;
+            calls += 1;
+        }
+        assert_eq!(
+            calls, 5,
+            "an expired deadline still reads one bucket a call"
+        );
+        let stacks: Vec<u64> = all.iter().map(|b| b.stack[0]).collect();
+        assert_eq!(stacks, vec![1, 2, 3, 4, 5]);
     }
 
     #[test]

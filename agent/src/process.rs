@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::binary::{BinaryError, GoBinary, RuntimeSymbols};
-use crate::buckets::{self, BucketWalker, MemProfileRecord, RawBucket, WalkError};
+use crate::buckets::{self, BucketWalker, MemProfileRecord, RawBucket, WalkError, WalkLimits};
 use crate::error::Refusal;
 use crate::layout::RuntimeLayout;
 use crate::maps::{split_dev, MemoryMap};
@@ -289,6 +289,8 @@ pub struct HeapSnapshot {
     pub buckets: Vec<RawBucket>,
     /// Set when the walk stopped early (partial result).
     pub warning: Option<String>,
+    /// Set when the walk stopped at its deadline: where to continue (see [`crate::buckets::Walk`]).
+    pub resume_at: Option<u64>,
 }
 
 impl HeapSnapshot {
@@ -327,6 +329,19 @@ pub fn read_snapshot<M: RemoteMemory + ?Sized>(
     map: Option<&MemoryMap>,
     proc_root: &Path,
 ) -> Result<HeapSnapshot, Refusal> {
+    read_snapshot_within(mem, info, addrs, map, proc_root, WalkLimits::default())
+}
+
+/// [`read_snapshot`] with explicit walk limits (e.g. a deadline: the snapshot is then partial and
+/// says where to resume).
+pub fn read_snapshot_within<M: RemoteMemory + ?Sized>(
+    mem: &M,
+    info: &BinaryInfo,
+    addrs: &RuntimeAddresses,
+    map: Option<&MemoryMap>,
+    proc_root: &Path,
+    limits: WalkLimits,
+) -> Result<HeapSnapshot, Refusal> {
     let pid = mem.pid();
     let merr = |e| memory_refusal(pid, e, proc_root);
     let rate = mem.read_u64(addrs.mem_profile_rate).map_err(merr)?;
@@ -336,7 +351,8 @@ pub fn read_snapshot<M: RemoteMemory + ?Sized>(
         None => None,
     };
     let head = mem.read_u64(addrs.mbuckets).map_err(merr)?;
-    let walker = BucketWalker::new(mem, info.layout, map);
+    let mut walker = BucketWalker::new(mem, info.layout, map);
+    walker.limits = limits;
     let walk = walker
         .walk(head)
         .map_err(|e| walk_refusal(pid, e, info, proc_root))?;
@@ -347,6 +363,7 @@ pub fn read_snapshot<M: RemoteMemory + ?Sized>(
         cycle,
         buckets: walk.buckets,
         warning: walk.warning,
+        resume_at: walk.resume_at,
     })
 }
 

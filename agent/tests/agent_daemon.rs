@@ -646,3 +646,62 @@ fn reused_pid_is_a_new_process() {
     }
     panic!("could not get the same pid for a second process in 5 attempts");
 }
+
+/// A time-limited walk: with `--read-budget 0` each cycle reads at least one more bucket of a long
+/// list and keeps what it has; over the cycles the agent reaches the whole list, with the same totals
+/// as a one-shot profile.
+#[test]
+fn read_budget_spreads_a_long_walk_over_cycles() {
+    let s = Scratch::new("budget");
+    let fixture = start_small_heapfixture(&s, "hf", 0.05);
+    let out = std::process::Command::new(goheap_bin())
+        .args([
+            "profile",
+            "--pid",
+            &fixture.pid.to_string(),
+            "-o",
+            "-",
+            "-q",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let profile = Profile::decode(&out.stdout).unwrap();
+    let buckets = profile.sample.len() as u64;
+    assert!(
+        buckets >= 10,
+        "the fixture should have many buckets, has {buckets}"
+    );
+    let alloc_objects: i64 = profile.sample.iter().map(|s| s.value[0]).sum();
+
+    let agent = Agent::start_with_interval(&s, "100ms", &["--read-budget", "0"]);
+    let first = agent.wait_state(fixture.pid, "readable", Duration::from_secs(20));
+    assert!(
+        first["buckets"].as_u64().unwrap() < buckets,
+        "the first cycle must not read the whole list: {first}"
+    );
+    wait_for(
+        Duration::from_secs(60),
+        "the whole list over many cycles",
+        || {
+            let p = agent.process(fixture.pid)?;
+            (p["buckets"].as_u64()? == buckets).then_some(())
+        },
+    );
+    let metric = wait_for(Duration::from_secs(10), "alloc objects metric", || {
+        metric_for_pid(
+            &agent.metrics(),
+            "container_go_alloc_objects_total",
+            fixture.pid,
+        )
+    });
+    let rel = (metric - alloc_objects as f64).abs() / alloc_objects as f64;
+    assert!(
+        rel < 0.01,
+        "agent counts {metric} objects, the profile {alloc_objects}"
+    );
+}

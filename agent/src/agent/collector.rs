@@ -40,6 +40,8 @@ pub struct Shared {
     pub node_name: Option<String>,
     pub metrics: AgentMetrics,
     pub view: Mutex<ProcessesView>,
+    /// Time one process's bucket walk may take in a cycle (`--read-budget`).
+    pub walk_budget: std::time::Duration,
 }
 
 impl Shared {
@@ -55,6 +57,7 @@ impl Shared {
             node_name,
             metrics,
             view: Mutex::new(ProcessesView::default()),
+            walk_budget: super::tracker::DEFAULT_WALK_BUDGET,
         }
     }
 
@@ -470,7 +473,8 @@ fn collect_go(
     };
     if g.reader.is_none() {
         match open_reader(root, key.pid, &cached) {
-            Ok((reader, addrs, bias)) => {
+            Ok((mut reader, addrs, bias)) => {
+                reader.walk_budget = shared.walk_budget;
                 g.reader = Some(reader);
                 g.addrs = Some(addrs);
                 g.bias = bias;

@@ -60,6 +60,10 @@ pub struct AgentArgs {
     /// Oldest files in --output-dir are deleted to keep it under this many bytes.
     #[arg(long, env = "GOHEAP_OUTPUT_RETAIN_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub output_retain_bytes: u64,
+    /// Time one process's bucket walk may take per cycle; a longer list is read over several cycles
+    /// (e.g. 500ms, 0 to read at least one bucket a cycle).
+    #[arg(long, env = "GOHEAP_READ_BUDGET", default_value = "500ms", value_parser = parse_budget)]
+    pub read_budget: Duration,
     /// Node name reported in /processes (set from the downward API in Kubernetes).
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,
@@ -69,6 +73,21 @@ pub struct AgentArgs {
 }
 
 /// Parses `30s`, `2s`, `500ms`, `1m`, `1h`, or a plain number of seconds.
+/// Parses a walk budget: a duration from 0 to 60s.
+pub fn parse_budget(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let d = if s == "0" {
+        Duration::ZERO
+    } else {
+        humantime::parse_duration(s)
+            .map_err(|e| format!("invalid duration {s:?}: {e} (use e.g. 500ms, 2s)"))?
+    };
+    if d > Duration::from_secs(60) {
+        return Err(format!("read budget {s:?} out of range (0 to 60s)"));
+    }
+    Ok(d)
+}
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     // A bare number means seconds.
@@ -122,12 +141,14 @@ async fn run_async(proc_root: PathBuf, args: AgentArgs) -> anyhow::Result<()> {
         )?),
         None => None,
     };
-    let shared = Arc::new(collector::Shared::new(
+    let mut shared = collector::Shared::new(
         proc_root.clone(),
         args.mode,
         args.node_name.clone(),
         metrics,
-    ));
+    );
+    shared.walk_budget = args.read_budget;
+    let shared = Arc::new(shared);
     tracing::info!(
         listen = %local,
         interval_s = args.interval.as_secs_f64(),

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::buckets::{self, BucketWalker, Cycle, MemProfileRecord, MemRecord, RawBucket};
+use crate::buckets::{
+    self, BucketWalker, Cycle, MemProfileRecord, MemRecord, RawBucket, WalkLimits,
+};
 use crate::error::Refusal;
 use crate::heap_profile;
 use crate::layout::{RuntimeLayout, FUTURE_CYCLES};
@@ -129,6 +131,10 @@ pub struct ReadOutcome {
 /// `MemProfileRate`, `mProfCycle` and the memRecord of every known bucket; only when the head moved
 /// are the new buckets (always prepended by the runtime) walked, up to the first known one. A
 /// steady cycle over `n` buckets therefore costs `ceil((n + 3) / IOV_MAX)` syscalls.
+///
+/// Walks are bounded in time by [`IncrementalReader::walk_budget`]: a walk that runs out of time
+/// keeps what it read and the reader continues from that point (the *tail*) on the next reads, so a
+/// process with a huge list never delays the other processes of a cycle by more than the budget.
 pub struct IncrementalReader<M: RemoteMemory> {
     pub mem: M,
     map: MemoryMap,
@@ -141,7 +147,14 @@ pub struct IncrementalReader<M: RemoteMemory> {
     rate: u64,
     cycle: Option<u32>,
     needs_full_walk: bool,
+    /// Where the last time-limited walk stopped: older buckets not read yet.
+    tail: Option<u64>,
+    /// Time allowed for walking buckets in one read (the batched re-read is not limited).
+    pub walk_budget: std::time::Duration,
 }
+
+/// Default [`IncrementalReader::walk_budget`].
+pub const DEFAULT_WALK_BUDGET: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl<M: RemoteMemory> IncrementalReader<M> {
     /// A reader over `mem`; `map` is the process's maps (re-read when new buckets appear).
@@ -157,6 +170,20 @@ impl<M: RemoteMemory> IncrementalReader<M> {
             rate: 0,
             cycle: None,
             needs_full_walk: true,
+            tail: None,
+            walk_budget: DEFAULT_WALK_BUDGET,
+        }
+    }
+
+    /// Whether older buckets remain to be read (a time-limited walk stopped early).
+    pub fn incomplete(&self) -> bool {
+        self.tail.is_some()
+    }
+
+    fn limits(&self) -> WalkLimits {
+        WalkLimits {
+            deadline: Some(std::time::Instant::now() + self.walk_budget),
+            ..WalkLimits::default()
         }
     }
 
@@ -194,6 +221,7 @@ impl<M: RemoteMemory> IncrementalReader<M> {
             cycle: self.cycle,
             buckets: self.buckets.clone(),
             warning: None,
+            resume_at: self.tail,
         }
     }
 
@@ -265,13 +293,15 @@ impl<M: RemoteMemory> IncrementalReader<M> {
             if let Ok(m) = MemoryMap::read(proc_root, pid) {
                 self.map = m;
             }
-            let walker = BucketWalker::new(&self.mem, self.layout, Some(&self.map));
+            let mut walker = BucketWalker::new(&self.mem, self.layout, Some(&self.map));
+            walker.limits = self.limits();
             let index = &self.index;
             let walk = walker
                 .walk_until(head, |a| index.contains_key(&a))
                 .map_err(|e| process::walk_refusal(pid, e, info, proc_root))?;
-            if walk.warning.is_some() {
-                // Some new buckets may be missing: walk everything next time.
+            if walk.warning.is_some() || walk.resume_at.is_some() {
+                // Some new buckets are missing (a bad list, or out of time between new buckets
+                // and known ones): walk everything next time.
                 self.needs_full_walk = true;
                 out.warning = walk.warning;
             }
@@ -280,7 +310,44 @@ impl<M: RemoteMemory> IncrementalReader<M> {
             list.append(&mut self.buckets);
             self.set_buckets(list, head);
         }
+        if let Some(tail) = self.tail {
+            self.continue_tail(tail, info, proc_root, &mut out)?;
+        }
         Ok(out)
+    }
+
+    /// Reads older buckets from where a time-limited walk stopped, appending them.
+    fn continue_tail(
+        &mut self,
+        tail: u64,
+        info: &BinaryInfo,
+        proc_root: &Path,
+        out: &mut ReadOutcome,
+    ) -> Result<(), Refusal> {
+        let pid = self.mem.pid();
+        let mut walker = BucketWalker::new(&self.mem, self.layout, Some(&self.map));
+        walker.limits = self.limits();
+        walker.limits.max_buckets = walker.limits.max_buckets.saturating_sub(self.buckets.len());
+        if walker.limits.max_buckets == 0 {
+            self.tail = None;
+            out.warning = Some("bucket list longer than the bucket cap; truncated".into());
+            return Ok(());
+        }
+        let index = &self.index;
+        let walk = walker
+            .walk_until(tail, |a| index.contains_key(&a))
+            .map_err(|e| process::walk_refusal(pid, e, info, proc_root))?;
+        self.tail = walk.resume_at;
+        if walk.warning.is_some() {
+            self.tail = None;
+            out.warning = walk.warning;
+        }
+        out.new_buckets += walk.buckets.len();
+        let mut list = std::mem::take(&mut self.buckets);
+        list.extend(walk.buckets);
+        let head = self.head;
+        self.set_buckets(list, head);
+        Ok(())
     }
 
     fn full_walk(&mut self, info: &BinaryInfo, proc_root: &Path) -> Result<ReadOutcome, Refusal> {
@@ -288,13 +355,21 @@ impl<M: RemoteMemory> IncrementalReader<M> {
         if let Ok(m) = MemoryMap::read(proc_root, self.mem.pid()) {
             self.map = m;
         }
-        let snap =
-            process::read_snapshot(&self.mem, info, &self.addrs, Some(&self.map), proc_root)?;
+        let limits = self.limits();
+        let snap = process::read_snapshot_within(
+            &self.mem,
+            info,
+            &self.addrs,
+            Some(&self.map),
+            proc_root,
+            limits,
+        )?;
         self.rate = snap.mem_profile_rate;
         self.cycle = snap.cycle;
         let head = snap.buckets.first().map(|b| b.addr).unwrap_or(0);
         let n = snap.buckets.len();
         self.needs_full_walk = snap.warning.is_some();
+        self.tail = snap.resume_at;
         self.set_buckets(snap.buckets, head);
         Ok(ReadOutcome {
             full_walk: true,
@@ -593,12 +668,14 @@ mod tests {
             cycle: None,
             buckets: vec![bucket(0x10, 8, 4, 0)],
             warning: None,
+            resume_at: None,
         };
         let b = HeapSnapshot {
             mem_profile_rate: 1,
             cycle: None,
             buckets: vec![bucket(0x20, 32, 2, 0), bucket(0x10, 8, 9, 1)],
             warning: None,
+            resume_at: None,
         };
         let d = snapshot_delta(&a, &b);
         assert_eq!(d.len(), 2);

@@ -22,11 +22,16 @@ pub struct Agent {
 impl Agent {
     /// Starts `goheap agent --listen 127.0.0.1:<free> --interval 2s <extra>` and waits for /healthz.
     pub fn start(scratch: &Scratch, extra: &[&str]) -> Agent {
+        Self::start_with_interval(scratch, "2s", extra)
+    }
+
+    /// Starts an agent with a given `--interval`.
+    pub fn start_with_interval(scratch: &Scratch, interval: &str, extra: &[&str]) -> Agent {
         let port = free_port();
         let log = scratch.path(&format!("agent-{port}.log"));
         let child = Command::new(goheap_bin())
             .args(["agent", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--interval", "2s"])
+            .args(["--interval", interval])
             .args(extra)
             .env_remove("GOHEAP_OUTPUT_DIR")
             .env_remove("GO_HEAP_PROFILER")
