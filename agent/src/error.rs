@@ -29,7 +29,10 @@ pub enum Refusal {
     #[error("heap profiling is disabled in process {pid} ({reason}); import runtime/pprof (or net/http/pprof) in the program, or run `goheap agent --go-heap-profiler=force` to enable it at runtime")]
     ProfilingDisabled { pid: i32, reason: String },
     /// The Go version is outside what goheap understands and the memory did not check out.
-    #[error("unsupported Go version {version} in process {pid}: {detail} (goheap supports Go 1.19 to 1.27)")]
+    #[error(
+        "unsupported Go version {version} in process {pid}: {detail} (goheap supports {})",
+        crate::runtime::version::SUPPORTED_RANGE
+    )]
     UnsupportedVersion {
         pid: i32,
         version: String,

@@ -1,23 +1,23 @@
 //! goheap: read a running Go process's heap profile from outside.
 //!
-//! Pipeline: locate (`binary`, `symtab`, `buildinfo`) → read (`memory`, `maps`) → walk (`buckets`,
-//! `layout`) → symbolize (`pclntab`, `stack`) → emit (`heap_profile`).
+//! The pipeline, one folder per stage (see `ARCHITECTURE.md` at the repository root):
+//!
+//! - [`target`] — the process from outside: procfs, maps and load bias, remote memory, discovery;
+//! - [`binary`] — the executable on disk: ELF headers, build info, symbol table, debug files, code
+//!   references, and the one place that decides how the runtime's globals are located;
+//! - [`runtime`] — all Go-version knowledge: [`runtime::version::GoVersion`], the per-version rules,
+//!   the bucket layout and walk, and one consistent read of a process ([`runtime::snapshot`]);
+//! - [`symbolize`] — `.gopclntab` and the runtime's way of turning PCs into frames and locations;
+//! - [`profile`] — the pprof heap profile `writeHeapProto` would write, summaries, one-shot profiling;
+//! - [`daemon`] — `goheap agent`; [`cli`] — the other subcommands.
+//!
+//! [`error`] holds the refusals every stage shares, with their exit codes.
 
-pub mod agent;
 pub mod binary;
-pub mod buckets;
-pub mod buildinfo;
-pub mod coderef;
-pub mod debugfile;
-pub mod discovery;
+pub mod cli;
+pub mod daemon;
 pub mod error;
-pub mod heap_profile;
-pub mod layout;
-pub mod maps;
-pub mod memory;
-pub mod pclntab;
-pub mod process;
-pub mod profiler;
-pub mod stack;
-pub mod symbolizer;
-pub mod symtab;
+pub mod profile;
+pub mod runtime;
+pub mod symbolize;
+pub mod target;

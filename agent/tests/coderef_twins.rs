@@ -13,7 +13,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use goheap::coderef::{
+use goheap::binary::coderef::{
     recover_runtime_addresses, FunctionRanges, RecoveredAddresses, DEFAULT_MEM_PROFILE_RATE,
 };
 use object::{Object, ObjectSection, ObjectSymbol};
@@ -431,11 +431,11 @@ const VERSIONS: [&str; 8] = [
 ];
 
 /// Function ranges from goheap's own `.gopclntab` parser, as production uses for stripped binaries.
-struct PclntabFunctions(goheap::pclntab::Pclntab);
+struct PclntabFunctions(goheap::symbolize::pclntab::Pclntab);
 
 impl PclntabFunctions {
     fn load(elf: &[u8]) -> Self {
-        PclntabFunctions(goheap::pclntab::Pclntab::parse(elf).expect("parse .gopclntab"))
+        PclntabFunctions(goheap::symbolize::pclntab::Pclntab::parse(elf).expect("parse .gopclntab"))
     }
 }
 

@@ -97,31 +97,43 @@ fn process_exits_during_read() {
     let (mut running, _) = start_heapfixture(&bin, &scratch);
     let pid = running.pid;
     let proc_root = std::path::Path::new("/proc");
-    let paths = goheap::process::ProcPaths::new(proc_root, pid);
-    let bin = goheap::process::open_binary(&paths).unwrap();
-    let info = goheap::process::BinaryInfo::inspect(bin, None);
-    let map = goheap::maps::MemoryMap::read(proc_root, pid).unwrap();
-    let bias = goheap::process::load_bias(&info, &map).unwrap();
-    let addrs = goheap::process::RuntimeAddresses::new(info.symbols.as_ref().unwrap(), bias);
-    let readers: Vec<(&str, Box<dyn goheap::memory::RemoteMemory>)> = vec![
+    let paths = goheap::target::procfs::ProcPaths::new(proc_root, pid);
+    let bin = goheap::target::open::open_binary(&paths).unwrap();
+    let info = goheap::binary::BinaryInfo::inspect(bin, None);
+    let map = goheap::target::maps::MemoryMap::read(proc_root, pid).unwrap();
+    let bias = goheap::target::open::load_bias(&info, &map).unwrap();
+    let addrs = goheap::target::open::RuntimeAddresses::new(info.symbols.as_ref().unwrap(), bias);
+    let readers: Vec<(&str, Box<dyn goheap::target::memory::RemoteMemory>)> = vec![
         (
             "pread",
-            Box::new(goheap::memory::ProcMem::open(proc_root, pid).unwrap()),
+            Box::new(goheap::target::memory::ProcMem::open(proc_root, pid).unwrap()),
         ),
         (
             "process_vm_readv",
-            Box::new(goheap::memory::VmReader::open(proc_root, pid).unwrap()),
+            Box::new(goheap::target::memory::VmReader::open(proc_root, pid).unwrap()),
         ),
     ];
     for (_, mem) in &readers {
         // Sanity: while alive, the same read works.
-        goheap::process::read_snapshot(mem.as_ref(), &info, &addrs, Some(&map), proc_root)
-            .expect("alive read");
+        goheap::runtime::snapshot::read_snapshot(
+            mem.as_ref(),
+            &info,
+            &addrs,
+            Some(&map),
+            proc_root,
+        )
+        .expect("alive read");
     }
     let _ = running.child.kill();
     let _ = running.child.wait();
     for (reader, mem) in &readers {
-        let r = goheap::process::read_snapshot(mem.as_ref(), &info, &addrs, Some(&map), proc_root);
+        let r = goheap::runtime::snapshot::read_snapshot(
+            mem.as_ref(),
+            &info,
+            &addrs,
+            Some(&map),
+            proc_root,
+        );
         assert!(
             matches!(r, Err(Refusal::ProcessExited { .. })),
             "{reader}: {r:?}"

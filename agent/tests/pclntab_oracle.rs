@@ -1,4 +1,4 @@
-//! Oracle tests for `goheap::pclntab` and `goheap::stack`: build `tests/symoracle/main.go` with
+//! Oracle tests for `goheap::symbolize::pclntab` and `goheap::symbolize::locations`: build `tests/symoracle/main.go` with
 //! real Go toolchains, run it, and require our answers from the binary file to equal what the Go
 //! runtime reported about its own PCs (CallersFrames, FuncForPC, and the runtime/pprof heap
 //! profile). Static checks compare against `.symtab` for amd64 and cross-compiled arm64 builds.
@@ -11,8 +11,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use goheap::pclntab::{Frame, Pclntab};
-use goheap::stack::LocationBuilder;
+use goheap::symbolize::locations::LocationBuilder;
+use goheap::symbolize::pclntab::{Frame, Pclntab};
 use object::{Object, ObjectSection, ObjectSymbol};
 use serde::Deserialize;
 

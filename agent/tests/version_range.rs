@@ -24,7 +24,7 @@ fn copy_with_version(src: &Path, dst: &Path, from: &str, to: &str) {
     std::fs::write(dst, &data).unwrap();
     std::fs::set_permissions(dst, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     assert_eq!(
-        goheap::binary::GoBinary::open(dst).unwrap().go_version.raw,
+        goheap::binary::GoBinary::open(dst).unwrap().go_version_raw,
         to
     );
 }

@@ -16,13 +16,13 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use goheap::buckets::{check_layout, memprofile_records, BucketWalker};
-use goheap::buildinfo::GoVersion;
-use goheap::coderef::FunctionRanges;
-use goheap::layout::RuntimeLayout;
-use goheap::maps::MemoryMap;
-use goheap::memory::{MemoryError, ReadRequest, ReadStats, RemoteMemory};
-use goheap::pclntab::Pclntab;
+use goheap::binary::coderef::FunctionRanges;
+use goheap::runtime::layout::RuntimeLayout;
+use goheap::runtime::walk::{check_layout, memprofile_records, BucketWalker};
+use goheap::runtime::GoVersion;
+use goheap::symbolize::pclntab::Pclntab;
+use goheap::target::maps::MemoryMap;
+use goheap::target::memory::{MemoryError, ReadRequest, ReadStats, RemoteMemory};
 use object::{Object, ObjectSection};
 
 /// Every target, by name (the directory names under `regressions/` and `corpus/`).
@@ -374,10 +374,10 @@ fn pick_pc(c: &mut Cursor<'_>, fx: Option<&Fixture>) -> u64 {
 
 /// `buildinfo::parse_version` and both Go version string parsers.
 pub fn buildinfo(data: &[u8]) {
-    let _ = goheap::buildinfo::parse_version(data);
+    let _ = goheap::binary::buildinfo::parse_version(data);
     if let Ok(s) = std::str::from_utf8(data) {
         let _ = GoVersion::parse(s);
-        let _ = goheap::pclntab::GoVersion::parse(s);
+        let _ = goheap::runtime::GoVersion::parse(s);
     }
 }
 
@@ -447,7 +447,7 @@ pub fn pclntab(data: &[u8]) {
         }
     }
     let _ = tab.func_by_name("runtime.mbuckets");
-    let mut lb = goheap::stack::LocationBuilder::new(&tab);
+    let mut lb = goheap::symbolize::locations::LocationBuilder::new(&tab);
     for stk in pcs.chunks(32) {
         let _ = lb.append_heap_sample(stk);
         let _ = lb.append_locs_for_stack(stk);
@@ -499,7 +499,7 @@ pub fn coderef(data: &[u8]) {
         base: fixture.map(|f| f.ranges.clone()).unwrap_or_default(),
         overrides,
     };
-    let _ = goheap::coderef::recover_runtime_addresses(&bytes, &funcs);
+    let _ = goheap::binary::coderef::recover_runtime_addresses(&bytes, &funcs);
 }
 
 /// A temporary file removed on drop.
@@ -533,11 +533,11 @@ pub fn elf_open(data: &[u8]) {
     let PatchedBinary {
         bytes, mut tail, ..
     } = patched_binary(data);
-    let _ = goheap::debugfile::debug_link_info(&bytes);
+    let _ = goheap::binary::debugfile::debug_link_info(&bytes);
     let Some(tmp) = temp_file(&bytes) else {
         return;
     };
-    let _ = goheap::binary::runtime_symbols_from_debug_file(&tmp.0);
+    let _ = goheap::binary::locate::runtime_symbols_from_debug_file(&tmp.0);
     let Ok(bin) = goheap::binary::GoBinary::open(&tmp.0) else {
         return;
     };
@@ -599,14 +599,8 @@ const BUCKET_BASES: &[u64] = &[0xc000_000000, 0x1000, 0x7fff_ffff_0000];
 
 /// Layouts by Go version: 1.19 (32 frames, byte counters), 1.23 (1026 frames), 1.27 (count-only).
 pub fn bucket_layouts() -> [RuntimeLayout; 3] {
-    [(1, 19), (1, 23), (1, 27)].map(|(major, minor)| {
-        RuntimeLayout::for_version(&GoVersion {
-            major,
-            minor,
-            patch: 0,
-            raw: format!("go{major}.{minor}"),
-        })
-    })
+    [(1, 19), (1, 23), (1, 27)]
+        .map(|(major, minor)| RuntimeLayout::for_version(&GoVersion::new(major, minor)))
 }
 
 /// Header of a `bucket_walk` input: `[flags u8][head offset u32][cycle u32][rate u64]`, then the image.
@@ -658,8 +652,8 @@ pub fn bucket_walk(data: &[u8]) {
     let _ = check_layout(&layout, "go1.fuzz", &walk.buckets);
     let cycle = (cycle & 1 == 0).then_some(cycle >> 1);
     for r in memprofile_records(&walk.buckets, cycle) {
-        let _ = goheap::heap_profile::record_values(&r, rate, &layout);
-        let _ = goheap::heap_profile::record_values(&r, 512 * 1024, &layout);
+        let _ = goheap::profile::heap::record_values(&r, rate, &layout);
+        let _ = goheap::profile::heap::record_values(&r, 512 * 1024, &layout);
     }
 }
 
@@ -674,7 +668,7 @@ pub fn pprof_decode(data: &[u8]) {
     let _ = p.period_type_strings();
     let _ = p.flat_samples();
     let _ = p.flat_samples_with_limit(16);
-    let _ = goheap::heap_profile::summarize(&p, 10);
+    let _ = goheap::profile::summary::summarize(&p, 10);
     let _ = p.encode_plain();
 }
 

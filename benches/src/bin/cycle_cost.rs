@@ -13,11 +13,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use goheap::agent::tracker::IncrementalReader;
-use goheap::buckets::BucketWalker;
-use goheap::maps::MemoryMap;
-use goheap::memory::{ProcMem, RemoteMemory, VmReader, IOV_MAX};
-use goheap::process::{self, BinaryInfo, ProcPaths, RuntimeAddresses};
+use goheap::binary::BinaryInfo;
+use goheap::daemon::tracker::IncrementalReader;
+use goheap::runtime::walk::BucketWalker;
+use goheap::target::maps::MemoryMap;
+use goheap::target::memory::{ProcMem, RemoteMemory, VmReader, IOV_MAX};
+use goheap::target::open::{self, RuntimeAddresses};
+use goheap::target::procfs::ProcPaths;
 use goheap_benches::*;
 
 struct Row {
@@ -50,14 +52,14 @@ fn main() -> anyhow::Result<()> {
         let target = spawn_ready(cmd, &ready, Duration::from_secs(60))?;
         let pid = target.pid();
         let paths = ProcPaths::new(proc_root, pid);
-        let gobin = process::open_binary(&paths).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let gobin = open::open_binary(&paths).map_err(|e| anyhow::anyhow!("{e}"))?;
         let info = BinaryInfo::inspect(gobin, None);
         let symbols = info
             .symbols
             .clone()
             .ok_or_else(|| anyhow::anyhow!("no symbols"))?;
         let map = MemoryMap::read(proc_root, pid)?;
-        let bias = process::load_bias(&info, &map).ok_or_else(|| anyhow::anyhow!("no bias"))?;
+        let bias = open::load_bias(&info, &map).ok_or_else(|| anyhow::anyhow!("no bias"))?;
         let addrs = RuntimeAddresses::new(&symbols, bias);
 
         // Reference: pread, full walk, 2 reads per bucket.

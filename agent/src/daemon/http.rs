@@ -32,7 +32,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::error::Refusal;
-use crate::process;
+use crate::target::procfs;
 
 use super::collector::Shared;
 use super::profiles;
@@ -316,7 +316,7 @@ async fn profile_endpoint(
     let read = {
         let (root, cached) = (root.clone(), cached.clone());
         move || -> Result<profiles::FreshRead, Refusal> {
-            if process::start_time(&root, pid) != Some(start_time) {
+            if procfs::start_time(&root, pid) != Some(start_time) {
                 return Err(Refusal::NoSuchProcess { pid });
             }
             profiles::read_now(&root, pid, &cached)
@@ -325,7 +325,7 @@ async fn profile_endpoint(
     let result = match seconds {
         None => {
             tokio::task::spawn_blocking(move || {
-                if process::start_time(&root, pid) != Some(start_time) {
+                if procfs::start_time(&root, pid) != Some(start_time) {
                     return Err(Refusal::NoSuchProcess { pid });
                 }
                 profiles::heap(&root, pid, &cached)

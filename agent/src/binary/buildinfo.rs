@@ -5,7 +5,7 @@
 //! With inline strings, two uvarint-length-prefixed strings follow the header: the Go version and the
 //! module info. Go 1.19–1.27 all write the inline format; the older pointer format is refused.
 
-use std::fmt;
+use crate::runtime::version::GoVersion;
 
 /// Magic bytes at the start of `.go.buildinfo`.
 pub const BUILDINFO_MAGIC: &[u8; 14] = b"\xff Go buildinf:";
@@ -27,57 +27,9 @@ pub enum BuildInfoError {
     BadVersion,
 }
 
-/// A parsed Go release version such as `go1.21.13`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct GoVersion {
-    pub major: u32,
-    pub minor: u32,
-    pub patch: u32,
-    /// The string exactly as the binary records it, e.g. `go1.21.13` or `devel go1.24-abc`.
-    pub raw: String,
-}
-
-impl GoVersion {
-    /// Parses `go1.M[.P][suffix]`, also inside `devel go1.M-...` strings.
-    pub fn parse(raw: &str) -> Option<GoVersion> {
-        let start = raw.find("go1.")?;
-        let rest = &raw[start + 2..];
-        let mut nums = [0u32; 3];
-        let mut idx = 0;
-        let mut cur: Option<u32> = None;
-        for ch in rest.chars() {
-            if let Some(d) = ch.to_digit(10) {
-                cur = Some(cur.unwrap_or(0).checked_mul(10)?.checked_add(d)?);
-            } else if ch == '.' && idx < 2 && cur.is_some() {
-                nums[idx] = cur.take()?;
-                idx += 1;
-            } else {
-                break;
-            }
-        }
-        nums[idx] = cur?;
-        Some(GoVersion {
-            major: nums[0],
-            minor: nums[1],
-            patch: nums[2],
-            raw: raw.to_string(),
-        })
-    }
-
-    /// True when the version is at least `major.minor`.
-    pub fn at_least(&self, major: u32, minor: u32) -> bool {
-        (self.major, self.minor) >= (major, minor)
-    }
-}
-
-impl fmt::Display for GoVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.raw)
-    }
-}
-
-/// Decodes the Go version from the first bytes of `.go.buildinfo` (at most a few hundred are needed).
-pub fn parse_version(data: &[u8]) -> Result<GoVersion, BuildInfoError> {
+/// Decodes the Go version from the first bytes of `.go.buildinfo` (at most a few hundred are needed):
+/// the parsed release and the string exactly as the binary records it.
+pub fn parse_version(data: &[u8]) -> Result<(GoVersion, String), BuildInfoError> {
     if data.len() < HEADER_LEN {
         return Err(BuildInfoError::Truncated(data.len()));
     }
@@ -97,7 +49,8 @@ pub fn parse_version(data: &[u8]) -> Result<GoVersion, BuildInfoError> {
         .get(used..used + len as usize)
         .ok_or(BuildInfoError::Truncated(data.len()))?;
     let s = std::str::from_utf8(bytes).map_err(|_| BuildInfoError::BadVersion)?;
-    GoVersion::parse(s).ok_or(BuildInfoError::BadVersion)
+    let v = GoVersion::parse(s).ok_or(BuildInfoError::BadVersion)?;
+    Ok((v, s.to_string()))
 }
 
 /// How many bytes of `.go.buildinfo` [`parse_version`] may need.
@@ -131,13 +84,16 @@ mod tests {
 
     #[test]
     fn parses_versions() {
-        let v = parse_version(&header("go1.21.13")).unwrap();
-        assert_eq!((v.major, v.minor, v.patch), (1, 21, 13));
-        let v = parse_version(&header("go1.22rc1")).unwrap();
-        assert_eq!((v.major, v.minor, v.patch), (1, 22, 0));
-        let v = GoVersion::parse("devel go1.24-abcdef Tue").unwrap();
-        assert_eq!((v.major, v.minor), (1, 24));
-        assert!(v.at_least(1, 23) && !v.at_least(1, 25));
+        let (v, raw) = parse_version(&header("go1.21.13")).unwrap();
+        assert_eq!(
+            (v.major, v.minor, v.patch, raw.as_str()),
+            (1, 21, 13, "go1.21.13")
+        );
+        let (v, raw) = parse_version(&header("go1.22rc1")).unwrap();
+        assert_eq!(
+            (v.major, v.minor, v.patch, raw.as_str()),
+            (1, 22, 0, "go1.22rc1")
+        );
     }
 
     #[test]

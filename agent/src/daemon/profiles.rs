@@ -5,12 +5,13 @@ use std::path::Path;
 
 use pprof_proto::Profile;
 
-use crate::buckets::MemProfileRecord;
+use crate::binary::CachedBinary;
 use crate::error::Refusal;
-use crate::heap_profile::{self, HeapProfileOptions};
-use crate::maps::MemoryMap;
-use crate::process::HeapSnapshot;
-use crate::profiler::{self, CachedBinary};
+use crate::profile::heap::{self, HeapProfileOptions};
+use crate::profile::oneshot;
+use crate::runtime::snapshot::HeapSnapshot;
+use crate::runtime::walk::MemProfileRecord;
+use crate::target::maps::MemoryMap;
 
 use super::tracker;
 
@@ -23,7 +24,7 @@ pub struct FreshRead {
 
 /// Reads `pid` now (a full walk, independent of the collector's state).
 pub fn read_now(proc_root: &Path, pid: i32, cached: &CachedBinary) -> Result<FreshRead, Refusal> {
-    let (snapshot, map, bias) = profiler::read_process(proc_root, pid, &cached.info)?;
+    let (snapshot, map, bias) = oneshot::read_process(proc_root, pid, &cached.info)?;
     Ok(FreshRead {
         snapshot,
         map,
@@ -45,7 +46,7 @@ pub fn build(
         detail: format!("cannot read .gopclntab: {detail}"),
     })?;
     let opts = HeapProfileOptions::for_binary(&cached.info, bias, map);
-    heap_profile::build(records, rate, &symbolizer, &opts).map_err(|e| Refusal::Corrupt {
+    heap::build(records, rate, &symbolizer, &opts).map_err(|e| Refusal::Corrupt {
         pid,
         detail: e.to_string(),
     })

@@ -9,7 +9,7 @@
 //! `memRecordCycle` is `{allocs, frees, alloc_bytes, free_bytes uintptr}` (32 bytes) up to Go 1.26;
 //! Go 1.27 shrank it to `{allocs, frees uintptr}` (16 bytes): bytes are `count × bucket.size`.
 
-use crate::buildinfo::GoVersion;
+use crate::runtime::version::GoVersion;
 
 /// `bucketType` value of memory-profile buckets (`memProfile bucketType = 1 + iota`).
 pub const MEM_PROFILE_BUCKET: u64 = 1;
@@ -21,9 +21,6 @@ pub const OFF_SIZE: u64 = 32;
 pub const OFF_NSTK: u64 = 40;
 /// `len(memRecord{}.future)`.
 pub const FUTURE_CYCLES: usize = 3;
-/// Oldest and newest Go minor versions this build of goheap was tested against.
-pub const OLDEST_TESTED_MINOR: u32 = 19;
-pub const NEWEST_TESTED_MINOR: u32 = 27;
 
 /// How to read buckets and shape the profile for one Go version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +47,7 @@ impl RuntimeLayout {
     /// The layout for `v` (versions outside 1.19–1.27 get the nearest known layout, `tested: false`).
     pub fn for_version(v: &GoVersion) -> RuntimeLayout {
         let minor = if v.major == 1 { v.minor } else { u32::MAX };
-        let tested = v.major == 1 && (OLDEST_TESTED_MINOR..=NEWEST_TESTED_MINOR).contains(&minor);
+        let tested = v.is_tested();
         let cycle_has_bytes = minor < 27;
         RuntimeLayout {
             header_size: 48,

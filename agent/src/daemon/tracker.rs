@@ -4,15 +4,17 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::buckets::{
-    self, BucketWalker, Cycle, MemProfileRecord, MemRecord, RawBucket, WalkLimits,
-};
+use crate::binary::BinaryInfo;
 use crate::error::Refusal;
-use crate::heap_profile;
-use crate::layout::{RuntimeLayout, FUTURE_CYCLES};
-use crate::maps::MemoryMap;
-use crate::memory::{ReadRequest, ReadStats, RemoteMemory};
-use crate::process::{self, BinaryInfo, HeapSnapshot, RuntimeAddresses};
+use crate::profile::heap;
+use crate::runtime::layout::{RuntimeLayout, FUTURE_CYCLES};
+use crate::runtime::snapshot::{self, HeapSnapshot};
+use crate::runtime::walk::{
+    BucketWalker, Cycle, MemProfileRecord, MemRecord, RawBucket, WalkLimits,
+};
+use crate::target::maps::MemoryMap;
+use crate::target::memory::{ReadRequest, ReadStats, RemoteMemory};
+use crate::target::open::RuntimeAddresses;
 
 /// A process identity that survives pid reuse: the pid and its start time (clock ticks since boot).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -261,11 +263,11 @@ impl<M: RemoteMemory> IncrementalReader<M> {
         let walker = BucketWalker::new(&self.mem, self.layout, Some(&self.map));
         let records = walker
             .reread_records(&triples, &mut extra)
-            .map_err(|e| process::walk_refusal(pid, e, info, proc_root))?;
+            .map_err(|e| snapshot::walk_refusal(pid, e, info, proc_root))?;
         let extra_ok: Vec<bool> = extra.iter().map(|r| r.got == r.buf.len()).collect();
         drop(extra);
         if !extra_ok.iter().all(|ok| *ok) {
-            return Err(if process::process_ended(proc_root, pid) {
+            return Err(if crate::target::procfs::process_ended(proc_root, pid) {
                 Refusal::ProcessExited { pid }
             } else {
                 Refusal::Corrupt {
@@ -275,7 +277,7 @@ impl<M: RemoteMemory> IncrementalReader<M> {
             });
         }
         let rate = u64::from_le_bytes(rate_buf);
-        process::check_mem_profile_rate(pid, rate, info)?;
+        snapshot::check_mem_profile_rate(pid, rate, info)?;
         self.rate = rate;
         if self.addrs.mprof_cycle.is_some() {
             self.cycle = Some(u32::from_le_bytes(cycle_buf) >> 1);
@@ -298,7 +300,7 @@ impl<M: RemoteMemory> IncrementalReader<M> {
             let index = &self.index;
             let walk = walker
                 .walk_until(head, |a| index.contains_key(&a))
-                .map_err(|e| process::walk_refusal(pid, e, info, proc_root))?;
+                .map_err(|e| snapshot::walk_refusal(pid, e, info, proc_root))?;
             if walk.warning.is_some() || walk.resume_at.is_some() {
                 // Some new buckets are missing (a bad list, or out of time between new buckets
                 // and known ones): walk everything next time.
@@ -336,7 +338,7 @@ impl<M: RemoteMemory> IncrementalReader<M> {
         let index = &self.index;
         let walk = walker
             .walk_until(tail, |a| index.contains_key(&a))
-            .map_err(|e| process::walk_refusal(pid, e, info, proc_root))?;
+            .map_err(|e| snapshot::walk_refusal(pid, e, info, proc_root))?;
         self.tail = walk.resume_at;
         if walk.warning.is_some() {
             self.tail = None;
@@ -356,7 +358,7 @@ impl<M: RemoteMemory> IncrementalReader<M> {
             self.map = m;
         }
         let limits = self.limits();
-        let snap = process::read_snapshot_within(
+        let snap = snapshot::read_snapshot_within(
             &self.mem,
             info,
             &self.addrs,
@@ -470,7 +472,7 @@ impl DeltaTracker {
                     free_bytes: 0,
                     stack: Vec::new(),
                 };
-                let (v, _) = heap_profile::record_values(&rec, rate, layout);
+                let (v, _) = heap::record_values(&rec, rate, layout);
                 out.alloc_objects = out.alloc_objects.saturating_add(v[0].max(0) as u64);
                 out.alloc_bytes = out.alloc_bytes.saturating_add(v[1].max(0) as u64);
                 out.grown.push((i, d));
@@ -484,7 +486,7 @@ impl DeltaTracker {
                 free_bytes: mark.free_bytes.min(mark.alloc_bytes).min(i64::MAX as u64) as i64,
                 stack: Vec::new(),
             };
-            let (v, _) = heap_profile::record_values(&inuse, rate, layout);
+            let (v, _) = heap::record_values(&inuse, rate, layout);
             out.inuse_objects = out.inuse_objects.saturating_add(v[2].max(0));
             out.inuse_bytes = out.inuse_bytes.saturating_add(v[3].max(0));
         }
@@ -555,12 +557,12 @@ pub fn snapshot_delta(earlier: &HeapSnapshot, later: &HeapSnapshot) -> Vec<MemPr
 }
 
 /// Re-exported for callers that build records from snapshots.
-pub use buckets::memprofile_records;
+pub use crate::runtime::walk::memprofile_records;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::buildinfo::GoVersion;
+    use crate::runtime::version::GoVersion;
 
     fn layout() -> RuntimeLayout {
         RuntimeLayout::for_version(&GoVersion::parse("go1.23.9").unwrap())

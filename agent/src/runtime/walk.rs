@@ -8,9 +8,9 @@
 
 use std::collections::HashSet;
 
-use crate::layout::{self, RuntimeLayout, FUTURE_CYCLES};
-use crate::maps::MemoryMap;
-use crate::memory::{MemoryError, ReadRequest, RemoteMemory};
+use crate::runtime::layout::{self, RuntimeLayout, FUTURE_CYCLES};
+use crate::target::maps::MemoryMap;
+use crate::target::memory::{MemoryError, ReadRequest, RemoteMemory};
 
 /// Bounds on one walk.
 #[derive(Debug, Clone, Copy)]
@@ -475,8 +475,8 @@ pub fn memprofile_records(buckets: &[RawBucket], cycle: Option<u32>) -> Vec<MemP
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::buildinfo::GoVersion;
-    use crate::memory::ReadStats;
+    use crate::runtime::version::GoVersion;
+    use crate::target::memory::ReadStats;
     use std::collections::BTreeMap;
 
     /// A fake address space: a set of byte ranges.

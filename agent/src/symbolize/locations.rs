@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 
-use crate::pclntab::{Frame, GoVersion, Pclntab};
+use crate::symbolize::pclntab::{Frame, GoVersion, Pclntab};
 
 /// `lookupTried` of runtime/pprof: symbolization was attempted.
 pub const LOOKUP_TRIED: u8 = 1;

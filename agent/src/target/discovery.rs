@@ -4,9 +4,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::binary::{BinaryCache, BinaryInfo};
 use crate::error::Refusal;
-use crate::process::{self, BinaryInfo, ProcPaths};
-use crate::profiler::BinaryCache;
+use crate::target::procfs::{self, ProcPaths};
 
 /// What goheap can do with a process, as shown by `goheap ps`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -70,13 +70,13 @@ pub fn summarize(
     pid: i32,
 ) -> Option<GoProcessSummary> {
     let paths = ProcPaths::new(proc_root, pid);
-    let binary_path = process::exe_target(&paths).unwrap_or_default();
+    let binary_path = procfs::exe_target(&paths).unwrap_or_default();
     match binaries.get(&paths) {
         Ok(cached) => Some(summary_from_info(pid, binary_path, &cached.info)),
         Err(Refusal::PermissionDenied { .. }) => Some(GoProcessSummary {
             pid,
             binary: if binary_path.is_empty() {
-                format!("[{}]", process::comm(proc_root, pid).unwrap_or_default())
+                format!("[{}]", procfs::comm(proc_root, pid).unwrap_or_default())
             } else {
                 binary_path
             },
@@ -110,8 +110,9 @@ pub fn summary_from_info(pid: i32, binary: String, info: &BinaryInfo) -> GoProce
         (
             ProcessState::Unsupported,
             Some(format!(
-                "{} is outside the tested range Go 1.19–1.27; goheap will try",
-                info.binary.go_version
+                "{} is outside the tested range {}; goheap will try",
+                info.binary.go_version_raw,
+                crate::runtime::version::SUPPORTED_RANGE
             )),
         )
     } else {
@@ -120,7 +121,7 @@ pub fn summary_from_info(pid: i32, binary: String, info: &BinaryInfo) -> GoProce
     GoProcessSummary {
         pid,
         binary,
-        go_version: Some(info.binary.go_version.raw.clone()),
+        go_version: Some(info.binary.go_version_raw.clone()),
         state,
         method: info.symbols.as_ref().map(|s| s.method.as_str().to_string()),
         detail,

@@ -1,10 +1,11 @@
 //! Per-binary symbolization state: the parsed `.gopclntab` of one executable.
 //!
-//! The file is memory-mapped only while parsing; [`crate::pclntab::Pclntab`] keeps its own copy of the
+//! The file is memory-mapped only while parsing; [`crate::symbolize::pclntab::Pclntab`] keeps its own copy of the
 //! tables it needs, so the mapping (and the file's page cache footprint in our RSS) is released.
 
 use crate::binary::GoBinary;
-use crate::pclntab::{GoVersion as PclnVersion, Pclntab, PclntabError};
+use crate::runtime::version::GoVersion;
+use crate::symbolize::pclntab::{Pclntab, PclntabError};
 
 /// Errors preparing symbolization.
 #[derive(Debug, thiserror::Error)]
@@ -36,12 +37,12 @@ impl Symbolizer {
             })?;
         let pclntab = Pclntab::parse(&map)?;
         drop(map);
-        Ok(Self::from_pclntab(pclntab, &binary.go_version))
+        Ok(Self::from_pclntab(pclntab, binary.go_version))
     }
 
     /// Wraps an already parsed pclntab of a binary built by Go `version`.
-    pub fn from_pclntab(mut pclntab: Pclntab, version: &crate::buildinfo::GoVersion) -> Symbolizer {
-        pclntab.set_go_version(PclnVersion::new(version.major, version.minor));
+    pub fn from_pclntab(mut pclntab: Pclntab, version: GoVersion) -> Symbolizer {
+        pclntab.set_go_version(version);
         Symbolizer { pclntab }
     }
 

@@ -2,7 +2,7 @@
 //! the addresses of the runtime globals goheap reads.
 //!
 //! Only headers are read when opening (`object::ReadCache` reads ranges on demand); `.symtab` is
-//! scanned with [`crate::symtab::SymbolTable`] in fixed memory. Open targets through `/proc/PID/exe` so
+//! scanned with [`crate::binary::symtab::SymbolTable`] in fixed memory. Open targets through `/proc/PID/exe` so
 //! binaries in other mount namespaces (containers) resolve.
 
 use std::fs::File;
@@ -13,14 +13,9 @@ use object::elf;
 use object::read::elf::{FileHeader, ProgramHeader, SectionHeader};
 use object::{Endianness, ReadCache};
 
-use crate::buildinfo::{self, BuildInfoError, GoVersion};
-use crate::symtab::{ScanStats, SymbolTable, SymtabError, SymtabLocation};
-
-/// Runtime globals goheap looks up in `.symtab`.
-pub const SYM_MBUCKETS: &str = "runtime.mbuckets";
-pub const SYM_MEM_PROFILE_RATE: &str = "runtime.MemProfileRate";
-pub const SYM_DISABLE_MEMORY_PROFILING: &str = "runtime.disableMemoryProfiling";
-pub const SYM_MPROF_CYCLE: &str = "runtime.mProfCycle";
+use crate::binary::buildinfo::{self, BuildInfoError};
+use crate::binary::symtab::{SymtabError, SymtabLocation};
+use crate::runtime::version::GoVersion;
 
 /// Sections are refused beyond this count (a Go binary has ~40; cgo binaries ~60).
 const MAX_SECTIONS: usize = 4096;
@@ -98,41 +93,6 @@ pub enum Arch {
     Other,
 }
 
-/// Addresses of the runtime globals (unrelocated ELF virtual addresses), and how they were found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuntimeSymbols {
-    pub mbuckets: u64,
-    pub mem_profile_rate: u64,
-    pub disable_memory_profiling: Option<u64>,
-    pub mprof_cycle: Option<u64>,
-    /// `symtab`, `debug-file` or `code-reference`.
-    pub method: LocateMethod,
-}
-
-/// How the runtime globals were located.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum LocateMethod {
-    Symtab,
-    DebugFile,
-    CodeReference,
-}
-
-impl LocateMethod {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LocateMethod::Symtab => "symtab",
-            LocateMethod::DebugFile => "debug-file",
-            LocateMethod::CodeReference => "code-reference",
-        }
-    }
-
-    /// Whether an address found this way is proven enough to be written to (force mode).
-    pub fn proven_by_symbols(self) -> bool {
-        matches!(self, LocateMethod::Symtab | LocateMethod::DebugFile)
-    }
-}
-
 /// A Go executable, opened and inspected.
 #[derive(Debug)]
 pub struct GoBinary {
@@ -144,6 +104,8 @@ pub struct GoBinary {
     pub is_pie: bool,
     pub little_endian: bool,
     pub go_version: GoVersion,
+    /// The version string exactly as `.go.buildinfo` records it (`go1.22rc1`, `devel go1.24-abc …`).
+    pub go_version_raw: String,
     pub sections: Vec<SectionInfo>,
     pub segments: Vec<LoadSegment>,
     /// GNU build ID (hex) if present.
@@ -244,12 +206,8 @@ impl GoBinary {
             arch,
             is_pie,
             little_endian,
-            go_version: GoVersion {
-                major: 0,
-                minor: 0,
-                patch: 0,
-                raw: String::new(),
-            },
+            go_version: GoVersion::new(0, 0),
+            go_version_raw: String::new(),
             sections,
             segments,
             gnu_build_id: None,
@@ -267,7 +225,7 @@ impl GoBinary {
                 source,
             })?;
         head.truncate(n);
-        bin.go_version = buildinfo::parse_version(&head)
+        (bin.go_version, bin.go_version_raw) = buildinfo::parse_version(&head)
             .map_err(|e| BinaryError::BuildInfo(display.clone(), e))?;
         bin.gnu_build_id = bin.read_note(".note.gnu.build-id").map(|d| hex(&d));
         bin.go_build_id = bin
@@ -347,17 +305,6 @@ impl GoBinary {
         })
     }
 
-    /// Looks up the runtime globals in this file's `.symtab` (streaming, fixed memory).
-    /// `Ok(None)` when the binary has no `.symtab` or lacks `runtime.mbuckets`.
-    pub fn runtime_symbols_from_symtab(
-        &self,
-    ) -> Result<Option<(RuntimeSymbols, ScanStats)>, BinaryError> {
-        let Some(loc) = self.symtab_location() else {
-            return Ok(None);
-        };
-        scan_runtime_symbols(&self.file, loc, &self.path, LocateMethod::Symtab)
-    }
-
     /// Reads a little integer stored in the file image at virtual address `addr` (for initialized data
     /// such as `runtime.disableMemoryProfiling`); `None` for `.bss`/unmapped addresses.
     pub fn read_initialized(&self, addr: u64, len: usize) -> Option<u64> {
@@ -385,75 +332,4 @@ impl GoBinary {
 
 fn hex(d: &[u8]) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Scans `.symtab` at `loc` of `file` for the runtime globals; `Ok(None)` if `runtime.mbuckets` or
-/// `runtime.MemProfileRate` is missing.
-fn scan_runtime_symbols(
-    file: &File,
-    loc: SymtabLocation,
-    path: &Path,
-    method: LocateMethod,
-) -> Result<Option<(RuntimeSymbols, ScanStats)>, BinaryError> {
-    let names = [
-        SYM_MBUCKETS,
-        SYM_MEM_PROFILE_RATE,
-        SYM_DISABLE_MEMORY_PROFILING,
-        SYM_MPROF_CYCLE,
-    ];
-    let table = SymbolTable::find(file, loc, &names)
-        .map_err(|e| BinaryError::Symtab(path.display().to_string(), e))?;
-    let (Some(mb), Some(rate)) = (table.get(SYM_MBUCKETS), table.get(SYM_MEM_PROFILE_RATE)) else {
-        return Ok(None);
-    };
-    Ok(Some((
-        RuntimeSymbols {
-            mbuckets: mb.value,
-            mem_profile_rate: rate.value,
-            disable_memory_profiling: table.get(SYM_DISABLE_MEMORY_PROFILING).map(|s| s.value),
-            mprof_cycle: table.get(SYM_MPROF_CYCLE).map(|s| s.value),
-            method,
-        },
-        table.stats,
-    )))
-}
-
-/// The runtime globals from a separate debug file (which has `.symtab` but usually no loadable data),
-/// reading only its headers and, streaming, its symbol table.
-pub fn runtime_symbols_from_debug_file(path: &Path) -> Result<Option<RuntimeSymbols>, BinaryError> {
-    let display = path.display().to_string();
-    let io = |source| BinaryError::Io {
-        path: display.clone(),
-        source,
-    };
-    let file = File::open(path).map_err(io)?;
-    let loc = {
-        let cache = ReadCache::new(&file);
-        let header = elf::FileHeader64::<Endianness>::parse(&cache)
-            .map_err(|e| BinaryError::NotElf(display.clone(), e))?;
-        let endian = header
-            .endian()
-            .map_err(|e| BinaryError::NotElf(display.clone(), e))?;
-        let table = header
-            .sections(endian, &cache)
-            .map_err(|e| BinaryError::NotElf(display.clone(), e))?;
-        let found = table
-            .iter()
-            .enumerate()
-            .find(|(_, sh)| sh.sh_type(endian) == elf::SHT_SYMTAB);
-        let Some((_, symtab)) = found else {
-            return Ok(None);
-        };
-        let Some(strtab) = table.iter().nth(symtab.sh_link(endian) as usize) else {
-            return Ok(None);
-        };
-        SymtabLocation {
-            symtab_offset: symtab.sh_offset(endian),
-            symtab_size: symtab.sh_size(endian),
-            strtab_offset: strtab.sh_offset(endian),
-            strtab_size: strtab.sh_size(endian),
-            little_endian: matches!(endian, Endianness::Little),
-        }
-    };
-    Ok(scan_runtime_symbols(&file, loc, path, LocateMethod::DebugFile)?.map(|(s, _)| s))
 }

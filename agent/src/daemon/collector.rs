@@ -9,11 +9,13 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::binary::BinaryIdentity;
-use crate::discovery;
+use crate::binary::{BinaryCache, CachedBinary};
 use crate::error::Refusal;
-use crate::memory::{self, ReadStats, RemoteMemory, VmReader};
-use crate::process::{self, ProcPaths, RuntimeAddresses, DEFAULT_MEM_PROFILE_RATE};
-use crate::profiler::{BinaryCache, CachedBinary};
+use crate::runtime::snapshot::DEFAULT_MEM_PROFILE_RATE;
+use crate::target::discovery;
+use crate::target::memory::{self, ReadStats, RemoteMemory, VmReader};
+use crate::target::open::{self, RuntimeAddresses};
+use crate::target::procfs::{self, ProcPaths};
 
 use super::cgroup::{self, ContainerInfo};
 use super::metrics::{AgentMetrics, ProcessLabels};
@@ -194,7 +196,7 @@ impl Collector {
             .filter_map(|pid| {
                 Some(ProcessKey {
                     pid,
-                    start_time: process::start_time(&root, pid)?,
+                    start_time: procfs::start_time(&root, pid)?,
                 })
             })
             .collect();
@@ -290,7 +292,7 @@ impl Collector {
         if self.not_go.contains(&id) {
             return Kind::NotGo;
         }
-        let binary = process::exe_target(paths).unwrap_or_default();
+        let binary = procfs::exe_target(paths).unwrap_or_default();
         let binary_name = binary_name(&binary);
         let go = |cached: Option<Arc<CachedBinary>>, go_version: String, detail: Option<String>| {
             let container = cgroup::read(&paths.root, key.pid);
@@ -331,7 +333,7 @@ impl Collector {
         };
         match self.binaries.get(paths) {
             Ok(cached) => {
-                let v = cached.info.binary.go_version.raw.clone();
+                let v = cached.info.binary.go_version_raw.clone();
                 go(Some(cached), v, None)
             }
             Err(Refusal::NotGo { .. }) => {
@@ -599,7 +601,7 @@ fn open_reader(
     cached: &CachedBinary,
 ) -> Result<(IncrementalReader<VmReader>, RuntimeAddresses, u64), Refusal> {
     let info = &cached.info;
-    let process::OpenedProcess { mem, map, addrs } = process::OpenedProcess::open(root, pid, info)?;
+    let open::OpenedProcess { mem, map, addrs } = open::OpenedProcess::open(root, pid, info)?;
     let bias = addrs.bias;
     Ok((
         IncrementalReader::new(mem, map, addrs, info.layout),

@@ -1,6 +1,6 @@
 //! Building the pprof heap profile exactly like `runtime/pprof.writeHeapProto` of the target's Go
 //! version: same sample types and period, the `scaleHeapSample` unsampling, the `bytes` label, the
-//! leading-runtime-frame hiding and `appendLocsForStack` location building (in [`crate::stack`]).
+//! leading-runtime-frame hiding and `appendLocsForStack` location building (in [`crate::symbolize::locations`]).
 //!
 //! Units: record counters are *sampled* objects and bytes; profile values are *scaled* estimates of
 //! all objects and bytes (`count × 1/(1 − e^(−avg/rate))`), exactly as the runtime writes them.
@@ -11,12 +11,12 @@ use pprof_proto::{
     FrameLine, LocationId, MappingId, MappingInfo, Profile, ProfileBuilder, SampleLabel,
 };
 
-use crate::buckets::MemProfileRecord;
-use crate::layout::RuntimeLayout;
-use crate::maps::{split_dev, MemoryMap};
-use crate::process::BinaryInfo;
-use crate::stack::{LocationBuilder, LOOKUP_TRIED};
-use crate::symbolizer::Symbolizer;
+use crate::binary::BinaryInfo;
+use crate::runtime::layout::RuntimeLayout;
+use crate::runtime::walk::MemProfileRecord;
+use crate::symbolize::locations::{LocationBuilder, LOOKUP_TRIED};
+use crate::symbolize::symbolizer::Symbolizer;
+use crate::target::maps::{split_dev, MemoryMap};
 
 /// Errors assembling the profile (only on internal inconsistencies).
 #[derive(Debug, thiserror::Error)]
@@ -255,44 +255,6 @@ pub fn build(
         b.add_sample(&stack, &values, &labels)?;
     }
     Ok(b.build())
-}
-
-/// Totals and top functions of a heap profile, for the CLI summary.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ProfileSummary {
-    pub alloc_objects: i64,
-    pub alloc_bytes: i64,
-    pub inuse_objects: i64,
-    pub inuse_bytes: i64,
-    /// (function, flat alloc_space bytes), largest first.
-    pub top_alloc: Vec<(String, i64)>,
-}
-
-/// Sums the four values and ranks leaf functions by alloc_space (pprof's `-top -sample_index=alloc_space`).
-pub fn summarize(p: &Profile, top: usize) -> ProfileSummary {
-    let mut s = ProfileSummary::default();
-    let mut flat: HashMap<String, i64> = HashMap::new();
-    let Ok(samples) = p.flat_samples() else {
-        return s;
-    };
-    for smp in samples {
-        if smp.values.len() < 4 {
-            continue;
-        }
-        s.alloc_objects = s.alloc_objects.saturating_add(smp.values[0]);
-        s.alloc_bytes = s.alloc_bytes.saturating_add(smp.values[1]);
-        s.inuse_objects = s.inuse_objects.saturating_add(smp.values[2]);
-        s.inuse_bytes = s.inuse_bytes.saturating_add(smp.values[3]);
-        if let Some(leaf) = smp.stack.first() {
-            let e = flat.entry(leaf.0.clone()).or_default();
-            *e = e.saturating_add(smp.values[1]);
-        }
-    }
-    let mut v: Vec<(String, i64)> = flat.into_iter().filter(|(_, b)| *b > 0).collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    v.truncate(top);
-    s.top_alloc = v;
-    s
 }
 
 #[cfg(test)]

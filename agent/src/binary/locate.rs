@@ -1,0 +1,240 @@
+//! The one place that decides how a binary's runtime globals are located: `.symtab`, then a separate
+//! debug file, then code references; and the per-binary facts every process of it shares.
+
+use std::fs::File;
+use std::path::Path;
+
+use object::read::elf::{FileHeader, SectionHeader};
+use object::{elf, Endianness, ReadCache};
+
+use crate::binary::elf::{BinaryError, GoBinary};
+use crate::binary::symtab::{ScanStats, SymbolTable, SymtabLocation};
+use crate::runtime::layout::RuntimeLayout;
+use crate::target::procfs::TargetView;
+
+/// Runtime globals goheap looks up in `.symtab`.
+pub const SYM_MBUCKETS: &str = "runtime.mbuckets";
+pub const SYM_MEM_PROFILE_RATE: &str = "runtime.MemProfileRate";
+pub const SYM_DISABLE_MEMORY_PROFILING: &str = "runtime.disableMemoryProfiling";
+pub const SYM_MPROF_CYCLE: &str = "runtime.mProfCycle";
+
+/// Addresses of the runtime globals (unrelocated ELF virtual addresses), and how they were found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeSymbols {
+    pub mbuckets: u64,
+    pub mem_profile_rate: u64,
+    pub disable_memory_profiling: Option<u64>,
+    pub mprof_cycle: Option<u64>,
+    /// `symtab`, `debug-file` or `code-reference`.
+    pub method: LocateMethod,
+}
+
+/// How the runtime globals were located.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LocateMethod {
+    Symtab,
+    DebugFile,
+    CodeReference,
+}
+
+impl LocateMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LocateMethod::Symtab => "symtab",
+            LocateMethod::DebugFile => "debug-file",
+            LocateMethod::CodeReference => "code-reference",
+        }
+    }
+
+    /// Whether an address found this way is proven enough to be written to (force mode).
+    pub fn proven_by_symbols(self) -> bool {
+        matches!(self, LocateMethod::Symtab | LocateMethod::DebugFile)
+    }
+}
+
+impl GoBinary {
+    /// Looks up the runtime globals in this file's `.symtab` (streaming, fixed memory).
+    /// `Ok(None)` when the binary has no `.symtab` or lacks `runtime.mbuckets`.
+    pub fn runtime_symbols_from_symtab(
+        &self,
+    ) -> Result<Option<(RuntimeSymbols, ScanStats)>, BinaryError> {
+        let Some(loc) = self.symtab_location() else {
+            return Ok(None);
+        };
+        scan_runtime_symbols(&self.file, loc, &self.path, LocateMethod::Symtab)
+    }
+}
+
+/// Scans `.symtab` at `loc` of `file` for the runtime globals; `Ok(None)` if `runtime.mbuckets` or
+/// `runtime.MemProfileRate` is missing.
+fn scan_runtime_symbols(
+    file: &File,
+    loc: SymtabLocation,
+    path: &Path,
+    method: LocateMethod,
+) -> Result<Option<(RuntimeSymbols, ScanStats)>, BinaryError> {
+    let names = [
+        SYM_MBUCKETS,
+        SYM_MEM_PROFILE_RATE,
+        SYM_DISABLE_MEMORY_PROFILING,
+        SYM_MPROF_CYCLE,
+    ];
+    let table = SymbolTable::find(file, loc, &names)
+        .map_err(|e| BinaryError::Symtab(path.display().to_string(), e))?;
+    let (Some(mb), Some(rate)) = (table.get(SYM_MBUCKETS), table.get(SYM_MEM_PROFILE_RATE)) else {
+        return Ok(None);
+    };
+    Ok(Some((
+        RuntimeSymbols {
+            mbuckets: mb.value,
+            mem_profile_rate: rate.value,
+            disable_memory_profiling: table.get(SYM_DISABLE_MEMORY_PROFILING).map(|s| s.value),
+            mprof_cycle: table.get(SYM_MPROF_CYCLE).map(|s| s.value),
+            method,
+        },
+        table.stats,
+    )))
+}
+
+/// The runtime globals from a separate debug file (which has `.symtab` but usually no loadable data),
+/// reading only its headers and, streaming, its symbol table.
+pub fn runtime_symbols_from_debug_file(path: &Path) -> Result<Option<RuntimeSymbols>, BinaryError> {
+    let display = path.display().to_string();
+    let io = |source| BinaryError::Io {
+        path: display.clone(),
+        source,
+    };
+    let file = File::open(path).map_err(io)?;
+    let loc = {
+        let cache = ReadCache::new(&file);
+        let header = elf::FileHeader64::<Endianness>::parse(&cache)
+            .map_err(|e| BinaryError::NotElf(display.clone(), e))?;
+        let endian = header
+            .endian()
+            .map_err(|e| BinaryError::NotElf(display.clone(), e))?;
+        let table = header
+            .sections(endian, &cache)
+            .map_err(|e| BinaryError::NotElf(display.clone(), e))?;
+        let found = table
+            .iter()
+            .enumerate()
+            .find(|(_, sh)| sh.sh_type(endian) == elf::SHT_SYMTAB);
+        let Some((_, symtab)) = found else {
+            return Ok(None);
+        };
+        let Some(strtab) = table.iter().nth(symtab.sh_link(endian) as usize) else {
+            return Ok(None);
+        };
+        SymtabLocation {
+            symtab_offset: symtab.sh_offset(endian),
+            symtab_size: symtab.sh_size(endian),
+            strtab_offset: strtab.sh_offset(endian),
+            strtab_size: strtab.sh_size(endian),
+            little_endian: matches!(endian, Endianness::Little),
+        }
+    };
+    Ok(scan_runtime_symbols(&file, loc, path, LocateMethod::DebugFile)?.map(|(s, _)| s))
+}
+
+/// Static facts about a process's executable, shared by every process of the same binary.
+#[derive(Debug)]
+pub struct BinaryInfo {
+    pub binary: GoBinary,
+    pub layout: RuntimeLayout,
+    pub symbols: Option<RuntimeSymbols>,
+    /// Why `symbols` is `None`.
+    pub symbols_error: Option<String>,
+    /// The linker's `runtime.disableMemoryProfiling`, read from the file image.
+    pub linker_disabled_profiling: Option<bool>,
+    /// `.gopclntab` if locating the globals already parsed it (stripped binaries), so the
+    /// symbolizer takes it instead of parsing the file again.
+    pub parsed_pclntab: std::sync::Mutex<Option<crate::symbolize::pclntab::Pclntab>>,
+}
+
+impl BinaryInfo {
+    /// Inspects an executable: Go version, layout, runtime symbol addresses.
+    pub fn inspect(binary: GoBinary, view: Option<&TargetView>) -> BinaryInfo {
+        let layout = RuntimeLayout::for_version(&binary.go_version);
+        let (symbols, symbols_error, parsed_pclntab) = match locate_symbols(&binary, view) {
+            Ok((s, p)) => (Some(s), None, p),
+            Err(e) => (None, Some(e), None),
+        };
+        let linker_disabled_profiling = symbols
+            .as_ref()
+            .and_then(|s| s.disable_memory_profiling)
+            .and_then(|a| binary.read_initialized(a, 1))
+            .map(|v| v != 0);
+        BinaryInfo {
+            binary,
+            layout,
+            symbols,
+            symbols_error,
+            linker_disabled_profiling,
+            parsed_pclntab: std::sync::Mutex::new(parsed_pclntab),
+        }
+    }
+}
+
+/// Finds the runtime globals: `.symtab` first; for stripped binaries a separate debug file (by build
+/// ID or `.gnu_debuglink`, looked up inside the target's root), then references in the runtime's
+/// machine code (`.gopclntab` names the functions, their instructions name the globals).
+fn locate_symbols(
+    binary: &GoBinary,
+    view: Option<&TargetView>,
+) -> Result<(RuntimeSymbols, Option<crate::symbolize::pclntab::Pclntab>), String> {
+    match binary.runtime_symbols_from_symtab() {
+        Ok(Some((s, _))) => return Ok((s, None)),
+        Ok(None) => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    let stripped = if binary.symtab_location().is_none() {
+        "stripped: no .symtab"
+    } else {
+        ".symtab lacks runtime.mbuckets"
+    };
+    // SAFETY: read-only private mapping of an executable that is running (so it cannot be truncated:
+    // ETXTBSY); only read inside this function.
+    let map = unsafe { memmap2::Mmap::map(&binary.file) }
+        .map_err(|e| format!("{stripped}; mapping the binary: {e}"))?;
+    let exe_path = view
+        .map(|v| v.exe_path.clone())
+        .unwrap_or_else(|| binary.path.clone());
+    let root = view.map(|v| v.root.as_path());
+    if let Ok(Some(df)) = crate::binary::debugfile::find_debug_file_for_image(&exe_path, &map, root)
+    {
+        if let Ok(Some(s)) = runtime_symbols_from_debug_file(&df.path) {
+            return Ok((s, None));
+        }
+    }
+    let pclntab = crate::symbolize::pclntab::Pclntab::parse(&map)
+        .map_err(|e| format!("{stripped}; no debug file; .gopclntab: {e}"))?;
+    let found = crate::binary::coderef::recover_runtime_addresses(&map, &PclntabRanges(&pclntab))
+        .map_err(|e| format!("{stripped}; no debug file; code references: {e}"))?;
+    tracing::debug!(exe = %exe_path.display(), evidence = ?found.evidence, "runtime globals recovered from code references");
+    let symbols = RuntimeSymbols {
+        mbuckets: found.mbuckets,
+        mem_profile_rate: found.mem_profile_rate,
+        disable_memory_profiling: found.disable_memory_profiling,
+        mprof_cycle: found.mprof_cycle,
+        method: crate::binary::LocateMethod::CodeReference,
+    };
+    Ok((symbols, Some(pclntab)))
+}
+
+/// Function ranges from `.gopclntab`, for code-reference recovery.
+struct PclntabRanges<'a>(&'a crate::symbolize::pclntab::Pclntab);
+
+impl crate::binary::coderef::FunctionRanges for PclntabRanges<'_> {
+    fn function_range(&self, name: &str) -> Option<std::ops::Range<u64>> {
+        self.0.func_by_name(name).map(|f| f.entry..f.end)
+    }
+}
+
+/// `LocateMethod` name for displays.
+pub fn method_name(info: &BinaryInfo) -> &'static str {
+    info.symbols
+        .as_ref()
+        .map(|s| s.method.as_str())
+        .unwrap_or("none")
+}

@@ -1,0 +1,91 @@
+//! The `goheap` command line: argument parsing, dispatch to the subcommands, and the one place
+//! that turns a refusal into its line on stderr and its exit code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::{exit_code, Refusal, EXIT_CODES_HELP};
+
+mod profile;
+mod ps;
+
+use profile::ProfileArgs;
+use ps::PsArgs;
+
+#[derive(Parser)]
+#[command(
+    name = "goheap",
+    version,
+    about = "Read a running Go process's heap profile from outside: no code change, no restart, no pprof endpoint",
+    long_about = "goheap reads the Go runtime's own memory-profile buckets (runtime.mbuckets) out of a running \
+process through /proc/PID/mem and writes the pprof heap profile the runtime itself would write for \
+/debug/pprof/heap. It needs CAP_SYS_PTRACE over the target (root has it).",
+    after_help = EXIT_CODES_HELP
+)]
+struct Cli {
+    /// Where procfs is mounted (use the host's /proc from inside a container).
+    #[arg(long, global = true, env = "GOHEAP_PROC_ROOT", default_value = "/proc")]
+    proc_root: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write the heap profile of one Go process (gzipped pprof) and print a summary.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Profile(ProfileArgs),
+    /// List the Go processes on this machine and whether goheap can read them.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Ps(PsArgs),
+    /// Run the node agent: watch every Go process, serve /metrics and pprof over HTTP.
+    Agent(crate::daemon::AgentArgs),
+}
+
+/// Parses the command line, runs the subcommand and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                exit_code::USAGE
+            } else {
+                exit_code::OK
+            };
+            let _ = e.print();
+            return ExitCode::from(code as u8);
+        }
+    };
+    let result = match cli.command {
+        Command::Profile(args) => profile::run(&cli.proc_root, args),
+        Command::Ps(args) => ps::run(&cli.proc_root, args),
+        Command::Agent(args) => {
+            crate::daemon::run(cli.proc_root.clone(), args).map_err(Failure::Other)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Refused(r)) => {
+            eprintln!("goheap: {r}");
+            ExitCode::from(r.exit_code() as u8)
+        }
+        Err(Failure::Other(e)) => {
+            eprintln!("goheap: {e:#}");
+            ExitCode::from(exit_code::INTERNAL as u8)
+        }
+    }
+}
+
+/// How a subcommand failed: a refusal (its own exit code) or anything else (exit 1).
+pub(crate) enum Failure {
+    Refused(Refusal),
+    Other(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Other(e)
+    }
+}

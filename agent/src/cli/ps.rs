@@ -1,0 +1,65 @@
+//! `goheap ps`: the Go processes on this machine and whether goheap can read them.
+
+use std::io::Write;
+
+use clap::Args;
+
+use super::Failure;
+use crate::target::discovery::{self, ProcessState};
+
+#[derive(Args)]
+pub(crate) struct PsArgs {
+    /// Print JSON (one array) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also list processes goheap is not allowed to inspect (they may or may not be Go).
+    #[arg(long)]
+    pub all: bool,
+}
+
+pub(crate) fn run(proc_root: &std::path::Path, args: PsArgs) -> Result<(), Failure> {
+    let all = discovery::scan(proc_root);
+    let denied = all
+        .iter()
+        .filter(|p| p.state == ProcessState::PermissionDenied)
+        .count();
+    let rows: Vec<_> = all
+        .into_iter()
+        .filter(|p| args.all || p.state != ProcessState::PermissionDenied)
+        .collect();
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &rows).map_err(|e| Failure::Other(e.into()))?;
+        let _ = writeln!(out);
+    } else {
+        let _ = writeln!(
+            out,
+            "{:>8}  {:<19} {:<10} {:<15} BINARY",
+            "PID", "STATE", "GO", "METHOD"
+        );
+        for r in &rows {
+            let _ = writeln!(
+                out,
+                "{:>8}  {:<19} {:<10} {:<15} {}{}",
+                r.pid,
+                r.state.as_str(),
+                r.go_version.as_deref().unwrap_or("?"),
+                r.method.as_deref().unwrap_or("-"),
+                r.binary,
+                r.detail
+                    .as_ref()
+                    .map(|d| format!("  ({d})"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    if denied > 0 && !args.all {
+        let hint = if nix::unistd::geteuid().is_root() {
+            "not even root may read them: another user namespace, or a kernel policy"
+        } else {
+            "run as root or with CAP_SYS_PTRACE"
+        };
+        eprintln!("goheap: {denied} processes could not be inspected (permission denied; {hint}); --all lists them");
+    }
+    Ok(())
+}
