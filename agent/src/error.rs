@@ -88,20 +88,52 @@ pub mod exit_code {
     pub const CORRUPT: i32 = 10;
 }
 
-/// The exit-code table as printed in `--help` and the README.
-pub const EXIT_CODES_HELP: &str = "\
-Exit codes:
-  0  success
-  1  unexpected error
-  2  usage error
-  3  no such process
-  4  not a Go process
-  5  permission denied (CAP_SYS_PTRACE needed)
-  6  no symbol table to locate runtime.mbuckets
-  7  heap profiling disabled in the target (MemProfileRate 0)
-  8  unsupported Go version (layout check failed)
-  9  process exited during the read
-  10 inconsistent memory-profile data";
+/// Every exit code of the `goheap` binary with its one-line meaning: the single source of the table
+/// in `--help` ([`exit_codes_help`]) and in the README ([`exit_codes_markdown`]; a test requires the
+/// README to contain exactly that table).
+pub const EXIT_CODES: &[(i32, &str)] = &[
+    (exit_code::OK, "success"),
+    (exit_code::INTERNAL, "unexpected error"),
+    (exit_code::USAGE, "usage error"),
+    (exit_code::NO_SUCH_PROCESS, "no such process"),
+    (exit_code::NOT_GO, "not a Go process"),
+    (
+        exit_code::PERMISSION_DENIED,
+        "permission denied (CAP_SYS_PTRACE over the target is needed)",
+    ),
+    (
+        exit_code::NO_SYMBOLS,
+        "no symbol table to locate runtime.mbuckets",
+    ),
+    (
+        exit_code::PROFILING_DISABLED,
+        "heap profiling disabled in the target (MemProfileRate 0)",
+    ),
+    (
+        exit_code::UNSUPPORTED_VERSION,
+        "unsupported Go version (layout check failed)",
+    ),
+    (exit_code::PROCESS_EXITED, "process exited during the read"),
+    (exit_code::CORRUPT, "inconsistent memory-profile data"),
+];
+
+/// The exit-code table as printed after `--help`.
+pub fn exit_codes_help() -> String {
+    let mut s = String::from("Exit codes:");
+    for (code, meaning) in EXIT_CODES {
+        s.push_str(&format!("\n  {code:<2} {meaning}"));
+    }
+    s
+}
+
+/// The exit-code table as the README shows it (a Markdown table).
+pub fn exit_codes_markdown() -> String {
+    let mut s = String::from("| code | meaning |\n|---|---|\n");
+    for (code, meaning) in EXIT_CODES {
+        s.push_str(&format!("| {code} | {meaning} |\n"));
+    }
+    s
+}
 
 /// A hexadecimal address for messages.
 pub struct Hex(pub u64);

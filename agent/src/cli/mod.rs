@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::error::{exit_code, Refusal, EXIT_CODES_HELP};
+use crate::error::{exit_code, exit_codes_help, Refusal};
 
 mod profile;
 mod ps;
@@ -22,7 +22,7 @@ use ps::PsArgs;
     long_about = "goheap reads the Go runtime's own memory-profile buckets (runtime.mbuckets) out of a running \
 process through /proc/PID/mem and writes the pprof heap profile the runtime itself would write for \
 /debug/pprof/heap. It needs CAP_SYS_PTRACE over the target (root has it).",
-    after_help = EXIT_CODES_HELP
+    after_help = exit_codes_help()
 )]
 struct Cli {
     /// Where procfs is mounted (use the host's /proc from inside a container).
@@ -35,10 +35,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Write the heap profile of one Go process (gzipped pprof) and print a summary.
-    #[command(after_help = EXIT_CODES_HELP)]
+    #[command(after_help = exit_codes_help())]
     Profile(ProfileArgs),
     /// List the Go processes on this machine and whether goheap can read them.
-    #[command(after_help = EXIT_CODES_HELP)]
+    #[command(after_help = exit_codes_help())]
     Ps(PsArgs),
     /// Run the node agent: watch every Go process, serve /metrics and pprof over HTTP.
     Agent(crate::daemon::AgentArgs),

@@ -16,24 +16,13 @@ use crate::target::discovery;
 use crate::target::memory::{self, ReadStats, RemoteMemory, VmReader};
 use crate::target::open::{self, RuntimeAddresses};
 use crate::target::procfs::{self, ProcPaths};
+use crate::target::state::ProcessState;
 
 use super::cgroup::{self, ContainerInfo};
 use super::metrics::{AgentMetrics, ProcessLabels};
 use super::output::OutputDir;
 use super::tracker::{self, DeltaTracker, IncrementalReader, ProcessKey, ProcessTable};
 use super::ProfilerMode;
-
-/// Process states shown in `/processes`, the `goheap_agent_processes` gauge and state-change logs.
-pub const STATES: &[&str] = &[
-    "found",
-    "readable",
-    "profiling-disabled",
-    "no-symbol-table",
-    "permission-denied",
-    "unsupported",
-    "error",
-    "disabled",
-];
 
 /// State shared between the cycle loop and the HTTP server.
 pub struct Shared {
@@ -90,7 +79,7 @@ pub struct ProcessInfo {
     pub binary: String,
     pub binary_name: String,
     pub go_version: String,
-    pub state: &'static str,
+    pub state: ProcessState,
     pub detail: Option<String>,
     /// How the runtime globals were located (`symtab`, `debug-file`, `code-reference`).
     pub method: Option<&'static str>,
@@ -124,7 +113,7 @@ struct GoProcess {
     last_stats: ReadStats,
     series: bool,
     forced: bool,
-    state: &'static str,
+    state: ProcessState,
     detail: Option<String>,
     inuse: (i64, i64),
 }
@@ -160,16 +149,6 @@ fn exe_identity(paths: &ProcPaths) -> Result<BinaryIdentity, std::io::ErrorKind>
     std::fs::metadata(paths.exe())
         .map(|m| BinaryIdentity::of(&m))
         .map_err(|e| e.kind())
-}
-
-fn state_of_refusal(r: &Refusal) -> &'static str {
-    match r {
-        Refusal::ProfilingDisabled { .. } => "profiling-disabled",
-        Refusal::NoSymbols { .. } => "no-symbol-table",
-        Refusal::PermissionDenied { .. } => "permission-denied",
-        Refusal::UnsupportedVersion { .. } => "unsupported",
-        _ => "error",
-    }
 }
 
 impl Collector {
@@ -326,7 +305,7 @@ impl Collector {
                 last_stats: ReadStats::default(),
                 series: false,
                 forced: false,
-                state: "found",
+                state: ProcessState::Found,
                 detail,
                 inuse: (0, 0),
             }))
@@ -345,7 +324,7 @@ impl Collector {
             Err(Refusal::PermissionDenied { .. }) => Kind::Denied,
             Err(Refusal::NoSuchProcess { .. }) | Err(Refusal::ProcessExited { .. }) => Kind::NotGo,
             Err(r) => {
-                let state = state_of_refusal(&r);
+                let state = ProcessState::of_refusal(&r);
                 let mut g = go(None, String::new(), Some(r.to_string()));
                 if let Kind::Go(p) = &mut g {
                     set_state(key, p, state, Some(r.to_string()));
@@ -357,7 +336,8 @@ impl Collector {
 
     fn finish_cycle(&mut self, t0: Instant) {
         let m = &self.shared.metrics;
-        let mut counts: BTreeMap<&'static str, i64> = STATES.iter().map(|s| (*s, 0)).collect();
+        let mut counts: BTreeMap<ProcessState, i64> =
+            ProcessState::ALL.iter().map(|s| (*s, 0)).collect();
         let mut used: HashSet<BinaryIdentity> = HashSet::new();
         let mut not_go_ids: HashSet<BinaryIdentity> = HashSet::new();
         let mut view = BTreeMap::new();
@@ -370,7 +350,7 @@ impl Collector {
                     }
                     view.insert(key.pid, process_info(key, g));
                 }
-                Kind::Denied => *counts.entry("permission-denied").or_default() += 1,
+                Kind::Denied => *counts.entry(ProcessState::PermissionDenied).or_default() += 1,
                 Kind::NotGo => {
                     if let Some(id) = t.exe {
                         not_go_ids.insert(id);
@@ -382,7 +362,7 @@ impl Collector {
         self.binaries.retain(&used);
         self.not_go.retain(|id| not_go_ids.contains(id));
         for (state, n) in counts {
-            m.processes.with_label_values(&[state]).set(n);
+            m.processes.with_label_values(&[state.as_str()]).set(n);
         }
         m.symbol_table_scans
             .inc_by(self.binaries.scans.saturating_sub(self.scans_reported));
@@ -438,13 +418,15 @@ fn process_info(key: ProcessKey, g: &GoProcess) -> ProcessInfo {
 }
 
 /// Logs a state change (only changes: one line per transition, not per cycle).
-fn set_state(key: ProcessKey, g: &mut GoProcess, state: &'static str, detail: Option<String>) {
+fn set_state(key: ProcessKey, g: &mut GoProcess, state: ProcessState, detail: Option<String>) {
     if g.state != state {
         match &detail {
             Some(d) => {
-                tracing::info!(pid = key.pid, binary = %g.binary_name, state, detail = %d, "process state")
+                tracing::info!(pid = key.pid, binary = %g.binary_name, state = state.as_str(), detail = %d, "process state")
             }
-            None => tracing::info!(pid = key.pid, binary = %g.binary_name, state, "process state"),
+            None => {
+                tracing::info!(pid = key.pid, binary = %g.binary_name, state = state.as_str(), "process state")
+            }
         }
     }
     g.state = state;
@@ -466,11 +448,16 @@ fn collect_go(
     };
     let info = &cached.info;
     if mode == ProfilerMode::Disabled {
-        set_state(key, g, "disabled", None);
+        set_state(key, g, ProcessState::Disabled, None);
         return;
     }
     let Some(symbols) = info.symbols.as_ref() else {
-        set_state(key, g, "no-symbol-table", info.symbols_error.clone());
+        set_state(
+            key,
+            g,
+            ProcessState::NoSymbolTable,
+            info.symbols_error.clone(),
+        );
         return;
     };
     if g.reader.is_none() {
@@ -484,7 +471,7 @@ fn collect_go(
             }
             Err(r) => {
                 m.errors.with_label_values(&[r.reason()]).inc();
-                set_state(key, g, state_of_refusal(&r), Some(r.to_string()));
+                set_state(key, g, ProcessState::of_refusal(&r), Some(r.to_string()));
                 return;
             }
         }
@@ -555,7 +542,7 @@ fn collect_go(
                 delta.inuse_objects,
             );
             g.series = true;
-            set_state(key, g, "readable", None);
+            set_state(key, g, ProcessState::Readable, None);
             if let (Some(out), false) = (output, delta.grown.is_empty()) {
                 let Some(reader) = g.reader.as_ref() else {
                     return;
@@ -584,7 +571,7 @@ fn collect_go(
             }
         }
         Err(r) => {
-            let state = state_of_refusal(&r);
+            let state = ProcessState::of_refusal(&r);
             if !matches!(r, Refusal::ProfilingDisabled { .. }) {
                 m.errors.with_label_values(&[r.reason()]).inc();
                 // Start over next cycle (maps and a full walk).

@@ -304,7 +304,7 @@ async fn profile_endpoint(
             StatusCode::CONFLICT,
             format!(
                 "process {pid} cannot be profiled: {}",
-                info.detail.as_deref().unwrap_or(info.state)
+                info.detail.as_deref().unwrap_or(info.state.as_str())
             ),
         );
     };

@@ -7,34 +7,7 @@ use serde::Serialize;
 use crate::binary::{BinaryCache, BinaryInfo};
 use crate::error::Refusal;
 use crate::target::procfs::{self, ProcPaths};
-
-/// What goheap can do with a process, as shown by `goheap ps`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ProcessState {
-    /// Symbols located and profiling enabled in the binary: `goheap profile` will work.
-    Readable,
-    /// The linker disabled memory profiling (nothing references `runtime.MemProfile`).
-    ProfilingDisabled,
-    /// No symbol table and no other evidence for the runtime's globals.
-    NoSymbolTable,
-    /// The kernel refused access (CAP_SYS_PTRACE needed).
-    PermissionDenied,
-    /// A Go version or binary goheap cannot read.
-    Unsupported,
-}
-
-impl ProcessState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProcessState::Readable => "readable",
-            ProcessState::ProfilingDisabled => "profiling-disabled",
-            ProcessState::NoSymbolTable => "no-symbol-table",
-            ProcessState::PermissionDenied => "permission-denied",
-            ProcessState::Unsupported => "unsupported",
-        }
-    }
-}
+pub use crate::target::state::ProcessState;
 
 /// One row of `goheap ps`.
 #[derive(Debug, Clone, Serialize)]

@@ -7,3 +7,4 @@ pub mod maps;
 pub mod memory;
 pub mod open;
 pub mod procfs;
+pub mod state;
