@@ -41,7 +41,8 @@ pub fn parse_version(data: &[u8]) -> Result<(GoVersion, String), BuildInfoError>
         return Err(BuildInfoError::PointerFormat);
     }
     let rest = &data[HEADER_LEN..];
-    let (len, used) = read_uvarint(rest).ok_or(BuildInfoError::BadVersion)?;
+    let (used, len) =
+        crate::binary::varint::read_uvarint(rest, 10).ok_or(BuildInfoError::BadVersion)?;
     if len == 0 || len > MAX_VERSION_LEN {
         return Err(BuildInfoError::BadVersion);
     }
@@ -55,17 +56,6 @@ pub fn parse_version(data: &[u8]) -> Result<(GoVersion, String), BuildInfoError>
 
 /// How many bytes of `.go.buildinfo` [`parse_version`] may need.
 pub const VERSION_PREFIX_LEN: usize = HEADER_LEN + 10 + MAX_VERSION_LEN as usize;
-
-fn read_uvarint(data: &[u8]) -> Option<(u64, usize)> {
-    let mut x = 0u64;
-    for (i, &b) in data.iter().enumerate().take(10) {
-        x |= u64::from(b & 0x7f) << (7 * i);
-        if b < 0x80 {
-            return Some((x, i + 1));
-        }
-    }
-    None
-}
 
 #[cfg(test)]
 mod tests {

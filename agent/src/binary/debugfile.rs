@@ -17,6 +17,8 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
+use crate::binary::hex;
+
 use object::{Object, ReadCache};
 
 /// Debug files are looked up under this directory (inside the root prefix).
@@ -160,10 +162,6 @@ fn crc32_of_file(path: &Path) -> std::io::Result<u32> {
         hasher.update(buf.get(..n).unwrap_or_default());
     }
     Ok(hasher.finalize())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `root` + absolute `path`: the path's leading `/` is dropped so it nests under the root, and `.`

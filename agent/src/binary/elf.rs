@@ -14,6 +14,7 @@ use object::read::elf::{FileHeader, ProgramHeader, SectionHeader};
 use object::{Endianness, ReadCache};
 
 use crate::binary::buildinfo::{self, BuildInfoError};
+use crate::binary::hex;
 use crate::binary::symtab::{SymtabError, SymtabLocation};
 use crate::runtime::version::GoVersion;
 
@@ -328,8 +329,4 @@ impl GoBinary {
             u64::from_be_bytes(buf)
         })
     }
-}
-
-fn hex(d: &[u8]) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
 }

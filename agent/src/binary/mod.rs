@@ -12,6 +12,12 @@ pub mod debugfile;
 pub mod elf;
 pub mod locate;
 pub mod symtab;
+pub mod varint;
+
+/// Lower-case hex of `bytes` (build IDs in paths and mappings).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 pub use cache::{BinaryCache, CachedBinary};
 pub use elf::{BinaryError, BinaryIdentity, GoBinary, LoadSegment};

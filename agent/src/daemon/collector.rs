@@ -548,7 +548,7 @@ fn collect_go(
                     return;
                 };
                 let records = tracker::delta_records(reader.buckets(), &delta);
-                match super::profiles::build(
+                match crate::profile::oneshot::build_profile(
                     key.pid,
                     &cached,
                     &records,

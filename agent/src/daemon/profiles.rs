@@ -3,14 +3,10 @@
 
 use std::path::Path;
 
-use pprof_proto::Profile;
-
 use crate::binary::CachedBinary;
 use crate::error::Refusal;
-use crate::profile::heap::{self, HeapProfileOptions};
 use crate::profile::oneshot;
 use crate::runtime::snapshot::HeapSnapshot;
-use crate::runtime::walk::MemProfileRecord;
 use crate::target::maps::MemoryMap;
 
 use super::tracker;
@@ -32,30 +28,12 @@ pub fn read_now(proc_root: &Path, pid: i32, cached: &CachedBinary) -> Result<Fre
     })
 }
 
-/// Builds a profile from `records` with the process's symbolizer and mappings.
-pub fn build(
-    pid: i32,
-    cached: &CachedBinary,
-    records: &[MemProfileRecord],
-    rate: u64,
-    map: &MemoryMap,
-    bias: u64,
-) -> Result<Profile, Refusal> {
-    let symbolizer = cached.symbolizer().map_err(|detail| Refusal::Corrupt {
-        pid,
-        detail: format!("cannot read .gopclntab: {detail}"),
-    })?;
-    let opts = HeapProfileOptions::for_binary(&cached.info, bias, map);
-    heap::build(records, rate, &symbolizer, &opts).map_err(|e| Refusal::Corrupt {
-        pid,
-        detail: e.to_string(),
-    })
-}
+use crate::profile::oneshot::build_profile;
 
 /// The current heap profile of `pid`, as `goheap profile` writes it (gzipped).
 pub fn heap(proc_root: &Path, pid: i32, cached: &CachedBinary) -> Result<Vec<u8>, Refusal> {
     let r = read_now(proc_root, pid, cached)?;
-    let p = build(
+    let p = build_profile(
         pid,
         cached,
         &r.snapshot.records(),
@@ -74,7 +52,7 @@ pub fn delta(
     later: &FreshRead,
 ) -> Result<Vec<u8>, Refusal> {
     let records = tracker::snapshot_delta(&earlier.snapshot, &later.snapshot);
-    let p = build(
+    let p = build_profile(
         pid,
         cached,
         &records,

@@ -5,10 +5,11 @@ use std::path::PathBuf;
 
 use pprof_proto::Profile;
 
-use crate::binary::{BinaryCache, BinaryInfo};
+use crate::binary::{BinaryCache, BinaryInfo, CachedBinary};
 use crate::error::Refusal;
 use crate::profile::heap::{self, HeapProfileOptions};
 use crate::runtime::snapshot::{self, HeapSnapshot};
+use crate::runtime::walk::MemProfileRecord;
 use crate::target::maps::MemoryMap;
 use crate::target::memory::RemoteMemory;
 use crate::target::open;
@@ -71,21 +72,14 @@ impl Profiler {
             }
         }
         let (snapshot, map, bias) = read_process(&self.proc_root, pid, info)?;
-        let symbolizer = cached.symbolizer().map_err(|detail| Refusal::Corrupt {
+        let profile = build_profile(
             pid,
-            detail: format!("cannot read .gopclntab: {detail}"),
-        })?;
-        let opts = HeapProfileOptions::for_binary(info, bias, &map);
-        let profile = heap::build(
+            &cached,
             &snapshot.records(),
             snapshot.mem_profile_rate,
-            &symbolizer,
-            &opts,
-        )
-        .map_err(|e| Refusal::Corrupt {
-            pid,
-            detail: e.to_string(),
-        })?;
+            &map,
+            bias,
+        )?;
         let summary = crate::profile::summary::summarize(&profile, 5);
         Ok(ProfileOutcome {
             pid,
@@ -100,6 +94,28 @@ impl Profiler {
             summary,
         })
     }
+}
+
+/// Builds the heap profile of `records` (read from process `pid`, running `cached`'s binary at load
+/// `bias`) with that binary's symbolizer and the process's mappings; the one place the CLI and the
+/// agent turn records into a profile.
+pub fn build_profile(
+    pid: i32,
+    cached: &CachedBinary,
+    records: &[MemProfileRecord],
+    rate: u64,
+    map: &MemoryMap,
+    bias: u64,
+) -> Result<Profile, Refusal> {
+    let symbolizer = cached.symbolizer().map_err(|detail| Refusal::Corrupt {
+        pid,
+        detail: format!("cannot read .gopclntab: {detail}"),
+    })?;
+    let opts = HeapProfileOptions::for_binary(&cached.info, bias, map);
+    heap::build(records, rate, &symbolizer, &opts).map_err(|e| Refusal::Corrupt {
+        pid,
+        detail: e.to_string(),
+    })
 }
 
 /// Opens the process's memory and reads one snapshot. Returns the snapshot, the maps and the bias.

@@ -117,16 +117,9 @@ impl Pclntab {
     }
 }
 
-/// `readvarint`: (bytes read, value). `None` if the varint runs off the table.
+/// `runtime.readvarint`: (bytes read, value) of a `uint32` varint. `None` if the varint runs off
+/// the table or is longer than 5 bytes (a malformed table).
 pub(super) fn readvarint(p: &[u8]) -> Option<(usize, u32)> {
-    let mut v: u32 = 0;
-    let mut shift: u32 = 0;
-    for (n, &b) in p.iter().enumerate() {
-        v |= u32::from(b & 0x7f).wrapping_shl(shift & 31);
-        if b & 0x80 == 0 {
-            return Some((n + 1, v));
-        }
-        shift = shift.wrapping_add(7);
-    }
-    None
+    let (n, v) = crate::binary::varint::read_uvarint(p, 5)?;
+    Some((n, v as u32))
 }
