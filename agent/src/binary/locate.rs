@@ -155,7 +155,7 @@ pub struct BinaryInfo {
 impl BinaryInfo {
     /// Inspects an executable: Go version, layout, runtime symbol addresses.
     pub fn inspect(binary: GoBinary, view: Option<&TargetView>) -> BinaryInfo {
-        let layout = RuntimeLayout::for_version(&binary.go_version);
+        let layout = crate::runtime::rules::VersionRules::for_version(binary.go_version).layout;
         let (symbols, symbols_error, parsed_pclntab) = match locate_symbols(&binary, view) {
             Ok((s, p)) => (Some(s), None, p),
             Err(e) => (None, Some(e), None),

@@ -34,8 +34,6 @@ pub struct RuntimeLayout {
     pub cycle_size: u64,
     /// Whether cycles store byte counters (≤ 1.26) or only counts (1.27+).
     pub cycle_has_bytes: bool,
-    /// `writeHeapProto` also hides leading `internal/runtime/` frames (1.24+).
-    pub hide_internal_runtime: bool,
     /// `writeHeapProto` scales by the bucket's object size and always labels `bytes` (1.27+), instead
     /// of `AllocBytes / AllocObjects` with the label only when non-zero (≤ 1.26).
     pub object_size_records: bool,
@@ -54,7 +52,6 @@ impl RuntimeLayout {
             max_stack: if minor <= 22 { 32 } else { 1024 + 2 },
             cycle_size: if cycle_has_bytes { 32 } else { 16 },
             cycle_has_bytes,
-            hide_internal_runtime: minor >= 24,
             object_size_records: minor >= 27,
             tested,
         }
@@ -86,10 +83,9 @@ mod tests {
             (l19.max_stack, l19.cycle_size, l19.record_size()),
             (32, 32, 128)
         );
-        assert!(l19.tested && !l19.hide_internal_runtime);
+        assert!(l19.tested);
         let l23 = RuntimeLayout::for_version(&v("go1.23.9"));
         assert_eq!(l23.max_stack, 1026);
-        assert!(RuntimeLayout::for_version(&v("go1.24.11")).hide_internal_runtime);
         let l27 = RuntimeLayout::for_version(&v("go1.27.3"));
         assert_eq!((l27.cycle_size, l27.record_size()), (16, 64));
         assert!(l27.object_size_records && !l27.cycle_has_bytes && l27.tested);

@@ -3,8 +3,10 @@
 //! process's memory-profile state ([`snapshot`]).
 
 pub mod layout;
+pub mod rules;
 pub mod snapshot;
 pub mod version;
 pub mod walk;
 
+pub use rules::VersionRules;
 pub use version::GoVersion;

@@ -23,7 +23,8 @@
 
 use std::collections::HashMap;
 
-use crate::symbolize::pclntab::{Frame, GoVersion, Pclntab};
+use crate::runtime::rules::VersionRules;
+use crate::symbolize::pclntab::{Frame, Pclntab};
 
 /// `lookupTried` of runtime/pprof: symbolization was attempted.
 pub const LOOKUP_TRIED: u8 = 1;
@@ -97,7 +98,7 @@ impl PcDeck {
 /// Builds pprof Locations and Functions for a sequence of samples; see the module docs.
 pub struct LocationBuilder<'t> {
     tab: &'t Pclntab,
-    version: GoVersion,
+    rules: VersionRules,
     locs: HashMap<u64, LocInfo>,
     funcs: HashMap<String, u64>,
     locations: Vec<Location>,
@@ -110,7 +111,7 @@ impl<'t> LocationBuilder<'t> {
     pub fn new(tab: &'t Pclntab) -> Self {
         LocationBuilder {
             tab,
-            version: tab.go_version(),
+            rules: VersionRules::for_version(tab.go_version()),
             locs: HashMap::new(),
             funcs: HashMap::new(),
             locations: Vec::new(),
@@ -164,7 +165,7 @@ impl<'t> LocationBuilder<'t> {
         // matches, so the empty-name case needs no special handling.
         let name = self.tab.func_name_for_pc(addr);
         name.starts_with("runtime.")
-            || (self.version >= GoVersion::new(1, 24) && name.starts_with("internal/runtime/"))
+            || (self.rules.hide_internal_runtime && name.starts_with("internal/runtime/"))
     }
 
     /// `allFrames(addr)`: frames for one return address, `None` for `runtime.goexit`.
@@ -195,7 +196,7 @@ impl<'t> LocationBuilder<'t> {
 
     /// `runtime_FrameSymbolName` for the name comparisons; 1.19 compares `Frame.Function`.
     fn symbol_name(&self, f: &Frame) -> String {
-        if self.version >= GoVersion::new(1, 20) {
+        if self.rules.pprof_symbol_names {
             f.symbol_name.clone()
         } else {
             f.function.clone()
@@ -213,7 +214,7 @@ impl<'t> LocationBuilder<'t> {
             if last.entry != new_frame.entry {
                 return false;
             }
-            let same = if self.version >= GoVersion::new(1, 22) {
+            let same = if self.rules.pcdeck_compares_symbol_names {
                 self.symbol_name(last) == self.symbol_name(new_frame)
             } else {
                 last.function == new_frame.function
@@ -263,7 +264,7 @@ impl<'t> LocationBuilder<'t> {
                         system_name: name.clone(),
                         name,
                         filename: frame.file.clone(),
-                        start_line: if self.version >= GoVersion::new(1, 20) {
+                        start_line: if self.rules.pprof_symbol_names {
                             frame.start_line
                         } else {
                             0

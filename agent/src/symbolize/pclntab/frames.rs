@@ -57,7 +57,7 @@ impl Pclntab {
                 continue;
             };
             let inlined = uf.index >= 0;
-            if inlined && self.version.at_least(23) {
+            if inlined && self.rules.frames_elide_inlined_wrappers {
                 let mut unext = self.inline_next(&f, tree, uf);
                 let mut depth = 0;
                 while unext.pc != 0 && depth < MAX_INLINE_DEPTH {
@@ -110,7 +110,7 @@ impl Pclntab {
             return out;
         };
         let (tree, uf) = self.inline_unwinder(&f, tracepc);
-        if self.version.at_least(20) {
+        if self.rules.expand_inline_with_unwinder {
             if uf.index < 0 {
                 return out;
             }

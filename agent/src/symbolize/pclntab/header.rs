@@ -116,7 +116,7 @@ impl Pclntab {
         let hinted = buildinfo_version(sections);
         // gofunc offset: 1.19 layout has no covctrs; 1.27 added typedesclen, itaboffset, itabsize.
         let go127_layout = match hinted {
-            Some(v) => v.at_least(27),
+            Some(v) => VersionRules::for_version(v).moduledata_has_typedesclen,
             // typedesclen (a size) sits where 1.20–1.26 have etypes (an address >= types).
             None => format == TableFormat::Go120 && mdw(38) < mdw(37),
         };
@@ -162,7 +162,7 @@ impl Pclntab {
             gofunc,
             gofunc_data,
             moduledata_addr: md_addr,
-            version,
+            rules: VersionRules::for_version(version),
             version_from_buildinfo: hinted.is_some(),
             ids: SpecialFuncIds::default(),
             name_index: Vec::new(),

@@ -33,6 +33,7 @@
 
 use std::borrow::Cow;
 
+use crate::runtime::rules::VersionRules;
 pub use crate::runtime::version::GoVersion;
 use std::collections::HashMap;
 
@@ -223,7 +224,8 @@ pub struct Pclntab {
     gofunc_data: Vec<u8>,
     /// Address of `runtime.firstmoduledata`.
     moduledata_addr: u64,
-    version: GoVersion,
+    /// The version rules symbolization follows (from [`Pclntab::set_go_version`] or inferred).
+    rules: VersionRules,
     version_from_buildinfo: bool,
     ids: SpecialFuncIds,
     /// Function-table indices sorted by raw name, for [`Pclntab::func_by_name`].
@@ -274,18 +276,18 @@ impl Pclntab {
 
     /// Go release whose semantics are emulated (detected or set).
     pub fn go_version(&self) -> GoVersion {
-        self.version
+        self.rules.version
     }
 
     /// The Go version recorded in `.go.buildinfo`, if it was readable.
     pub fn go_version_hint(&self) -> Option<GoVersion> {
-        self.version_from_buildinfo.then_some(self.version)
+        self.version_from_buildinfo.then_some(self.rules.version)
     }
 
     /// Overrides the emulated Go release (e.g. with the version from build info read elsewhere).
     /// The table format itself is fixed by the magic.
     pub fn set_go_version(&mut self, v: GoVersion) {
-        self.version = v;
+        self.rules = VersionRules::for_version(v);
     }
 
     /// Virtual address of the `pcHeader` (start of `.gopclntab`).

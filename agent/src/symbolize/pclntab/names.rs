@@ -17,7 +17,8 @@ pub(super) fn lossy(b: &[u8]) -> String {
 /// `funcNamePiecesForPrint` + concatenation (`funcNameForPrint`), per version: Go 1.21–1.26 replace
 /// the outermost bracket pair; Go 1.27 also handles a generic method of a generic type.
 pub fn func_name_for_print(name: &str, version: GoVersion) -> Cow<'_, str> {
-    if !version.at_least(21) {
+    let rules = VersionRules::for_version(version);
+    if !rules.print_generic_names {
         return Cow::Borrowed(name);
     }
     let b = name.as_bytes();
@@ -41,7 +42,7 @@ pub fn func_name_for_print(name: &str, version: GoVersion) -> Cow<'_, str> {
         v.extend_from_slice(mid);
         Cow::Owned(String::from_utf8_lossy(&v).into_owned())
     };
-    if !version.at_least(27) || !interior.contains(&b'[') {
+    if !rules.print_generic_methods || !interior.contains(&b'[') {
         return simple(tail);
     }
     let mut depth: i32 = 1;
@@ -118,6 +119,6 @@ impl Pclntab {
 
     pub(super) fn print_name(&self, raw: &[u8]) -> String {
         let s = String::from_utf8_lossy(raw);
-        func_name_for_print(&s, self.version).into_owned()
+        func_name_for_print(&s, self.rules.version).into_owned()
     }
 }
