@@ -20,7 +20,7 @@ use ps::PsArgs;
     version,
     about = "Read a running Go process's heap profile from outside: no code change, no restart, no pprof endpoint",
     long_about = "goheap reads the Go runtime's own memory-profile buckets (runtime.mbuckets) out of a running \
-process through /proc/PID/mem and writes the pprof heap profile the runtime itself would write for \
+process (read-only: process_vm_readv, or pread on /proc/PID/mem where that is refused) and writes the pprof heap profile the runtime itself would write for \
 /debug/pprof/heap. It needs CAP_SYS_PTRACE over the target (root has it).",
     after_help = exit_codes_help()
 )]

@@ -43,7 +43,7 @@ pub struct AgentArgs {
     /// Address to serve /metrics, /healthz, /processes and /debug/pprof/{heap,allocs} on.
     #[arg(long, env = "GOHEAP_LISTEN", default_value = "0.0.0.0:9465")]
     pub listen: std::net::SocketAddr,
-    /// Time between collection cycles (e.g. 30s, 2s, 1m).
+    /// Time between collection cycles, 100ms to 24h (e.g. 30s, 2s, 1m; a bare number is seconds).
     #[arg(long, env = "GOHEAP_INTERVAL", default_value = "30s", value_parser = parse_duration)]
     pub interval: Duration,
     /// disabled | enabled | force (force writes runtime.MemProfileRate when the target has it at 0).
@@ -72,7 +72,6 @@ pub struct AgentArgs {
     pub log_format: LogFormat,
 }
 
-/// Parses `30s`, `2s`, `500ms`, `1m`, `1h`, or a plain number of seconds.
 /// Parses a walk budget: a duration from 0 to 60s.
 pub fn parse_budget(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -88,6 +87,7 @@ pub fn parse_budget(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// Parses an interval: `30s`, `2s`, `500ms`, `1m`, `1h`, or a bare number of seconds; 100ms to 24h.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     // A bare number means seconds.
