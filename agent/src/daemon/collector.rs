@@ -18,11 +18,11 @@ use crate::target::open::{self, RuntimeAddresses};
 use crate::target::procfs::{self, ProcPaths};
 use crate::target::state::ProcessState;
 
-use super::cgroup::{self, ContainerInfo};
 use super::metrics::{AgentMetrics, ProcessLabels};
 use super::output::OutputDir;
 use super::tracker::{self, DeltaTracker, IncrementalReader, ProcessKey, ProcessTable};
 use super::ProfilerMode;
+use crate::target::cgroup::{self, ContainerInfo};
 
 /// State shared between the cycle loop and the HTTP server.
 pub struct Shared {

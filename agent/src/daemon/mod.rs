@@ -7,7 +7,6 @@
 //! `/debug/pprof/{heap,allocs}` on the same listener; profiles are built on blocking threads so the
 //! cycle loop never waits for them.
 
-pub mod cgroup;
 pub mod collector;
 pub mod http;
 pub mod metrics;
