@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::binary::elf::BinaryIdentity;
 use crate::binary::locate::BinaryInfo;
 use crate::error::Refusal;
+use crate::symbolize::cache::SymbolCache;
 use crate::symbolize::Symbolizer;
 use crate::target::open::open_binary;
 use crate::target::procfs::{ProcPaths, TargetView};
@@ -13,39 +14,20 @@ use crate::target::procfs::{ProcPaths, TargetView};
 /// Per-binary state shared by all processes running that binary.
 pub struct CachedBinary {
     pub info: BinaryInfo,
-    /// Built lazily on the first profile (not needed for `ps` or metrics).
-    symbolizer: std::sync::OnceLock<Result<Arc<Symbolizer>, String>>,
+    /// Where its symbolizer is kept (shared by every binary of one [`BinaryCache`]).
+    symbols: Arc<SymbolCache>,
 }
 
 impl CachedBinary {
-    pub fn new(info: BinaryInfo) -> CachedBinary {
-        CachedBinary {
-            info,
-            symbolizer: std::sync::OnceLock::new(),
-        }
+    pub fn new(info: BinaryInfo, symbols: Arc<SymbolCache>) -> CachedBinary {
+        CachedBinary { info, symbols }
     }
 
-    /// The symbolizer of this binary (parsed once).
+    /// The symbolizer of this binary, from the symbol cache or loaded now (only profiles need it).
     pub fn symbolizer(&self) -> Result<Arc<Symbolizer>, String> {
-        self.symbolizer
-            .get_or_init(|| {
-                let parsed = self
-                    .info
-                    .parsed_pclntab
-                    .lock()
-                    .ok()
-                    .and_then(|mut p| p.take());
-                match parsed {
-                    Some(p) => Ok(Arc::new(Symbolizer::from_pclntab(
-                        p,
-                        self.info.binary.go_version,
-                    ))),
-                    None => Symbolizer::open(&self.info.binary)
-                        .map(Arc::new)
-                        .map_err(|e| e.to_string()),
-                }
-            })
-            .clone()
+        self.symbols.get_or_load(self.info.binary.identity, || {
+            Symbolizer::open(&self.info.binary).map_err(|e| e.to_string())
+        })
     }
 }
 
@@ -53,6 +35,8 @@ impl CachedBinary {
 #[derive(Default)]
 pub struct BinaryCache {
     entries: HashMap<BinaryIdentity, Arc<CachedBinary>>,
+    /// Symbolizers of these binaries, within a byte budget.
+    pub symbols: Arc<SymbolCache>,
     /// How many binaries were inspected (symbol-table scans), for self-metrics.
     pub scans: u64,
 }
@@ -70,14 +54,24 @@ impl BinaryCache {
         let id = bin.identity;
         let info = BinaryInfo::inspect(bin, TargetView::of(paths).as_ref());
         self.scans += 1;
-        let entry = Arc::new(CachedBinary::new(info));
+        let entry = Arc::new(CachedBinary::new(info, self.symbols.clone()));
         self.entries.insert(id, entry.clone());
         Ok(entry)
     }
 
     /// Drops entries not in `keep`.
+    /// A cache whose symbolizers share a budget of `symbol_cache_bytes`.
+    pub fn with_symbol_budget(symbol_cache_bytes: u64) -> BinaryCache {
+        BinaryCache {
+            symbols: Arc::new(SymbolCache::new(symbol_cache_bytes)),
+            ..BinaryCache::default()
+        }
+    }
+
+    /// Drops entries (and their symbolizers) not in `keep`.
     pub fn retain(&mut self, keep: &std::collections::HashSet<BinaryIdentity>) {
         self.entries.retain(|k, _| keep.contains(k));
+        self.symbols.retain(keep);
     }
 
     pub fn len(&self) -> usize {

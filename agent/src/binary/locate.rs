@@ -147,18 +147,15 @@ pub struct BinaryInfo {
     pub symbols_error: Option<String>,
     /// The linker's `runtime.disableMemoryProfiling`, read from the file image.
     pub linker_disabled_profiling: Option<bool>,
-    /// `.gopclntab` if locating the globals already parsed it (stripped binaries), so the
-    /// symbolizer takes it instead of parsing the file again.
-    pub parsed_pclntab: std::sync::Mutex<Option<crate::symbolize::pclntab::Pclntab>>,
 }
 
 impl BinaryInfo {
     /// Inspects an executable: Go version, layout, runtime symbol addresses.
     pub fn inspect(binary: GoBinary, view: Option<&TargetView>) -> BinaryInfo {
         let layout = crate::runtime::rules::VersionRules::for_version(binary.go_version).layout;
-        let (symbols, symbols_error, parsed_pclntab) = match locate_symbols(&binary, view) {
-            Ok((s, p)) => (Some(s), None, p),
-            Err(e) => (None, Some(e), None),
+        let (symbols, symbols_error) = match locate_symbols(&binary, view) {
+            Ok(s) => (Some(s), None),
+            Err(e) => (None, Some(e)),
         };
         let linker_disabled_profiling = symbols
             .as_ref()
@@ -171,7 +168,6 @@ impl BinaryInfo {
             symbols,
             symbols_error,
             linker_disabled_profiling,
-            parsed_pclntab: std::sync::Mutex::new(parsed_pclntab),
         }
     }
 }
@@ -179,12 +175,9 @@ impl BinaryInfo {
 /// Finds the runtime globals: `.symtab` first; for stripped binaries a separate debug file (by build
 /// ID or `.gnu_debuglink`, looked up inside the target's root), then references in the runtime's
 /// machine code (`.gopclntab` names the functions, their instructions name the globals).
-fn locate_symbols(
-    binary: &GoBinary,
-    view: Option<&TargetView>,
-) -> Result<(RuntimeSymbols, Option<crate::symbolize::pclntab::Pclntab>), String> {
+fn locate_symbols(binary: &GoBinary, view: Option<&TargetView>) -> Result<RuntimeSymbols, String> {
     match binary.runtime_symbols_from_symtab() {
-        Ok(Some((s, _))) => return Ok((s, None)),
+        Ok(Some((s, _))) => return Ok(s),
         Ok(None) => {}
         Err(e) => return Err(e.to_string()),
     }
@@ -193,10 +186,10 @@ fn locate_symbols(
     } else {
         ".symtab lacks runtime.mbuckets"
     };
-    // SAFETY: read-only private mapping of an executable that is running (so it cannot be truncated:
-    // ETXTBSY); only read inside this function.
-    let map = unsafe { memmap2::Mmap::map(&binary.file) }
-        .map_err(|e| format!("{stripped}; mapping the binary: {e}"))?;
+    // The mapping (file-backed pages) lives only while the globals are located; nothing read
+    // from it is kept but the addresses.
+    let map =
+        crate::symbolize::symbolizer::map_binary(binary).map_err(|e| format!("{stripped}; {e}"))?;
     let exe_path = view
         .map(|v| v.exe_path.clone())
         .unwrap_or_else(|| binary.path.clone());
@@ -204,10 +197,10 @@ fn locate_symbols(
     if let Ok(Some(df)) = crate::binary::debugfile::find_debug_file_for_image(&exe_path, &map, root)
     {
         if let Ok(Some(s)) = runtime_symbols_from_debug_file(&df.path) {
-            return Ok((s, None));
+            return Ok(s);
         }
     }
-    let pclntab = crate::symbolize::pclntab::Pclntab::parse(&map)
+    let pclntab = crate::symbolize::pclntab::Pclntab::parse_mapped(map.clone())
         .map_err(|e| format!("{stripped}; no debug file; .gopclntab: {e}"))?;
     let found = crate::binary::coderef::recover_runtime_addresses(&map, &PclntabRanges(&pclntab))
         .map_err(|e| format!("{stripped}; no debug file; code references: {e}"))?;
@@ -219,7 +212,7 @@ fn locate_symbols(
         mprof_cycle: found.mprof_cycle,
         method: crate::binary::LocateMethod::CodeReference,
     };
-    Ok((symbols, Some(pclntab)))
+    Ok(symbols)
 }
 
 /// Function ranges from `.gopclntab`, for code-reference recovery.

@@ -33,6 +33,8 @@ pub struct Shared {
     pub view: Mutex<ProcessesView>,
     /// Time one process's bucket walk may take in a cycle (`--read-budget`).
     pub walk_budget: std::time::Duration,
+    /// Byte budget of the symbol cache (`--symbol-cache-bytes`).
+    pub symbol_cache_bytes: u64,
 }
 
 impl Shared {
@@ -49,6 +51,7 @@ impl Shared {
             metrics,
             view: Mutex::new(ProcessesView::default()),
             walk_budget: super::tracker::DEFAULT_WALK_BUDGET,
+            symbol_cache_bytes: crate::symbolize::cache::DEFAULT_SYMBOL_CACHE_BYTES,
         }
     }
 
@@ -154,9 +157,9 @@ fn exe_identity(paths: &ProcPaths) -> Result<BinaryIdentity, std::io::ErrorKind>
 impl Collector {
     pub fn new(shared: Arc<Shared>, output: Option<OutputDir>) -> Collector {
         Collector {
+            binaries: BinaryCache::with_symbol_budget(shared.symbol_cache_bytes),
             shared,
             output,
-            binaries: BinaryCache::default(),
             not_go: HashSet::new(),
             table: ProcessTable::default(),
             self_pid: std::process::id() as i32,

@@ -63,6 +63,10 @@ pub struct AgentArgs {
     /// (e.g. 500ms, 0 to read at least one bucket a cycle).
     #[arg(long, env = "GOHEAP_READ_BUDGET", default_value = "500ms", value_parser = parse_budget)]
     pub read_budget: Duration,
+    /// Byte budget of the symbol tables kept for profile requests (least recently used out; a
+    /// binary's table is loaded when one of its profiles is first requested, e.g. 64MiB, 0 = none).
+    #[arg(long, env = "GOHEAP_SYMBOL_CACHE_BYTES", default_value = "64MiB", value_parser = parse_bytes)]
+    pub symbol_cache_bytes: u64,
     /// Node name reported in /processes (set from the downward API in Kubernetes).
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,
@@ -84,6 +88,30 @@ pub fn parse_budget(s: &str) -> Result<Duration, String> {
         return Err(format!("read budget {s:?} out of range (0 to 60s)"));
     }
     Ok(d)
+}
+
+/// Parses a byte size: a bare number of bytes, or with a unit `KiB`, `MiB`, `GiB` (also `K`, `M`, `G`
+/// and `KB`/`MB`/`GB`, all binary).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?} (use e.g. 64MiB, 512KiB, 1048576)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => {
+            return Err(format!(
+                "invalid size unit {other:?} in {s:?} (use KiB, MiB or GiB)"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
 /// Parses an interval: `30s`, `2s`, `500ms`, `1m`, `1h`, or a bare number of seconds; 100ms to 24h.
@@ -147,6 +175,7 @@ async fn run_async(proc_root: PathBuf, args: AgentArgs) -> anyhow::Result<()> {
         metrics,
     );
     shared.walk_budget = args.read_budget;
+    shared.symbol_cache_bytes = args.symbol_cache_bytes;
     let shared = Arc::new(shared);
     tracing::info!(
         listen = %local,
@@ -195,5 +224,17 @@ mod tests {
         assert!(parse_duration("10ms").is_err());
         assert!(parse_duration("2d").is_err());
         assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_bytes("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert_eq!(parse_bytes("2G"), Ok(2 << 30));
+        assert_eq!(parse_bytes("0"), Ok(0));
+        assert!(parse_bytes("64 parsecs").is_err());
+        assert!(parse_bytes("MiB").is_err());
+        assert!(parse_bytes("99999999999999GiB").is_err());
     }
 }

@@ -112,10 +112,12 @@ pub fn build_profile(
         detail: format!("cannot read .gopclntab: {detail}"),
     })?;
     let opts = HeapProfileOptions::for_binary(&cached.info, bias, map);
-    heap::build(records, rate, &symbolizer, &opts).map_err(|e| Refusal::Corrupt {
+    let built = heap::build(records, rate, &symbolizer, &opts).map_err(|e| Refusal::Corrupt {
         pid,
         detail: e.to_string(),
-    })
+    });
+    symbolizer.release_pages();
+    built
 }
 
 /// Opens the process's memory and reads one snapshot. Returns the snapshot, the maps and the bias.

@@ -13,8 +13,21 @@ pub(super) fn buildinfo_version(sections: &[SectionInfo<'_>]) -> Option<GoVersio
 }
 
 impl Pclntab {
-    /// Parses the pclntab of the ELF file `elf` (the whole file's bytes).
+    /// Parses the pclntab of the ELF file `elf` (the whole file's bytes), copying the two regions
+    /// it keeps.
     pub fn parse(elf: &[u8]) -> Result<Pclntab, PclntabError> {
+        Self::parse_in(elf, None)
+    }
+
+    /// Parses the pclntab of a mapped ELF file, reading its tables in place from the mapping.
+    pub fn parse_mapped(map: std::sync::Arc<memmap2::Mmap>) -> Result<Pclntab, PclntabError> {
+        Self::parse_in(&map, Some(&map))
+    }
+
+    fn parse_in(
+        elf: &[u8],
+        map: Option<&std::sync::Arc<memmap2::Mmap>>,
+    ) -> Result<Pclntab, PclntabError> {
         let file = ElfFile::<object::elf::FileHeader64<object::Endianness>>::parse(elf)?;
         let arch = file.architecture();
         let reloc_type = match arch {
@@ -46,12 +59,13 @@ impl Pclntab {
                 is_rela: sh_type == object::elf::SHT_RELA,
             });
         }
-        Self::from_sections(&sections, reloc_type)
+        Self::from_sections(&sections, reloc_type, map)
     }
 
     pub(super) fn from_sections(
         sections: &[SectionInfo<'_>],
         reloc_type: u32,
+        map: Option<&std::sync::Arc<memmap2::Mmap>>,
     ) -> Result<Pclntab, PclntabError> {
         let pcl = sections
             .iter()
@@ -136,10 +150,12 @@ impl Pclntab {
             .find(|s| s.alloc && s.data.is_some() && gofunc >= s.addr && gofunc - s.addr < s.size)
             .ok_or(PclntabError::BadGoFunc(gofunc))?;
         let gdata = gsec.data.ok_or(PclntabError::BadGoFunc(gofunc))?;
-        let gofunc_data = gdata
-            .get((gofunc - gsec.addr) as usize..)
-            .ok_or(PclntabError::BadGoFunc(gofunc))?
-            .to_vec();
+        let gofunc_data = Backing::of(
+            gdata
+                .get((gofunc - gsec.addr) as usize..)
+                .ok_or(PclntabError::BadGoFunc(gofunc))?,
+            map,
+        );
 
         let version = hinted.unwrap_or(match format {
             TableFormat::Go118 => GoVersion::new(1, 19),
@@ -148,7 +164,7 @@ impl Pclntab {
         });
 
         let mut tab_ = Pclntab {
-            data: data.to_vec(),
+            data: Backing::of(data, map),
             header_addr,
             format,
             quantum: u32::from(min_lc),
@@ -165,19 +181,38 @@ impl Pclntab {
             rules: VersionRules::for_version(version),
             version_from_buildinfo: hinted.is_some(),
             ids: SpecialFuncIds::default(),
-            name_index: Vec::new(),
+            name_index: std::sync::OnceLock::new(),
         };
         tab_.validate_ftab()?;
-        tab_.build_name_index();
-        let id_of = |t: &Pclntab, n: &str| t.func_by_name(n).map(|f| f.func_id);
+        let [switch, gopanic, sigpanic, panicwrap] = tab_.first_funcs_named([
+            "runtime.systemstack_switch",
+            "runtime.gopanic",
+            "runtime.sigpanic",
+            "runtime.panicwrap",
+        ]);
+        let id_of = |i: Option<u32>| i.and_then(|i| tab_.func_ref(i)).map(|f| f.func_id);
         tab_.ids = SpecialFuncIds {
             // FuncIDWrapper directly follows FuncID_systemstack_switch in every release 1.19–1.27.
-            wrapper: id_of(&tab_, "runtime.systemstack_switch").and_then(|x| x.checked_add(1)),
-            gopanic: id_of(&tab_, "runtime.gopanic"),
-            sigpanic: id_of(&tab_, "runtime.sigpanic"),
-            panicwrap: id_of(&tab_, "runtime.panicwrap"),
+            wrapper: id_of(switch).and_then(|x| x.checked_add(1)),
+            gopanic: id_of(gopanic),
+            sigpanic: id_of(sigpanic),
+            panicwrap: id_of(panicwrap),
         };
         Ok(tab_)
+    }
+
+    /// The first function-table index carrying each raw name, in one pass over the table (no index).
+    fn first_funcs_named<const N: usize>(&self, names: [&str; N]) -> [Option<u32>; N] {
+        let mut found = [None; N];
+        for i in 0..self.nfunc {
+            let raw = self.raw_name_of_index(i);
+            for (k, n) in names.iter().enumerate() {
+                if found[k].is_none() && raw == n.as_bytes() {
+                    found[k] = Some(i);
+                }
+            }
+        }
+        found
     }
 
     pub(super) fn validate_ftab(&self) -> Result<(), PclntabError> {
@@ -202,10 +237,12 @@ impl Pclntab {
         Ok(())
     }
 
-    pub(super) fn build_name_index(&mut self) {
-        let mut idx: Vec<u32> = (0..self.nfunc).collect();
-        idx.sort_by(|&a, &b| self.raw_name_of_index(a).cmp(self.raw_name_of_index(b)));
-        self.name_index = idx;
+    fn name_index(&self) -> &[u32] {
+        self.name_index.get_or_init(|| {
+            let mut idx: Vec<u32> = (0..self.nfunc).collect();
+            idx.sort_by(|&a, &b| self.raw_name_of_index(a).cmp(self.raw_name_of_index(b)));
+            idx
+        })
     }
 
     pub(super) fn raw_name_of_index(&self, i: u32) -> &[u8] {
@@ -297,10 +334,9 @@ impl Pclntab {
     /// The function whose raw symbol name is `name` (first in name order if duplicated).
     pub fn func_by_name(&self, name: &str) -> Option<FuncRef> {
         let key = name.as_bytes();
-        let pos = self
-            .name_index
-            .partition_point(|&i| self.raw_name_of_index(i) < key);
-        let &i = self.name_index.get(pos)?;
+        let index = self.name_index();
+        let pos = index.partition_point(|&i| self.raw_name_of_index(i) < key);
+        let &i = index.get(pos)?;
         if self.raw_name_of_index(i) == key {
             self.func_ref(i)
         } else {

@@ -203,7 +203,7 @@ struct SpecialFuncIds {
 #[derive(Debug)]
 pub struct Pclntab {
     /// `.gopclntab` bytes, starting at the `pcHeader`.
-    data: Vec<u8>,
+    data: Backing,
     /// Virtual address of the `pcHeader`.
     header_addr: u64,
     format: TableFormat,
@@ -221,15 +221,66 @@ pub struct Pclntab {
     /// `moduledata.gofunc`.
     gofunc: u64,
     /// Bytes from `gofunc` to the end of the section containing it.
-    gofunc_data: Vec<u8>,
+    gofunc_data: Backing,
     /// Address of `runtime.firstmoduledata`.
     moduledata_addr: u64,
     /// The version rules symbolization follows (from [`Pclntab::set_go_version`] or inferred).
     rules: VersionRules,
     version_from_buildinfo: bool,
     ids: SpecialFuncIds,
-    /// Function-table indices sorted by raw name, for [`Pclntab::func_by_name`].
-    name_index: Vec<u32>,
+    /// Function-table indices sorted by raw name, for [`Pclntab::func_by_name`]; built on its
+    /// first call (symbolization never needs it).
+    name_index: std::sync::OnceLock<Vec<u32>>,
+}
+
+/// The bytes of the ELF file a [`Pclntab`] reads: its own copy (tables parsed from a byte slice,
+/// [`Pclntab::parse`]) or a range of a shared read-only mapping of the file
+/// ([`Pclntab::parse_mapped`]): file-backed pages the kernel can drop and re-read, so a cached table
+/// costs almost no anonymous memory.
+#[derive(Debug)]
+enum Backing {
+    Owned(Vec<u8>),
+    Mapped {
+        map: std::sync::Arc<memmap2::Mmap>,
+        start: usize,
+        len: usize,
+    },
+}
+
+impl std::ops::Deref for Backing {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Backing::Owned(v) => v,
+            // In range by construction (`Backing::of` checked it against the mapping).
+            Backing::Mapped { map, start, len } => map.get(*start..*start + *len).unwrap_or(&[]),
+        }
+    }
+}
+
+impl Backing {
+    /// `part` (a slice of `map`'s bytes) as a range of `map`, or a copy when `map` is `None`.
+    fn of(part: &[u8], map: Option<&std::sync::Arc<memmap2::Mmap>>) -> Backing {
+        if let Some(map) = map {
+            let base = map.as_ptr() as usize;
+            let start = (part.as_ptr() as usize).wrapping_sub(base);
+            if start <= map.len() && part.len() <= map.len() - start {
+                return Backing::Mapped {
+                    map: map.clone(),
+                    start,
+                    len: part.len(),
+                };
+            }
+        }
+        Backing::Owned(part.to_vec())
+    }
+
+    fn anon_bytes(&self) -> usize {
+        match self {
+            Backing::Owned(v) => v.len(),
+            Backing::Mapped { .. } => 0,
+        }
+    }
 }
 
 struct SectionInfo<'d> {
@@ -315,9 +366,18 @@ impl Pclntab {
         self.nfunc
     }
 
-    /// Bytes held by this table (pclntab copy + funcdata copy).
+    /// Anonymous (heap) bytes held by this table: copies of file data, the name index if built.
     pub fn owned_bytes(&self) -> usize {
-        self.data.len() + self.gofunc_data.len() + self.name_index.len() * 4
+        self.data.anon_bytes()
+            + self.gofunc_data.anon_bytes()
+            + self.name_index.get().map_or(0, |v| v.len() * 4)
+    }
+
+    /// Bytes of the file this table reads in place (mapped, file-backed; resident only while touched).
+    pub fn mapped_bytes(&self) -> usize {
+        self.data.len() + self.gofunc_data.len()
+            - self.data.anon_bytes()
+            - self.gofunc_data.anon_bytes()
     }
 
     fn func_header_size(&self) -> usize {
