@@ -7,7 +7,7 @@
 //!    RssAnon, VmRSS and VmHWM after `--idle-seconds` (15 s), and each process's state.
 //! 2. **growth** — five copies each of etcd, caddy, rclone and prometheus in separate files (as
 //!    container images are: distinct inodes, so distinct binaries to the agent), started one by
-//!    one; at k = 1, 5, 10, 20 distinct binaries (one process each) a fresh agent runs for
+//!    one; at k = 0, 1, 5, 10, 20 distinct binaries (one process each) a fresh agent runs for
 //!    `--idle-seconds`, no profile requested. Reported: idle RSS per k and the least-squares slope,
 //!    the "idle RSS growth per extra binary".
 //! 3. **node** — those 20 plus ten processes each of the `steadyalloc` fixture built by three Go
@@ -18,7 +18,7 @@
 //!    (VmHWM) after.
 //!
 //! Markdown tables go to stdout, progress to stderr. `--quick`: two copies instead of five
-//! (k = 1, 4, 8), three fixture processes per Go version (17 processes), 10 s idle points.
+//! (k = 0, 1, 4, 8), three fixture processes per Go version (17 processes), 10 s idle points.
 //!
 //! Needs (installs nothing itself): the Debian packages `etcd-server caddy nats-server syncthing
 //! prometheus containerd influxdb rclone restic` (their services are not started where there is
@@ -196,9 +196,9 @@ fn plan(o: &Opts, bindir: &Path) -> anyhow::Result<Plan> {
         fixtures,
         fixture_procs: if o.quick { 3 } else { 10 },
         checkpoints: if o.quick {
-            vec![1, 4, 8]
+            vec![0, 1, 4, 8]
         } else {
-            vec![1, 5, 10, 20]
+            vec![0, 1, 5, 10, 20]
         },
     })
 }
@@ -604,6 +604,9 @@ fn main() -> anyhow::Result<()> {
             "growth: copies of etcd, caddy, rclone and prometheus, a fresh agent at k = {:?}",
             p.checkpoints
         );
+        if run_growth && p.checkpoints.contains(&0) {
+            growth.push(idle_run(&mut b)?);
+        }
         for (i, &bin) in p.copies.iter().enumerate() {
             b.start(bin)?;
             if run_growth && p.checkpoints.contains(&(i + 1)) {
@@ -665,10 +668,12 @@ fn yes_no(ok: bool) -> &'static str {
     }
 }
 
+/// Least-squares fit over the points with at least one binary (k = 0 is the agent alone).
 fn slope(growth: &[IdleRun], f: fn(&Mem) -> u64) -> Option<(f64, f64)> {
     node::linear_fit(
         &growth
             .iter()
+            .filter(|g| g.k > 0)
             .map(|g| (g.k as f64, f(&g.mem) as f64))
             .collect::<Vec<_>>(),
     )
@@ -690,7 +695,11 @@ fn report_acceptance(b: &Bench, growth: &[IdleRun], run: &NodeRun) {
         yes_no(run.after.hwm <= 32 * 1024)
     );
     if let Some((s, _)) = slope(growth, |m| m.anon) {
-        let ks: Vec<String> = growth.iter().map(|g| g.k.to_string()).collect();
+        let ks: Vec<String> = growth
+            .iter()
+            .filter(|g| g.k > 0)
+            .map(|g| g.k.to_string())
+            .collect();
         println!(
             "| idle RSS growth per extra binary (RssAnon slope, k = {}) | {s:.0} KiB | ≤ 256 KiB | {} |",
             ks.join(", "),
@@ -834,7 +843,7 @@ fn report_daemons(b: &Bench, run: &IdleRun, running: &[(usize, i32)]) {
 
 fn report_growth(growth: &[IdleRun]) {
     println!("## Idle agent RSS by distinct binaries watched\n");
-    println!("Copies of etcd, caddy, rclone, prometheus (interleaved), one process each, no profile requested, a fresh agent for each k.\n");
+    println!("Copies of etcd, caddy, rclone, prometheus (interleaved), one process each, no profile requested, a fresh agent for each k (k = 0: the agent with no Go process to watch).\n");
     println!("| distinct binaries | all readable after | idle point | VmRSS | RssAnon | VmHWM |");
     println!("|---:|---:|---:|---:|---:|---:|");
     for g in growth {
@@ -859,7 +868,7 @@ fn report_growth(growth: &[IdleRun]) {
         slope(growth, |m| m.hwm),
     ) {
         println!(
-            "Least-squares slope per extra binary: RssAnon {s:.0} KiB (intercept {}), VmRSS {sr:.0} KiB (intercept {}), VmHWM {sh:.0} KiB.\n",
+            "Least-squares slope per extra binary (k ≥ 1): RssAnon {s:.0} KiB (intercept {}), VmRSS {sr:.0} KiB (intercept {}), VmHWM {sh:.0} KiB.\n",
             mib(c.max(0.0) as u64),
             mib(cr.max(0.0) as u64)
         );
