@@ -1,7 +1,7 @@
 //! Issue #9's observer-effect benchmark: Debian's caddy serving small responses on loopback under
-//! `wrk`, with and without `goheap agent --interval 1s` watching it, alternated A B A B … over
-//! several rounds so that the run-to-run noise of each condition is visible next to the
-//! difference between them.
+//! `wrk`, with and without `goheap agent --interval 1s` watching it, alternated over several
+//! rounds (none, agent; agent, none; …) so that the run-to-run noise of each condition is visible
+//! next to the difference between them.
 //!
 //! caddy gets a few routes (static `respond`, JSON, header rewriting, a template, `file_server`
 //! with gzip, and a `reverse_proxy` to a second site of its own), and `wrk` cycles through them
@@ -321,8 +321,14 @@ fn main() -> anyhow::Result<()> {
     let mut runs = Vec::new();
     let mut agent_n = 0;
     for round in 1..=o.rounds {
-        for with_agent in [false, true] {
-            node::sleep(Duration::from_secs(1))?;
+        // A B, then B A: neither condition always comes first (drift, the gap since the last run).
+        let order = if round % 2 == 1 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for with_agent in order {
+            node::sleep(Duration::from_secs(2))?;
             let mut agent = None;
             let mut buckets = 0;
             if with_agent {
@@ -421,7 +427,7 @@ fn report(o: &Opts, runs: &[Run]) {
         o.interval
     );
     println!(
-        "Private PID namespace (agent sees only caddy): {}. Runs alternate none, agent, none, agent, …\n",
+        "Private PID namespace (agent sees only caddy): {}. Runs alternate: none, agent in odd rounds; agent, none in even ones.\n",
         if node::isolated() { "yes" } else { "no" }
     );
     println!("| round | agent | req/s | p50 | p99 | caddy CPU/req | agent cycles | mean cycle | agent CPU | caddy buckets | errors |");
@@ -477,7 +483,7 @@ fn report(o: &Opts, runs: &[Run]) {
         let noise_b = 100.0 * (bmax - bmin) / bm;
         let diff = 100.0 * (bm - am) / am;
         let prec = if unit == " ms" { 3 } else { 1 };
-        // Each agent run against the run without it just before, in the same round.
+        // Each agent run against the run without it in the same round.
         let ratios: Vec<f64> = a.iter().zip(&b).map(|(x, y)| 100.0 * (y - x) / x).collect();
         let (rm, rmin, rmax) = stats(&ratios);
         println!(
@@ -486,5 +492,5 @@ fn report(o: &Opts, runs: &[Run]) {
         );
     }
     println!();
-    println!("Noise: (max − min) / mean of the runs of one condition. \"Within noise\": |agent vs none| (difference of the means) ≤ the larger of the two noises. Per-round: each agent run against the run without the agent just before it.\n");
+    println!("Noise: (max − min) / mean of the runs of one condition. \"Within noise\": |agent vs none| (difference of the means) ≤ the larger of the two noises. Per-round: each agent run against the run without the agent in the same round.\n");
 }
