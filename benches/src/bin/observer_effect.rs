@@ -492,5 +492,19 @@ fn report(o: &Opts, runs: &[Run]) {
         );
     }
     println!();
+    let with: Vec<&Run> = runs.iter().filter(|r| r.agent).collect();
+    let cpu: f64 = with.iter().map(|r| r.agent_cpu_s).sum();
+    let secs = (with.len() as u64 * o.seconds) as f64;
+    let cycles: u64 = with.iter().map(|r| r.agent_cycles).sum();
+    let cycle_ms: f64 = with
+        .iter()
+        .map(|r| r.agent_cycle_ms * r.agent_cycles as f64)
+        .sum::<f64>()
+        / cycles.max(1) as f64;
+    println!(
+        "The agent during the runs with it: {cycles} cycles of {cycle_ms:.1} ms on average, {:.0} ms CPU in {secs:.0} s ({:.2}% of one core, the most it could take from caddy and wrk).\n",
+        cpu * 1e3,
+        100.0 * cpu / secs
+    );
     println!("Noise: (max − min) / mean of the runs of one condition. \"Within noise\": |agent vs none| (difference of the means) ≤ the larger of the two noises. Per-round: each agent run against the run without the agent in the same round.\n");
 }
