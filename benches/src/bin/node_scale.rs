@@ -868,9 +868,9 @@ fn report_growth(growth: &[IdleRun]) {
         slope(growth, |m| m.hwm),
     ) {
         println!(
-            "Least-squares slope per extra binary (k ≥ 1): RssAnon {s:.0} KiB (intercept {}), VmRSS {sr:.0} KiB (intercept {}), VmHWM {sh:.0} KiB.\n",
-            mib(c.max(0.0) as u64),
-            mib(cr.max(0.0) as u64)
+            "Least-squares slope per extra binary (k ≥ 1): RssAnon {s:.0} KiB (intercept {:.1} MiB), VmRSS {sr:.0} KiB (intercept {:.1} MiB), VmHWM {sh:.0} KiB.\n",
+            c / 1024.0,
+            cr / 1024.0
         );
     }
 }
