@@ -1,5 +1,8 @@
 //! Shared helpers of goheap's benchmarks: toolchain and fixture paths, CPU clocks, child processes.
 
+pub mod daemons;
+pub mod node;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
