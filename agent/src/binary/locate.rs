@@ -202,7 +202,9 @@ fn locate_symbols(binary: &GoBinary, view: Option<&TargetView>) -> Result<Runtim
     }
     let pclntab = crate::symbolize::pclntab::Pclntab::parse_mapped(map.clone())
         .map_err(|e| format!("{stripped}; no debug file; .gopclntab: {e}"))?;
-    let found = crate::binary::coderef::recover_runtime_addresses(&map, &PclntabRanges(&pclntab))
+    let ranges = PclntabRanges::resolve(&pclntab);
+    drop(pclntab);
+    let found = crate::binary::coderef::recover_runtime_addresses(&map, &ranges)
         .map_err(|e| format!("{stripped}; no debug file; code references: {e}"))?;
     tracing::debug!(exe = %exe_path.display(), evidence = ?found.evidence, "runtime globals recovered from code references");
     let symbols = RuntimeSymbols {
@@ -215,12 +217,30 @@ fn locate_symbols(binary: &GoBinary, view: Option<&TargetView>) -> Result<Runtim
     Ok(symbols)
 }
 
-/// Function ranges from `.gopclntab`, for code-reference recovery.
-struct PclntabRanges<'a>(&'a crate::symbolize::pclntab::Pclntab);
+/// The ranges of the functions code-reference recovery decodes, resolved from `.gopclntab` in one
+/// bounded scan (no name index, nothing of the table kept).
+struct PclntabRanges(Vec<(&'static str, std::ops::Range<u64>)>);
 
-impl crate::binary::coderef::FunctionRanges for PclntabRanges<'_> {
+impl PclntabRanges {
+    fn resolve(pclntab: &crate::symbolize::pclntab::Pclntab) -> PclntabRanges {
+        let names = crate::binary::coderef::FUNCTIONS_USED;
+        let found = pclntab.funcs_named(names);
+        PclntabRanges(
+            names
+                .iter()
+                .zip(found)
+                .filter_map(|(n, f)| f.map(|f| (*n, f.entry..f.end)))
+                .collect(),
+        )
+    }
+}
+
+impl crate::binary::coderef::FunctionRanges for PclntabRanges {
     fn function_range(&self, name: &str) -> Option<std::ops::Range<u64>> {
-        self.0.func_by_name(name).map(|f| f.entry..f.end)
+        self.0
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, r)| r.clone())
     }
 }
 

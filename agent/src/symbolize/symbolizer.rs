@@ -26,7 +26,6 @@ pub enum SymbolizerError {
 #[derive(Debug)]
 pub struct Symbolizer {
     pclntab: Pclntab,
-    map: Option<Arc<memmap2::Mmap>>,
 }
 
 impl Symbolizer {
@@ -34,12 +33,9 @@ impl Symbolizer {
     /// version.
     pub fn open(binary: &GoBinary) -> Result<Symbolizer, SymbolizerError> {
         let map = map_binary(binary)?;
-        let mut pclntab = Pclntab::parse_mapped(map.clone())?;
+        let mut pclntab = Pclntab::parse_mapped(map)?;
         pclntab.set_go_version(binary.go_version);
-        let s = Symbolizer {
-            pclntab,
-            map: Some(map),
-        };
+        let s = Symbolizer { pclntab };
         s.release_pages();
         Ok(s)
     }
@@ -47,7 +43,7 @@ impl Symbolizer {
     /// Wraps an already parsed pclntab of a binary built by Go `version`.
     pub fn from_pclntab(mut pclntab: Pclntab, version: GoVersion) -> Symbolizer {
         pclntab.set_go_version(version);
-        Symbolizer { pclntab, map: None }
+        Symbolizer { pclntab }
     }
 
     /// The parsed tables.
@@ -64,11 +60,7 @@ impl Symbolizer {
     /// Hands the mapping's resident pages back to the kernel (they are re-read from the file on
     /// the next access), so a cached symbolizer costs no resident memory between uses.
     pub fn release_pages(&self) {
-        if let Some(map) = &self.map {
-            // SAFETY: the mapping is private, read-only and never written, so MADV_DONTNEED only
-            // drops clean file-backed pages; later reads see the file's bytes again.
-            let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
-        }
+        self.pclntab.release_pages();
     }
 }
 

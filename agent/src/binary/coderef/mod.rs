@@ -42,6 +42,20 @@ pub const MAX_FUNCTION_SIZE: u64 = 1 << 20;
 /// appear (Go 1.19 arm64 needs 6: TST, ORR, CSEL, ADRP, ADD, STR).
 const DISABLE_TO_STORE_WINDOW: usize = 8;
 
+/// Every runtime function whose machine code the recovery may decode (so a caller can resolve them
+/// all in one pass over its function table).
+pub const FUNCTIONS_USED: &[&str] = &[
+    "runtime.memProfileInternal",
+    "runtime.MemProfile",
+    "runtime.mProf_FlushLocked",
+    "runtime.stkbucket",
+    "runtime.profilealloc",
+    "runtime.schedinit",
+    "runtime.init",
+    "runtime.mProf_Malloc",
+    "runtime.mProf_Flush",
+];
+
 /// Looks up the address range of a function by its Go symbol name (e.g. `runtime.stkbucket`).
 ///
 /// Implemented by the `.gopclntab` parser for stripped binaries; tests implement it with `.symtab`.

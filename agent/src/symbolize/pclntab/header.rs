@@ -184,12 +184,14 @@ impl Pclntab {
             name_index: std::sync::OnceLock::new(),
         };
         tab_.validate_ftab()?;
-        let [switch, gopanic, sigpanic, panicwrap] = tab_.first_funcs_named([
+        let special = tab_.first_funcs_named(&[
             "runtime.systemstack_switch",
             "runtime.gopanic",
             "runtime.sigpanic",
             "runtime.panicwrap",
         ]);
+        let (switch, gopanic, sigpanic, panicwrap) =
+            (special[0], special[1], special[2], special[3]);
         let id_of = |i: Option<u32>| i.and_then(|i| tab_.func_ref(i)).map(|f| f.func_id);
         tab_.ids = SpecialFuncIds {
             // FuncIDWrapper directly follows FuncID_systemstack_switch in every release 1.19–1.27.
@@ -201,18 +203,39 @@ impl Pclntab {
         Ok(tab_)
     }
 
-    /// The first function-table index carrying each raw name, in one pass over the table (no index).
-    fn first_funcs_named<const N: usize>(&self, names: [&str; N]) -> [Option<u32>; N] {
-        let mut found = [None; N];
+    /// The first function-table index carrying each raw name, in one pass over the table (no
+    /// index) that stops once every name is found. On a mapped table the pages read are handed back
+    /// to the kernel every [`SCAN_RELEASE_EVERY`] functions, so the scan's resident cost does not
+    /// grow with the table (the runtime's functions, which goheap looks for, come early in it).
+    fn first_funcs_named(&self, names: &[&str]) -> Vec<Option<u32>> {
+        let mut found = vec![None; names.len()];
+        let mut left = names.len();
         for i in 0..self.nfunc {
+            if left == 0 {
+                break;
+            }
+            if i > 0 && i % SCAN_RELEASE_EVERY == 0 {
+                self.release_pages();
+            }
             let raw = self.raw_name_of_index(i);
             for (k, n) in names.iter().enumerate() {
                 if found[k].is_none() && raw == n.as_bytes() {
                     found[k] = Some(i);
+                    left -= 1;
                 }
             }
         }
+        self.release_pages();
         found
+    }
+
+    /// [`Pclntab::func_by_name`] for several names at once, in one bounded scan and without
+    /// building the name index: for a few lookups in a table that is not kept.
+    pub fn funcs_named(&self, names: &[&str]) -> Vec<Option<FuncRef>> {
+        self.first_funcs_named(names)
+            .into_iter()
+            .map(|i| i.and_then(|i| self.func_ref(i)))
+            .collect()
     }
 
     pub(super) fn validate_ftab(&self) -> Result<(), PclntabError> {

@@ -54,6 +54,8 @@ const FUNCDATA_INL_TREE: u32 = 3;
 const MAX_INLINE_DEPTH: usize = 1024;
 /// Upper bound on the number of functions accepted from a header (larger than any real binary).
 const MAX_FUNCS: u64 = 1 << 24;
+/// Functions scanned between two hand-backs of a mapped table's pages in a linear scan.
+const SCAN_RELEASE_EVERY: u32 = 4096;
 /// How many moduledata words we may read (the largest layout uses fewer than 50 up to `gofunc`).
 const MODULEDATA_WORDS: u64 = 64;
 
@@ -371,6 +373,16 @@ impl Pclntab {
         self.data.anon_bytes()
             + self.gofunc_data.anon_bytes()
             + self.name_index.get().map_or(0, |v| v.len() * 4)
+    }
+
+    /// Hands the resident pages of a mapped table back to the kernel (they are re-read from the
+    /// file when next touched). No-op for a table that owns its bytes.
+    pub fn release_pages(&self) {
+        if let Backing::Mapped { map, .. } = &self.data {
+            // SAFETY: the mapping is private, read-only and never written, so MADV_DONTNEED only
+            // drops clean file-backed pages; later reads see the file's bytes again.
+            let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+        }
     }
 
     /// Bytes of the file this table reads in place (mapped, file-backed; resident only while touched).
