@@ -22,13 +22,15 @@ pub fn cache_dir() -> PathBuf {
 
 /// The `go` command of [`GO_VERSION`], or an error telling to run the installer.
 pub fn go_tool() -> anyhow::Result<PathBuf> {
-    let p = cache_dir()
-        .join("go")
-        .join(GO_VERSION)
-        .join("goroot/bin/go");
+    go_tool_of(GO_VERSION)
+}
+
+/// The `go` command of Go `version` (as cached by fixtures/install-toolchains.sh).
+pub fn go_tool_of(version: &str) -> anyhow::Result<PathBuf> {
+    let p = cache_dir().join("go").join(version).join("goroot/bin/go");
     anyhow::ensure!(
         p.exists(),
-        "Go {GO_VERSION} missing at {}: run fixtures/install-toolchains.sh",
+        "Go {version} missing at {}: run fixtures/install-toolchains.sh",
         p.display()
     );
     Ok(p)
@@ -52,10 +54,15 @@ pub fn fixture(program: &str) -> anyhow::Result<PathBuf> {
 
 /// Builds the Go program in `benches/<name>` into `out_dir` (offline, stdlib only).
 pub fn build_go_program(name: &str, out_dir: &Path) -> anyhow::Result<PathBuf> {
+    build_go_program_with(name, out_dir, GO_VERSION)
+}
+
+/// [`build_go_program`] with the toolchain of Go `version`.
+pub fn build_go_program_with(name: &str, out_dir: &Path, version: &str) -> anyhow::Result<PathBuf> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
-    let out = out_dir.join(name);
+    let out = out_dir.join(format!("{name}-{version}"));
     std::fs::create_dir_all(out_dir)?;
-    let status = Command::new(go_tool()?)
+    let status = Command::new(go_tool_of(version)?)
         .args(["build", "-o"])
         .arg(&out)
         .arg(".")
@@ -64,7 +71,7 @@ pub fn build_go_program(name: &str, out_dir: &Path) -> anyhow::Result<PathBuf> {
         .env("GOPROXY", "off")
         .env("GOTOOLCHAIN", "local")
         .env("CGO_ENABLED", "0")
-        .env("GOCACHE", cache_dir().join(format!("gocache-{GO_VERSION}")))
+        .env("GOCACHE", cache_dir().join(format!("gocache-{version}")))
         .env("GOPATH", cache_dir().join("gopath"))
         .status()?;
     anyhow::ensure!(status.success(), "go build of {name} failed");

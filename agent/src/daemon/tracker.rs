@@ -8,6 +8,7 @@ use crate::binary::BinaryInfo;
 use crate::error::Refusal;
 use crate::profile::heap;
 use crate::runtime::layout::{RuntimeLayout, FUTURE_CYCLES};
+use crate::runtime::records::{RecordPlan, DEFAULT_COALESCE_GAP};
 use crate::runtime::snapshot::{self, HeapSnapshot};
 use crate::runtime::walk::{
     BucketWalker, Cycle, MemProfileRecord, MemRecord, RawBucket, WalkLimits,
@@ -144,7 +145,8 @@ pub struct IncrementalReader<M: RemoteMemory> {
     layout: RuntimeLayout,
     /// Buckets in list order (newest first). Records are as of the last read.
     buckets: Vec<RawBucket>,
-    index: HashMap<u64, usize>,
+    /// How the known buckets' records are re-read (coalesced ranges, reused buffers).
+    plan: RecordPlan,
     head: u64,
     rate: u64,
     cycle: Option<u32>,
@@ -153,6 +155,9 @@ pub struct IncrementalReader<M: RemoteMemory> {
     tail: Option<u64>,
     /// Time allowed for walking buckets in one read (the batched re-read is not limited).
     pub walk_budget: std::time::Duration,
+    /// Bytes read at once when walking many buckets ([`WalkLimits::read_window`]; 0: one read a
+    /// bucket).
+    pub read_window: u64,
 }
 
 /// Default [`IncrementalReader::walk_budget`].
@@ -167,13 +172,14 @@ impl<M: RemoteMemory> IncrementalReader<M> {
             addrs,
             layout,
             buckets: Vec::new(),
-            index: HashMap::new(),
+            plan: RecordPlan::new(DEFAULT_COALESCE_GAP),
             head: 0,
             rate: 0,
             cycle: None,
             needs_full_walk: true,
             tail: None,
             walk_budget: DEFAULT_WALK_BUDGET,
+            read_window: crate::runtime::walk::DEFAULT_READ_WINDOW,
         }
     }
 
@@ -185,6 +191,7 @@ impl<M: RemoteMemory> IncrementalReader<M> {
     fn limits(&self) -> WalkLimits {
         WalkLimits {
             deadline: Some(std::time::Instant::now() + self.walk_budget),
+            read_window: self.read_window,
             ..WalkLimits::default()
         }
     }
@@ -255,15 +262,9 @@ impl<M: RemoteMemory> IncrementalReader<M> {
                 got: 0,
             });
         }
-        let triples: Vec<(u64, u64, u64)> = self
-            .buckets
-            .iter()
-            .map(|b| (b.record_addr(&self.layout), b.size, 0))
-            .collect();
-        let walker = BucketWalker::new(&self.mem, self.layout, Some(&self.map));
-        let records = walker
-            .reread_records(&triples, &mut extra)
-            .map_err(|e| snapshot::walk_refusal(pid, e, info, proc_root))?;
+        self.plan
+            .read(&self.mem, &mut extra)
+            .map_err(|e| snapshot::walk_refusal(pid, e.into(), info, proc_root))?;
         let extra_ok: Vec<bool> = extra.iter().map(|r| r.got == r.buf.len()).collect();
         drop(extra);
         if !extra_ok.iter().all(|ok| *ok) {
@@ -283,8 +284,8 @@ impl<M: RemoteMemory> IncrementalReader<M> {
             self.cycle = Some(u32::from_le_bytes(cycle_buf) >> 1);
         }
         let mut out = ReadOutcome::default();
-        for (b, r) in self.buckets.iter_mut().zip(records) {
-            match r {
+        for (i, b) in self.buckets.iter_mut().enumerate() {
+            match self.plan.record(i, &self.layout, b.size) {
                 Some(r) => b.record = r,
                 None => out.unreadable_records += 1,
             }
@@ -297,9 +298,10 @@ impl<M: RemoteMemory> IncrementalReader<M> {
             }
             let mut walker = BucketWalker::new(&self.mem, self.layout, Some(&self.map));
             walker.limits = self.limits();
-            let index = &self.index;
+            // The runtime only prepends: the walk ends at the previous head.
+            let old_head = self.head;
             let walk = walker
-                .walk_until(head, |a| index.contains_key(&a))
+                .walk_until(head, |a| a == old_head)
                 .map_err(|e| snapshot::walk_refusal(pid, e, info, proc_root))?;
             if walk.warning.is_some() || walk.resume_at.is_some() {
                 // Some new buckets are missing (a bad list, or out of time between new buckets
@@ -310,7 +312,10 @@ impl<M: RemoteMemory> IncrementalReader<M> {
             out.new_buckets = walk.buckets.len();
             let mut list = walk.buckets;
             list.append(&mut self.buckets);
-            self.set_buckets(list, head);
+            self.plan
+                .prepend(out.new_buckets, &list, &self.layout, &self.map);
+            self.buckets = list;
+            self.head = head;
         }
         if let Some(tail) = self.tail {
             self.continue_tail(tail, info, proc_root, &mut out)?;
@@ -335,9 +340,10 @@ impl<M: RemoteMemory> IncrementalReader<M> {
             out.warning = Some("bucket list longer than the bucket cap; truncated".into());
             return Ok(());
         }
-        let index = &self.index;
+        // Only a corrupt list could lead back into known buckets; built only while a tail is left.
+        let known: std::collections::HashSet<u64> = self.buckets.iter().map(|b| b.addr).collect();
         let walk = walker
-            .walk_until(tail, |a| index.contains_key(&a))
+            .walk_until(tail, |a| known.contains(&a))
             .map_err(|e| snapshot::walk_refusal(pid, e, info, proc_root))?;
         self.tail = walk.resume_at;
         if walk.warning.is_some() {
@@ -382,9 +388,20 @@ impl<M: RemoteMemory> IncrementalReader<M> {
     }
 
     fn set_buckets(&mut self, list: Vec<RawBucket>, head: u64) {
-        self.index = list.iter().enumerate().map(|(i, b)| (b.addr, i)).collect();
+        self.plan.rebuild(&list, &self.layout, &self.map);
         self.buckets = list;
         self.head = head;
+    }
+
+    /// The steady re-read's plan: ranges and bytes per cycle (for benchmarks and tests).
+    pub fn plan(&self) -> &RecordPlan {
+        &self.plan
+    }
+
+    /// Sets the largest gap between two records read as one range (0: one range per record).
+    pub fn set_coalesce_gap(&mut self, gap: u64) {
+        self.plan.gap = gap;
+        self.plan.rebuild(&self.buckets, &self.layout, &self.map);
     }
 }
 
@@ -427,9 +444,25 @@ pub struct CycleDelta {
 /// and counting resumes above the mark, so totals never go backwards, never jump by a negative
 /// amount wrapped to a huge one, and a transient over-read is absorbed rather than counted twice.
 /// A process restart is a new [`ProcessKey`] and therefore a new tracker (a counter reset).
+///
+/// State is kept in flat arrays in the reader's list order (newest first): the runtime only
+/// prepends buckets, so the arrays of the previous update are a suffix of the new list and are
+/// matched by one comparison of addresses, without hashing. Each bucket's in-use contribution is
+/// cached and recomputed only when its counters move.
 #[derive(Debug, Default)]
 pub struct DeltaTracker {
-    marks: HashMap<u64, Cycle>,
+    /// Bucket addresses, list order, as of the last update.
+    addrs: Vec<u64>,
+    marks: Vec<Cycle>,
+    /// Scaled in-use (objects, bytes) of each bucket as of its mark.
+    inuse: Vec<(i64, i64)>,
+    /// `scaleHeapSample`'s factor for each bucket's object size at `rate` (NaN: not computed).
+    scale: Vec<f64>,
+    /// Sums of `inuse`.
+    inuse_objects: i64,
+    inuse_bytes: i64,
+    /// `MemProfileRate` the cached values were scaled with.
+    rate: i64,
     /// Scaled totals since the process was first seen (including what it had allocated before).
     pub alloc_objects_total: u64,
     pub alloc_bytes_total: u64,
@@ -445,64 +478,160 @@ impl DeltaTracker {
         layout: &RuntimeLayout,
     ) -> CycleDelta {
         let rate = rate.min(i64::MAX as u64) as i64;
+        self.align(buckets);
+        let rescale = rate != self.rate;
+        if rescale {
+            self.rate = rate;
+        }
         let mut out = CycleDelta::default();
         for (i, b) in buckets.iter().enumerate() {
             let now = published(&b.record, cycle);
-            let mark = self.marks.entry(b.addr).or_default();
+            let mark = &mut self.marks[i];
             let d = Cycle {
                 allocs: now.allocs.saturating_sub(mark.allocs),
                 frees: now.frees.saturating_sub(mark.frees),
                 alloc_bytes: now.alloc_bytes.saturating_sub(mark.alloc_bytes),
                 free_bytes: now.free_bytes.saturating_sub(mark.free_bytes),
             };
-            mark.allocs = mark.allocs.max(now.allocs);
-            mark.frees = mark.frees.max(now.frees);
-            mark.alloc_bytes = mark.alloc_bytes.max(now.alloc_bytes);
-            mark.free_bytes = mark.free_bytes.max(now.free_bytes);
+            let moved = d != Cycle::default();
+            if moved {
+                mark.allocs = mark.allocs.max(now.allocs);
+                mark.frees = mark.frees.max(now.frees);
+                mark.alloc_bytes = mark.alloc_bytes.max(now.alloc_bytes);
+                mark.free_bytes = mark.free_bytes.max(now.free_bytes);
+            }
             let plausible = d.alloc_bytes <= MAX_PLAUSIBLE_DELTA_BYTES
                 && d.free_bytes <= MAX_PLAUSIBLE_DELTA_BYTES
                 && d.allocs <= MAX_PLAUSIBLE_DELTA_BYTES
                 && d.frees <= MAX_PLAUSIBLE_DELTA_BYTES;
+            if rescale || self.scale[i].is_nan() {
+                self.scale[i] = size_scale(b.size, rate);
+            }
+            let scale = self.scale[i];
             if plausible && (d.allocs > 0 || d.frees > 0) {
-                let rec = MemProfileRecord {
-                    object_size: b.size,
-                    alloc_objects: d.allocs as i64,
-                    free_objects: 0,
-                    alloc_bytes: d.alloc_bytes as i64,
-                    free_bytes: 0,
-                    stack: Vec::new(),
-                };
-                let (v, _) = heap::record_values(&rec, rate, layout);
-                out.alloc_objects = out.alloc_objects.saturating_add(v[0].max(0) as u64);
-                out.alloc_bytes = out.alloc_bytes.saturating_add(v[1].max(0) as u64);
+                let (o, by) = scaled(
+                    d.allocs as i64,
+                    d.alloc_bytes as i64,
+                    b.size,
+                    scale,
+                    rate,
+                    layout,
+                );
+                out.alloc_objects = out.alloc_objects.saturating_add(o.max(0) as u64);
+                out.alloc_bytes = out.alloc_bytes.saturating_add(by.max(0) as u64);
                 out.grown.push((i, d));
             }
-            // In use: from the cumulative published counters (capped at the mark, so consistent).
-            let inuse = MemProfileRecord {
-                object_size: b.size,
-                alloc_objects: mark.allocs.min(i64::MAX as u64) as i64,
-                free_objects: mark.frees.min(mark.allocs).min(i64::MAX as u64) as i64,
-                alloc_bytes: mark.alloc_bytes.min(i64::MAX as u64) as i64,
-                free_bytes: mark.free_bytes.min(mark.alloc_bytes).min(i64::MAX as u64) as i64,
-                stack: Vec::new(),
-            };
-            let (v, _) = heap::record_values(&inuse, rate, layout);
-            out.inuse_objects = out.inuse_objects.saturating_add(v[2].max(0));
-            out.inuse_bytes = out.inuse_bytes.saturating_add(v[3].max(0));
+            if moved || rescale {
+                // In use: from the cumulative published counters (capped at the mark, so consistent).
+                let mark = &self.marks[i];
+                let count = (mark.allocs.min(i64::MAX as u64) as i64)
+                    .wrapping_sub(mark.frees.min(mark.allocs).min(i64::MAX as u64) as i64);
+                let bytes =
+                    (mark.alloc_bytes.min(i64::MAX as u64) as i64).wrapping_sub(
+                        mark.free_bytes.min(mark.alloc_bytes).min(i64::MAX as u64) as i64,
+                    );
+                let (o, by) = scaled(count, bytes, b.size, scale, rate, layout);
+                let new = (o.max(0), by.max(0));
+                let old = std::mem::replace(&mut self.inuse[i], new);
+                self.inuse_objects = self.inuse_objects.wrapping_sub(old.0).wrapping_add(new.0);
+                self.inuse_bytes = self.inuse_bytes.wrapping_sub(old.1).wrapping_add(new.1);
+            }
         }
+        out.inuse_objects = self.inuse_objects.max(0);
+        out.inuse_bytes = self.inuse_bytes.max(0);
         self.alloc_objects_total = self.alloc_objects_total.saturating_add(out.alloc_objects);
         self.alloc_bytes_total = self.alloc_bytes_total.saturating_add(out.alloc_bytes);
         out
     }
 
-    /// Drops the marks of buckets no longer present (never happens with a real runtime; bounds memory
-    /// if a broken read produced bogus addresses).
-    pub fn retain(&mut self, buckets: &[RawBucket]) {
-        if self.marks.len() > buckets.len() {
-            let live: std::collections::HashSet<u64> = buckets.iter().map(|b| b.addr).collect();
-            self.marks.retain(|a, _| live.contains(a));
+    /// Brings the arrays in line with `buckets`: new buckets in front get fresh marks; anything
+    /// else (a list re-read from scratch, older buckets appended by a resumed walk) is matched by
+    /// address once.
+    fn align(&mut self, buckets: &[RawBucket]) {
+        let n = buckets.len();
+        let old = self.addrs.len();
+        let suffix = n >= old
+            && buckets[n - old..]
+                .iter()
+                .zip(&self.addrs)
+                .all(|(b, a)| b.addr == *a);
+        if suffix {
+            if n > old {
+                let k = n - old;
+                self.addrs.splice(0..0, buckets[..k].iter().map(|b| b.addr));
+                self.marks
+                    .splice(0..0, std::iter::repeat_n(Cycle::default(), k));
+                self.inuse.splice(0..0, std::iter::repeat_n((0, 0), k));
+                self.scale.splice(0..0, std::iter::repeat_n(f64::NAN, k));
+            }
+            return;
         }
+        let prev: HashMap<u64, (Cycle, (i64, i64))> = self
+            .addrs
+            .iter()
+            .zip(self.marks.iter().zip(&self.inuse))
+            .map(|(a, (m, u))| (*a, (*m, *u)))
+            .collect();
+        self.addrs = buckets.iter().map(|b| b.addr).collect();
+        self.marks.clear();
+        self.inuse.clear();
+        self.scale.clear();
+        for b in buckets {
+            let (m, u) = prev.get(&b.addr).copied().unwrap_or_default();
+            self.marks.push(m);
+            self.inuse.push(u);
+            self.scale.push(f64::NAN);
+        }
+        self.inuse_objects = self.inuse.iter().fold(0i64, |s, u| s.wrapping_add(u.0));
+        self.inuse_bytes = self.inuse.iter().fold(0i64, |s, u| s.wrapping_add(u.1));
     }
+
+    /// Kept for callers: the arrays always follow the last update's bucket list, so there is
+    /// nothing left to drop.
+    pub fn retain(&mut self, _buckets: &[RawBucket]) {}
+}
+
+/// `scaleHeapSample`'s factor `1 / (1 − e^(−size/rate))` for objects of `size` bytes (1 when the
+/// rate samples every allocation).
+fn size_scale(size: u64, rate: i64) -> f64 {
+    if rate <= 1 || size == 0 {
+        return 1.0;
+    }
+    1.0 / (1.0 - (-(size as f64) / rate as f64).exp())
+}
+
+/// The scaled (objects, bytes) of `count` sampled objects totalling `bytes` in a bucket of object
+/// `size`, exactly as [`heap::record_values`] computes them, with the bucket's cached factor
+/// `scale` when the record is consistent (≤ 1.26: `bytes == count × size`, so the runtime's average
+/// size is `size`; 1.27 always scales by object size).
+fn scaled(
+    count: i64,
+    bytes: i64,
+    size: u64,
+    scale: f64,
+    rate: i64,
+    layout: &RuntimeLayout,
+) -> (i64, i64) {
+    let consistent =
+        layout.object_size_records || (size > 0 && (size as i64).checked_mul(count) == Some(bytes));
+    if !consistent || rate <= 1 || count == 0 || size == 0 {
+        let rec = MemProfileRecord {
+            object_size: size,
+            alloc_objects: count,
+            free_objects: 0,
+            alloc_bytes: bytes,
+            free_bytes: 0,
+            stack: Vec::new(),
+        };
+        let (v, _) = heap::record_values(&rec, rate, layout);
+        return (v[0], v[1]);
+    }
+    let bytes = if layout.object_size_records {
+        count.wrapping_mul(size as i64)
+    } else {
+        bytes
+    };
+    ((count as f64 * scale) as i64, (bytes as f64 * scale) as i64)
 }
 
 /// Sampled records of the growth in `delta`, with the stacks of `buckets`, for a delta profile.
@@ -647,6 +776,36 @@ mod tests {
         // Garbage that jumps absurdly is not counted.
         let huge = d.update(&[bucket(0x1000, 64, u64::MAX / 64, 4)], None, rate, &l);
         assert!(huge.grown.is_empty());
+    }
+
+    #[test]
+    fn cached_scale_equals_record_values() {
+        for v in ["go1.19.8", "go1.23.9", "go1.27.3"] {
+            let l = RuntimeLayout::for_version(&GoVersion::parse(v).unwrap());
+            for rate in [1i64, 2, 4096, 512 * 1024] {
+                for size in [8u64, 24, 1000, 32768, 1 << 20] {
+                    let scale = size_scale(size, rate);
+                    for count in [0i64, 1, 7, 1000, 123_456_789] {
+                        for bytes in [count * size as i64, count * size as i64 + 3] {
+                            let rec = MemProfileRecord {
+                                object_size: size,
+                                alloc_objects: count,
+                                free_objects: 0,
+                                alloc_bytes: bytes,
+                                free_bytes: 0,
+                                stack: Vec::new(),
+                            };
+                            let (want, _) = heap::record_values(&rec, rate, &l);
+                            assert_eq!(
+                                scaled(count, bytes, size, scale, rate, &l),
+                                (want[0], want[1]),
+                                "{v} rate {rate} size {size} count {count} bytes {bytes}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! process's memory-profile state ([`snapshot`]).
 
 pub mod layout;
+pub mod records;
 pub mod rules;
 pub mod snapshot;
 pub mod version;

@@ -25,6 +25,12 @@ pub struct WalkLimits {
     pub deadline: Option<std::time::Instant>,
     /// Frames read speculatively with the header, so most buckets cost one read.
     pub prefetch_frames: u64,
+    /// Bytes read at once below a bucket after the first of a walk (0: one read per bucket). The
+    /// runtime allocates buckets with `persistentalloc`, a bump allocator, so the next bucket of
+    /// `allnext` (the previously allocated one) usually lies just below: one read of the window
+    /// serves many buckets. Windows never extend outside the readable anonymous mapping of the
+    /// bucket, so they read nothing a bucket-by-bucket walk could not.
+    pub read_window: u64,
 }
 
 impl Default for WalkLimits {
@@ -34,9 +40,65 @@ impl Default for WalkLimits {
             max_total_frames: 1 << 23,
             deadline: None,
             prefetch_frames: 64,
+            read_window: DEFAULT_READ_WINDOW,
         }
     }
 }
+
+/// Hashing for sets of bucket addresses: one multiply by a random odd key per set (multiply-shift
+/// hashing), a fraction of SipHash's cost for the one insert per bucket a walk makes. The key is
+/// drawn from the standard library's random hasher seed, so a hostile target cannot aim addresses
+/// at one slot.
+#[derive(Clone, Copy)]
+pub struct AddrHash {
+    key: u64,
+}
+
+impl Default for AddrHash {
+    fn default() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(0x676f_6865_6170);
+        AddrHash {
+            key: h.finish() | 1,
+        }
+    }
+}
+
+impl std::hash::BuildHasher for AddrHash {
+    type Hasher = AddrHasher;
+    fn build_hasher(&self) -> AddrHasher {
+        AddrHasher {
+            key: self.key,
+            h: 0,
+        }
+    }
+}
+
+/// See [`AddrHash`].
+pub struct AddrHasher {
+    key: u64,
+    h: u64,
+}
+
+impl std::hash::Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        // The high bits of the product are the well-mixed ones; hashbrown uses the top 7 for tags
+        // and the low bits for the slot.
+        self.h ^ (self.h >> 32)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b) ^ self.h.rotate_left(8));
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.h = (v ^ self.h).wrapping_mul(self.key);
+    }
+}
+
+/// Default [`WalkLimits::read_window`] (chosen by `benches/src/bin/cycle_cost.rs`).
+pub const DEFAULT_READ_WINDOW: u64 = 64 << 10;
 
 /// Object sizes above this are treated as garbage (no real allocation is 256 TiB).
 const MAX_OBJECT_SIZE: u64 = 1 << 48;
@@ -151,6 +213,12 @@ pub struct BucketWalker<'a, M: RemoteMemory + ?Sized> {
     pub layout: RuntimeLayout,
     pub map: Option<&'a MemoryMap>,
     pub limits: WalkLimits,
+    /// The last window read (see [`WalkLimits::read_window`]): its address and bytes.
+    window: std::cell::RefCell<(u64, Vec<u8>)>,
+    /// Whether a bucket was read since the walk began (the first is read alone).
+    warm: std::cell::Cell<bool>,
+    /// The bytes of the bucket being decoded (kept between buckets).
+    scratch: std::cell::RefCell<Vec<u8>>,
 }
 
 impl<'a, M: RemoteMemory + ?Sized> BucketWalker<'a, M> {
@@ -160,7 +228,56 @@ impl<'a, M: RemoteMemory + ?Sized> BucketWalker<'a, M> {
             layout,
             map,
             limits: WalkLimits::default(),
+            window: std::cell::RefCell::new((0, Vec::new())),
+            warm: std::cell::Cell::new(false),
+            scratch: std::cell::RefCell::new(Vec::new()),
         }
+    }
+
+    /// Reads `[addr, addr + buf.len())` like `read_partial`, through the read window when enabled:
+    /// served from the last window if it covers the range, else from a new window ending just
+    /// above the range, clipped to the range's readable anonymous mapping.
+    fn read_windowed(&self, addr: u64, buf: &mut [u8]) -> Result<usize, MemoryError> {
+        let want = buf.len() as u64;
+        let window = self.limits.read_window;
+        let first = !self.warm.replace(true);
+        let (Some(map), false, false) = (self.map, window == 0, first) else {
+            return self.mem.read_partial(addr, buf);
+        };
+        let end = addr.saturating_add(want);
+        {
+            let w = self.window.borrow();
+            let (base, data) = (w.0, &w.1);
+            if addr >= base && end <= base + data.len() as u64 {
+                let off = (addr - base) as usize;
+                buf.copy_from_slice(&data[off..off + buf.len()]);
+                return Ok(buf.len());
+            }
+        }
+        let Some((lo, hi)) = map.anonymous_range(addr) else {
+            return self.mem.read_partial(addr, buf);
+        };
+        let top = end.min(hi);
+        let bottom = top.saturating_sub(window.max(want)).max(lo).min(addr);
+        let mut w = self.window.borrow_mut();
+        w.1.resize((top - bottom) as usize, 0);
+        let got = match self.mem.read_partial(bottom, &mut w.1) {
+            Ok(n) => n,
+            Err(e @ (MemoryError::ProcessGone(_) | MemoryError::PermissionDenied(_))) => {
+                return Err(e)
+            }
+            Err(_) => 0,
+        };
+        w.1.truncate(got);
+        w.0 = bottom;
+        let off = (addr - bottom) as usize;
+        if got <= off {
+            drop(w);
+            return self.mem.read_partial(addr, buf);
+        }
+        let n = (got - off).min(buf.len());
+        buf[..n].copy_from_slice(&w.1[off..off + n]);
+        Ok(n)
     }
 
     /// Walks the whole list starting at `head` (the value of `runtime.mbuckets`).
@@ -173,7 +290,7 @@ impl<'a, M: RemoteMemory + ?Sized> BucketWalker<'a, M> {
     /// ones. An error on the very first bucket is returned; later errors end the walk with a warning.
     pub fn walk_until(&self, head: u64, known: impl Fn(u64) -> bool) -> Result<Walk, WalkError> {
         let mut out = Walk::default();
-        let mut seen: HashSet<u64> = HashSet::new();
+        let mut seen: HashSet<u64, AddrHash> = HashSet::default();
         let mut frames = 0usize;
         let mut next = head;
         while next != 0 {
@@ -248,8 +365,11 @@ impl<'a, M: RemoteMemory + ?Sized> BucketWalker<'a, M> {
         let l = &self.layout;
         self.check_ptr(addr, l.header_size)?;
         let guess = l.header_size + 8 * self.limits.prefetch_frames + l.record_size();
-        let mut buf = vec![0u8; guess as usize];
-        let got = self.mem.read_partial(addr, &mut buf)?;
+        let mut scratch = self.scratch.borrow_mut();
+        let buf = &mut *scratch;
+        buf.clear();
+        buf.resize(guess as usize, 0);
+        let got = self.read_windowed(addr, buf)?;
         if (got as u64) < l.header_size {
             return Err(WalkError::Memory(MemoryError::Unmapped {
                 pid: self.mem.pid(),
@@ -257,10 +377,10 @@ impl<'a, M: RemoteMemory + ?Sized> BucketWalker<'a, M> {
                 len: l.header_size as usize,
             }));
         }
-        let allnext = le_word(&buf, layout::OFF_ALLNEXT);
-        let typ = le_word(&buf, layout::OFF_TYP);
-        let size = le_word(&buf, layout::OFF_SIZE);
-        let nstk = le_word(&buf, layout::OFF_NSTK);
+        let allnext = le_word(buf, layout::OFF_ALLNEXT);
+        let typ = le_word(buf, layout::OFF_TYP);
+        let size = le_word(buf, layout::OFF_SIZE);
+        let nstk = le_word(buf, layout::OFF_NSTK);
         if typ != layout::MEM_PROFILE_BUCKET {
             return Err(WalkError::BadBucket {
                 addr,
@@ -286,7 +406,7 @@ impl<'a, M: RemoteMemory + ?Sized> BucketWalker<'a, M> {
         self.check_ptr(addr, total)?;
         if total > got as u64 {
             buf.resize(total as usize, 0);
-            let more = self.mem.read_partial(addr + got as u64, &mut buf[got..])?;
+            let more = self.read_windowed(addr + got as u64, &mut buf[got..])?;
             if got + more < total as usize {
                 return Err(WalkError::Memory(MemoryError::Unmapped {
                     pid: self.mem.pid(),
@@ -296,7 +416,7 @@ impl<'a, M: RemoteMemory + ?Sized> BucketWalker<'a, M> {
             }
         }
         let stack: Vec<u64> = (0..nstk)
-            .map(|i| le_word(&buf, l.header_size + 8 * i))
+            .map(|i| le_word(buf, l.header_size + 8 * i))
             .collect();
         let roff = l.record_offset(nstk) as usize;
         let record =

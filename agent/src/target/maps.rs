@@ -70,6 +70,30 @@ impl MemoryMap {
         self.covered_by(addr, len, |m| m.readable && m.inode == 0)
     }
 
+    /// The readable anonymous memory around `addr`: the maximal run of adjacent readable anonymous
+    /// mappings containing it, as `[start, end)`. Reads batched beyond one bucket stay inside it.
+    pub fn anonymous_range(&self, addr: u64) -> Option<(u64, u64)> {
+        let ok = |m: &Mapping| m.readable && m.inode == 0;
+        let idx = self.mappings.partition_point(|m| m.start <= addr);
+        let i = idx.checked_sub(1)?;
+        let m = &self.mappings[i];
+        if addr >= m.end || !ok(m) {
+            return None;
+        }
+        let (mut start, mut end) = (m.start, m.end);
+        let mut j = i;
+        while j > 0 && self.mappings[j - 1].end == start && ok(&self.mappings[j - 1]) {
+            j -= 1;
+            start = self.mappings[j].start;
+        }
+        let mut k = i + 1;
+        while k < self.mappings.len() && self.mappings[k].start == end && ok(&self.mappings[k]) {
+            end = self.mappings[k].end;
+            k += 1;
+        }
+        Some((start, end))
+    }
+
     fn covered_by(&self, addr: u64, len: u64, ok: impl Fn(&Mapping) -> bool) -> bool {
         let Some(end) = addr.checked_add(len) else {
             return false;

@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use goheap::binary::BinaryInfo;
-use goheap::daemon::tracker::IncrementalReader;
+use goheap::daemon::tracker::{DeltaTracker, IncrementalReader};
 use goheap::runtime::walk::BucketWalker;
 use goheap::target::maps::MemoryMap;
 use goheap::target::memory::{ProcMem, RemoteMemory, VmReader, IOV_MAX};
@@ -23,14 +23,30 @@ use goheap::target::procfs::ProcPaths;
 use goheap_benches::*;
 
 struct Row {
+    go: &'static str,
     stacks: usize,
     buckets: usize,
-    method: &'static str,
+    method: String,
     syscalls: f64,
     bytes: f64,
     cpu_ms: f64,
     wall_ms: f64,
 }
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Steady-cycle coalescing gaps compared (bytes); 0 = one range per record.
+const GAPS: &[u64] = &[0, 256, 1024, 4096];
 
 fn main() -> anyhow::Result<()> {
     let cycles: usize = std::env::args()
@@ -39,12 +55,17 @@ fn main() -> anyhow::Result<()> {
         .transpose()?
         .unwrap_or(10);
     let scratch = Scratch::new("cycle")?;
-    let bin = build_go_program("manybuckets", &scratch.0)?;
     let proc_root = Path::new("/proc");
     let mut rows = Vec::new();
     let mut budget_ok = true;
-    for stacks in [1000usize, 10000] {
-        let ready = scratch.0.join(format!("ready-{stacks}"));
+    for (go, stacks) in [
+        ("1.24.11", 1000usize),
+        ("1.24.11", 10000),
+        ("1.27.3", 10000),
+        ("1.27.3", 20000),
+    ] {
+        let bin = build_go_program_with("manybuckets", &scratch.0, go)?;
+        let ready = scratch.0.join(format!("ready-{go}-{stacks}"));
         let mut cmd = Command::new(&bin);
         cmd.args(["-n", &stacks.to_string()])
             .arg("-ready")
@@ -64,8 +85,7 @@ fn main() -> anyhow::Result<()> {
 
         // Reference: pread, full walk, 2 reads per bucket.
         let pm = ProcMem::open(proc_root, pid)?;
-        let (mut calls, mut bytes, mut cpu, mut wall) =
-            (0u64, 0u64, Duration::ZERO, Duration::ZERO);
+        let (mut calls, mut bytes, mut cpu, mut wall) = (vec![], vec![], vec![], vec![]);
         let mut nb = 0;
         for _ in 0..cycles {
             let s0 = pm.stats();
@@ -74,91 +94,137 @@ fn main() -> anyhow::Result<()> {
             let head = pm.read_u64(addrs.mbuckets)?;
             let mut walker = BucketWalker::new(&pm, info.layout, None);
             walker.limits.prefetch_frames = 0;
+            walker.limits.read_window = 0;
             let walk = walker.walk(head)?;
             nb = walk.buckets.len();
-            cpu += thread_cpu() - c0;
-            wall += w0.elapsed();
+            cpu.push((thread_cpu() - c0).as_secs_f64() * 1e3);
+            wall.push(w0.elapsed().as_secs_f64() * 1e3);
             let s1 = pm.stats();
-            calls += s1.syscalls - s0.syscalls;
-            bytes += s1.bytes - s0.bytes;
+            calls.push((s1.syscalls - s0.syscalls) as f64);
+            bytes.push((s1.bytes - s0.bytes) as f64);
             std::thread::sleep(Duration::from_millis(100));
         }
-        let n = cycles as f64;
         rows.push(Row {
+            go,
             stacks,
             buckets: nb,
-            method: "reference: pread, full walk, 2 reads/bucket",
-            syscalls: calls as f64 / n,
-            bytes: bytes as f64 / n,
-            cpu_ms: cpu.as_secs_f64() * 1e3 / n,
-            wall_ms: wall.as_secs_f64() * 1e3 / n,
+            method: "reference: pread, full walk, 2 reads/bucket".into(),
+            syscalls: median(&mut calls),
+            bytes: median(&mut bytes),
+            cpu_ms: median(&mut cpu),
+            wall_ms: median(&mut wall),
         });
 
-        // goheap: incremental batched reader.
+        // goheap cold cycle: a new reader's first read (full walk through read windows) and the
+        // first delta update, median over `cycles` fresh readers.
+        let (mut calls, mut bytes, mut cpu, mut wall) = (vec![], vec![], vec![], vec![]);
+        for _ in 0..cycles {
+            let vm = VmReader::open(proc_root, pid)?;
+            let mut reader = IncrementalReader::new(vm, map.clone(), addrs, info.layout);
+            let mut deltas = DeltaTracker::default();
+            let s0 = reader.stats();
+            let (c0, w0) = (thread_cpu(), Instant::now());
+            reader
+                .read(&info, proc_root)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let _ = deltas.update(
+                reader.buckets(),
+                reader.cycle(),
+                reader.mem_profile_rate(),
+                reader.layout(),
+            );
+            cpu.push((thread_cpu() - c0).as_secs_f64() * 1e3);
+            wall.push(w0.elapsed().as_secs_f64() * 1e3);
+            let s1 = reader.stats();
+            calls.push((s1.syscalls - s0.syscalls) as f64);
+            bytes.push((s1.bytes - s0.bytes) as f64);
+            nb = reader.buckets().len();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        rows.push(Row {
+            go,
+            stacks,
+            buckets: nb,
+            method: format!(
+                "goheap cold cycle (walk in {} KiB windows + delta update)",
+                goheap::runtime::walk::DEFAULT_READ_WINDOW >> 10
+            ),
+            syscalls: median(&mut calls),
+            bytes: median(&mut bytes),
+            cpu_ms: median(&mut cpu),
+            wall_ms: median(&mut wall),
+        });
+
+        // goheap steady cycles: batched re-read of the known records + delta update, per gap.
         let vm = VmReader::open(proc_root, pid)?;
         let mut reader = IncrementalReader::new(vm, map.clone(), addrs, info.layout);
-        let s0 = reader.stats();
-        let (c0, w0) = (thread_cpu(), Instant::now());
+        let mut deltas = DeltaTracker::default();
         reader
             .read(&info, proc_root)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let (fc, fw) = (thread_cpu() - c0, w0.elapsed());
-        let s1 = reader.stats();
-        rows.push(Row {
-            stacks,
-            buckets: reader.buckets().len(),
-            method: "goheap: first cycle (full walk)",
-            syscalls: (s1.syscalls - s0.syscalls) as f64,
-            bytes: (s1.bytes - s0.bytes) as f64,
-            cpu_ms: fc.as_secs_f64() * 1e3,
-            wall_ms: fw.as_secs_f64() * 1e3,
-        });
-        let (mut calls, mut bytes, mut cpu, mut wall, mut worst) =
-            (0u64, 0u64, Duration::ZERO, Duration::ZERO, 0u64);
-        for _ in 0..cycles {
-            std::thread::sleep(Duration::from_millis(100));
-            let s0 = reader.stats();
-            let (c0, w0) = (thread_cpu(), Instant::now());
-            let out = reader
-                .read(&info, proc_root)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            cpu += thread_cpu() - c0;
-            wall += w0.elapsed();
-            let s1 = reader.stats();
-            let c = s1.syscalls - s0.syscalls;
-            if out.new_buckets == 0 {
-                worst = worst.max(c);
-            }
-            calls += c;
-            bytes += s1.bytes - s0.bytes;
-        }
-        let nbk = reader.buckets().len();
-        let budget = (stacks as u64).div_ceil(IOV_MAX as u64) + 3;
-        budget_ok &= worst <= budget;
-        rows.push(Row {
-            stacks,
-            buckets: nbk,
-            method: "goheap: steady cycle (batched process_vm_readv)",
-            syscalls: calls as f64 / n,
-            bytes: bytes as f64 / n,
-            cpu_ms: cpu.as_secs_f64() * 1e3 / n,
-            wall_ms: wall.as_secs_f64() * 1e3 / n,
-        });
-        println!(
-            "{stacks} stacks: {nbk} buckets; worst steady cycle without new buckets: {worst} read syscalls (budget ceil({stacks}/{IOV_MAX})+3 = {budget})"
+        deltas.update(
+            reader.buckets(),
+            reader.cycle(),
+            reader.mem_profile_rate(),
+            reader.layout(),
         );
+        for &gap in GAPS {
+            reader.set_coalesce_gap(gap);
+            let (mut calls, mut bytes, mut cpu, mut wall) = (vec![], vec![], vec![], vec![]);
+            let mut worst = 0u64;
+            for _ in 0..cycles {
+                std::thread::sleep(Duration::from_millis(100));
+                let s0 = reader.stats();
+                let (c0, w0) = (thread_cpu(), Instant::now());
+                let out = reader
+                    .read(&info, proc_root)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let _ = deltas.update(
+                    reader.buckets(),
+                    reader.cycle(),
+                    reader.mem_profile_rate(),
+                    reader.layout(),
+                );
+                cpu.push((thread_cpu() - c0).as_secs_f64() * 1e3);
+                wall.push(w0.elapsed().as_secs_f64() * 1e3);
+                let s1 = reader.stats();
+                let c = s1.syscalls - s0.syscalls;
+                if out.new_buckets == 0 {
+                    worst = worst.max(c);
+                }
+                calls.push(c as f64);
+                bytes.push((s1.bytes - s0.bytes) as f64);
+            }
+            let nbk = reader.buckets().len();
+            let budget = (nbk as u64 + 3).div_ceil(IOV_MAX as u64);
+            budget_ok &= worst <= budget;
+            rows.push(Row {
+                go,
+                stacks,
+                buckets: nbk,
+                method: format!(
+                    "goheap steady cycle, gap {gap} B ({} ranges; re-read + delta update)",
+                    reader.plan().ranges()
+                ),
+                syscalls: median(&mut calls),
+                bytes: median(&mut bytes),
+                cpu_ms: median(&mut cpu),
+                wall_ms: median(&mut wall),
+            });
+        }
+        eprintln!("go{go} {stacks} stacks: done");
         drop(target);
     }
     println!();
-    println!("| stacks | buckets | method | read syscalls / cycle | bytes read / cycle | CPU ms / cycle | wall ms / cycle |");
-    println!("|---:|---:|---|---:|---:|---:|---:|");
+    println!("| Go | stacks | buckets | method | read syscalls / cycle | bytes read / cycle | CPU ms / cycle | wall ms / cycle |");
+    println!("|---|---:|---:|---|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| {} | {} | {} | {:.1} | {:.0} | {:.2} | {:.2} |",
-            r.stacks, r.buckets, r.method, r.syscalls, r.bytes, r.cpu_ms, r.wall_ms
+            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.2} |",
+            r.go, r.stacks, r.buckets, r.method, r.syscalls, r.bytes, r.cpu_ms, r.wall_ms
         );
     }
-    println!("\n({cycles} cycles each, 100 ms apart; CPU is the reading thread's CPU time)");
+    println!("\n(medians of {cycles} cycles; CPU is the reading thread's CPU time, reads and delta tracking)");
     anyhow::ensure!(budget_ok, "steady-cycle syscall budget exceeded");
     Ok(())
 }

@@ -1,0 +1,269 @@
+//! Re-reading the memRecords of known buckets at the copy floor: a read plan that coalesces
+//! records lying close together into one range, built once per bucket list and reused every
+//! cycle with the same buffers.
+//!
+//! Buckets come from `persistentalloc`, a bump allocator, so a process's buckets sit packed in a
+//! few anonymous chunks and their memRecords are a few hundred bytes apart. One `process_vm_readv`
+//! range per record makes the kernel pin a page per range; merging records within
+//! [`RecordPlan::gap`] bytes of each other reads somewhat more bytes in far fewer ranges. A merged
+//! range never leaves the readable anonymous mapping its first record lies in, and never exceeds
+//! [`MAX_RANGE`] bytes.
+
+use crate::runtime::layout::RuntimeLayout;
+use crate::runtime::walk::{MemRecord, RawBucket};
+use crate::target::maps::MemoryMap;
+use crate::target::memory::{MemoryError, ReadRequest, RemoteMemory};
+
+/// Default [`RecordPlan::gap`]: chosen by `benches/src/bin/cycle_cost.rs` (bytes vs syscalls vs
+/// kernel CPU).
+pub const DEFAULT_COALESCE_GAP: u64 = 1024;
+
+/// Longest merged range, bytes.
+pub const MAX_RANGE: u64 = 256 << 10;
+
+/// Where the memRecords of a bucket list are read from, and where each lands in the buffer.
+#[derive(Debug, Default)]
+pub struct RecordPlan {
+    /// Largest gap, in bytes, between two records merged into one range (0: one range a record).
+    pub gap: u64,
+    /// `(address, length, offset in the buffer)` of each range (ascending by address within the
+    /// full plan and within each part added by [`RecordPlan::prepend`]).
+    ranges: Vec<(u64, usize, usize)>,
+    /// Per bucket, in list order: offset of its record in the buffer and the index of its range.
+    slots: Vec<(usize, u32)>,
+    /// Bytes of all ranges.
+    total: usize,
+    /// The buffer the ranges are read into (kept between reads).
+    buf: Vec<u8>,
+    /// Whether each range arrived whole at the last read.
+    arrived: Vec<bool>,
+    /// Ranges of the last full plan, and ranges added since by [`RecordPlan::prepend`].
+    planned: usize,
+    appended: usize,
+}
+
+impl RecordPlan {
+    /// An empty plan merging records up to `gap` bytes apart.
+    pub fn new(gap: u64) -> RecordPlan {
+        RecordPlan {
+            gap,
+            ..RecordPlan::default()
+        }
+    }
+
+    /// Plans the reads of the records of `buckets` (list order). `map` bounds merged ranges to
+    /// readable anonymous memory; without it no records are merged.
+    pub fn rebuild(&mut self, buckets: &[RawBucket], layout: &RuntimeLayout, map: &MemoryMap) {
+        let rs = layout.record_size();
+        let mut order: Vec<(u64, u32)> = buckets
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.record_addr(layout), i as u32))
+            .collect();
+        order.sort_unstable();
+        self.ranges.clear();
+        self.slots.clear();
+        self.slots.resize(buckets.len(), (0, 0));
+        self.total = 0;
+        // (start, end, end of the anonymous mapping it may grow to)
+        let mut cur: Option<(u64, u64, u64)> = None;
+        for &(addr, i) in &order {
+            let end = addr.saturating_add(rs);
+            let extend = cur.is_some_and(|(start, cend, limit)| {
+                addr >= start
+                    && addr.saturating_sub(cend) <= self.gap
+                    && end <= limit
+                    && end - start <= MAX_RANGE
+            });
+            if !extend {
+                if let Some((s, e, _)) = cur.take() {
+                    self.push_range(s, e);
+                }
+                let limit = if self.gap == 0 {
+                    end
+                } else {
+                    map.anonymous_range(addr).map_or(end, |(_, hi)| hi.max(end))
+                };
+                cur = Some((addr, end, limit));
+            } else if let Some(c) = cur.as_mut() {
+                c.1 = c.1.max(end);
+            }
+            let (start, _, _) = cur.unwrap_or((addr, end, end));
+            let off = self.total + (addr - start) as usize;
+            self.slots[i as usize] = (off, self.ranges.len() as u32);
+        }
+        if let Some((s, e, _)) = cur {
+            self.push_range(s, e);
+        }
+        self.buf.resize(self.total, 0);
+        self.arrived.resize(self.ranges.len(), false);
+        self.planned = self.ranges.len();
+        self.appended = 0;
+    }
+
+    /// Adds the records of `new` buckets, which the runtime prepended to the list the plan was
+    /// built for, without re-planning the rest: their ranges (merged among themselves) go at the end
+    /// of the buffer. When the ranges added this way outnumber the planned ones, the whole list
+    /// (`all`, new buckets first) is planned again so merging stays near-optimal.
+    pub fn prepend(
+        &mut self,
+        new: usize,
+        all: &[RawBucket],
+        layout: &RuntimeLayout,
+        map: &MemoryMap,
+    ) {
+        if new == 0 {
+            return;
+        }
+        if self.slots.len() + new != all.len() || self.appended > self.planned {
+            self.rebuild(all, layout, map);
+            return;
+        }
+        let mut part = RecordPlan::new(self.gap);
+        part.rebuild(&all[..new], layout, map);
+        let (ranges_before, total_before) = (self.ranges.len() as u32, self.total);
+        for &(addr, len, off) in &part.ranges {
+            self.ranges.push((addr, len, off + total_before));
+        }
+        self.total += part.total;
+        self.slots.splice(
+            0..0,
+            part.slots
+                .iter()
+                .map(|&(off, r)| (off + total_before, r + ranges_before)),
+        );
+        self.appended += part.ranges.len();
+        self.buf.resize(self.total, 0);
+        self.arrived.resize(self.ranges.len(), false);
+    }
+
+    fn push_range(&mut self, start: u64, end: u64) {
+        let len = (end - start) as usize;
+        self.ranges.push((start, len, self.total));
+        self.total += len;
+    }
+
+    /// Ranges read per cycle.
+    pub fn ranges(&self) -> usize {
+        self.ranges.len()
+    }
+
+    /// Bytes read per cycle (without the extra ranges).
+    pub fn bytes(&self) -> usize {
+        self.total
+    }
+
+    /// Reads every range, with `extra` ranges (the head pointer, `MemProfileRate`, `mProfCycle`)
+    /// first in the same batch.
+    pub fn read<M: RemoteMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        extra: &mut [ReadRequest<'_>],
+    ) -> Result<(), MemoryError> {
+        let n_extra = extra.len();
+        let mut reqs: Vec<ReadRequest<'_>> = Vec::with_capacity(n_extra + self.ranges.len());
+        for r in extra.iter_mut() {
+            reqs.push(ReadRequest {
+                addr: r.addr,
+                buf: &mut r.buf[..],
+                got: 0,
+            });
+        }
+        let mut rest: &mut [u8] = &mut self.buf;
+        for &(addr, len, _) in &self.ranges {
+            let (chunk, tail) = std::mem::take(&mut rest).split_at_mut(len);
+            rest = tail;
+            reqs.push(ReadRequest {
+                addr,
+                buf: chunk,
+                got: 0,
+            });
+        }
+        mem.read_batch(&mut reqs)?;
+        for (a, r) in self.arrived.iter_mut().zip(&reqs[n_extra..]) {
+            *a = r.got == r.buf.len();
+        }
+        let got: Vec<usize> = reqs[..n_extra].iter().map(|r| r.got).collect();
+        drop(reqs);
+        for (r, g) in extra.iter_mut().zip(got) {
+            r.got = g;
+        }
+        Ok(())
+    }
+
+    /// The record of bucket `i` (list order) as of the last read: `None` if its range did not
+    /// arrive or `i` is not planned.
+    pub fn record(&self, i: usize, layout: &RuntimeLayout, size: u64) -> Option<MemRecord> {
+        let &(off, range) = self.slots.get(i)?;
+        if !*self.arrived.get(range as usize)? {
+            return None;
+        }
+        let rs = layout.record_size() as usize;
+        MemRecord::decode(layout, self.buf.get(off..off + rs)?, size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::walk::MemRecord;
+    use crate::runtime::GoVersion;
+
+    fn bucket(addr: u64) -> RawBucket {
+        RawBucket {
+            addr,
+            size: 16,
+            stack: vec![1, 2],
+            record: MemRecord::default(),
+        }
+    }
+
+    #[test]
+    fn merges_close_records_within_one_mapping() {
+        let layout = RuntimeLayout::for_version(&GoVersion::new(1, 23));
+        let map = MemoryMap::parse(
+            "c000000000-c000010000 rw-p 00000000 00:00 0\nc000010000-c000020000 rw-p 00000000 fd:01 9 /f\n",
+        )
+        .unwrap();
+        let base = 0xc0_0000_0000u64;
+        // Three packed buckets, one far away in the same mapping, one in a file mapping.
+        let bs = [
+            bucket(base + 0x400),
+            bucket(base + 0x200),
+            bucket(base),
+            bucket(base + 0x8000),
+            bucket(base + 0x10100),
+        ];
+        let mut p = RecordPlan::new(1024);
+        p.rebuild(&bs, &layout, &map);
+        assert_eq!(p.ranges(), 3, "{:?}", p.ranges);
+        let rec = |b: &RawBucket| b.record_addr(&layout);
+        assert_eq!(p.ranges[0].0, rec(&bs[2]));
+        assert_eq!(
+            p.ranges[0].1 as u64,
+            rec(&bs[0]) + layout.record_size() - rec(&bs[2])
+        );
+        // Slots point at each record inside its range.
+        for (i, b) in bs.iter().enumerate() {
+            let (off, r) = p.slots[i];
+            let (start, _, boff) = p.ranges[r as usize];
+            assert_eq!(off - boff, (rec(b) - start) as usize);
+        }
+        // Prepending keeps every slot pointing at its own record.
+        let mut inc = RecordPlan::new(1024);
+        inc.rebuild(&bs[2..], &layout, &map);
+        inc.prepend(2, &bs, &layout, &map);
+        assert_eq!(inc.slots.len(), bs.len());
+        for (i, b) in bs.iter().enumerate() {
+            let (off, r) = inc.slots[i];
+            let (start, len, boff) = inc.ranges[r as usize];
+            assert!(off >= boff && off - boff + layout.record_size() as usize <= len);
+            assert_eq!(start + (off - boff) as u64, rec(b), "bucket {i}");
+        }
+        assert_eq!(inc.bytes(), inc.buf.len());
+        let mut one = RecordPlan::new(0);
+        one.rebuild(&bs, &layout, &map);
+        assert_eq!(one.ranges(), 5);
+        assert_eq!(one.bytes(), 5 * layout.record_size() as usize);
+    }
+}
