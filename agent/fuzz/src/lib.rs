@@ -607,7 +607,7 @@ pub fn bucket_layouts() -> [RuntimeLayout; 3] {
 /// flags: bits 0–1 layout, bit 2 use a `MemoryMap` of the image, bits 3–4 base, bit 5 top-of-space base.
 pub const BUCKET_HEADER: usize = 17;
 
-/// `BucketWalker::walk` and `walk_until` over a fuzzed image, then `reread_records`, `check_layout`,
+/// `BucketWalker::walk` and `walk_until` over a fuzzed image, then a `RecordPlan` re-read, `check_layout`,
 /// `memprofile_records` and `heap_profile::record_values`.
 pub fn bucket_walk(data: &[u8]) {
     let mut c = Cursor::new(data);
@@ -637,18 +637,26 @@ pub fn bucket_walk(data: &[u8]) {
         return;
     };
     let _ = walker.walk_until(head, |a| a % 3 == 0);
-    let triples: Vec<(u64, u64, u64)> = walk
-        .buckets
-        .iter()
-        .map(|b| (b.record_addr(&layout), b.size, 0))
-        .collect();
     let mut extra_buf = [0u8; 8];
     let mut extra = [ReadRequest {
         addr: head,
         buf: &mut extra_buf,
         got: 0,
     }];
-    let _ = walker.reread_records(&triples, &mut extra);
+    // The agent's steady re-read: a coalescing plan over the walked buckets (with the fuzzed map,
+    // or an empty one), then a prepend of the newest half.
+    let empty = MemoryMap::default();
+    let plan_map = map.unwrap_or(&empty);
+    for gap in [0, goheap::runtime::records::DEFAULT_COALESCE_GAP] {
+        let mut plan = goheap::runtime::records::RecordPlan::new(gap);
+        let half = walk.buckets.len() / 2;
+        plan.rebuild(&walk.buckets[half..], &layout, plan_map);
+        plan.prepend(half, &walk.buckets, &layout, plan_map);
+        let _ = plan.read(&mem, &mut extra);
+        for (i, b) in walk.buckets.iter().enumerate() {
+            let _ = plan.record(i, &layout, b.size);
+        }
+    }
     let _ = check_layout(&layout, "go1.fuzz", &walk.buckets);
     let cycle = (cycle & 1 == 0).then_some(cycle >> 1);
     for r in memprofile_records(&walk.buckets, cycle) {

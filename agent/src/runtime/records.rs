@@ -21,6 +21,11 @@ pub const DEFAULT_COALESCE_GAP: u64 = 1024;
 /// Longest merged range, bytes.
 pub const MAX_RANGE: u64 = 256 << 10;
 
+/// Most bytes a plan reads beyond the records themselves (the gaps it bridges). Past it, records
+/// are read one range each: the buffer stays within the records' size plus this, whatever a
+/// hostile target's bucket layout.
+pub const MAX_BRIDGED: u64 = 16 << 20;
+
 /// Where the memRecords of a bucket list are read from, and where each lands in the buffer.
 #[derive(Debug, Default)]
 pub struct RecordPlan {
@@ -67,6 +72,7 @@ impl RecordPlan {
         self.total = 0;
         // (start, end, end of the anonymous mapping it may grow to)
         let mut cur: Option<(u64, u64, u64)> = None;
+        let mut bridged = 0u64;
         for &(addr, i) in &order {
             let end = addr.saturating_add(rs);
             let extend = cur.is_some_and(|(start, cend, limit)| {
@@ -74,7 +80,11 @@ impl RecordPlan {
                     && addr.saturating_sub(cend) <= self.gap
                     && end <= limit
                     && end - start <= MAX_RANGE
+                    && bridged + addr.saturating_sub(cend) <= MAX_BRIDGED
             });
+            if let (true, Some((_, cend, _))) = (extend, cur) {
+                bridged += addr.saturating_sub(cend);
+            }
             if !extend {
                 if let Some((s, e, _)) = cur.take() {
                     self.push_range(s, e);

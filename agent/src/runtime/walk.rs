@@ -10,7 +10,7 @@ use std::collections::HashSet;
 
 use crate::runtime::layout::{self, RuntimeLayout, FUTURE_CYCLES};
 use crate::target::maps::MemoryMap;
-use crate::target::memory::{MemoryError, ReadRequest, RemoteMemory};
+use crate::target::memory::{MemoryError, RemoteMemory};
 
 /// Bounds on one walk.
 #[derive(Debug, Clone, Copy)]
@@ -433,56 +433,6 @@ impl<'a, M: RemoteMemory + ?Sized> BucketWalker<'a, M> {
             },
             allnext,
         ))
-    }
-
-    /// Re-reads the memRecords of known buckets, batched (`IOV_MAX` per syscall with
-    /// `process_vm_readv`). `extra` ranges (e.g. the head pointer, `mProfCycle`, `MemProfileRate`) ride
-    /// in the same batch. Returns `None` for a record that could not be read.
-    pub fn reread_records(
-        &self,
-        buckets: &[(u64, u64, u64)],
-        extra: &mut [ReadRequest<'_>],
-    ) -> Result<Vec<Option<MemRecord>>, WalkError> {
-        // buckets: (record address, size, unused) triples.
-        let rs = self.layout.record_size() as usize;
-        let mut storage = vec![0u8; rs * buckets.len()];
-        let results = {
-            let mut reqs: Vec<ReadRequest<'_>> = Vec::with_capacity(buckets.len() + extra.len());
-            for r in extra.iter_mut() {
-                reqs.push(ReadRequest {
-                    addr: r.addr,
-                    buf: &mut r.buf[..],
-                    got: 0,
-                });
-            }
-            for (chunk, b) in storage.chunks_exact_mut(rs).zip(buckets) {
-                reqs.push(ReadRequest {
-                    addr: b.0,
-                    buf: chunk,
-                    got: 0,
-                });
-            }
-            self.mem.read_batch(&mut reqs)?;
-            reqs.iter()
-                .map(|r| r.got == r.buf.len())
-                .collect::<Vec<bool>>()
-        };
-        for (r, ok) in extra.iter_mut().zip(&results) {
-            r.got = if *ok { r.buf.len() } else { 0 };
-        }
-        let recs = storage
-            .chunks_exact(rs)
-            .zip(buckets)
-            .zip(&results[extra.len()..])
-            .map(|((data, b), ok)| {
-                if *ok {
-                    MemRecord::decode(&self.layout, data, b.1)
-                } else {
-                    None
-                }
-            })
-            .collect();
-        Ok(recs)
     }
 }
 
