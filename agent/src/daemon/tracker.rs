@@ -262,8 +262,11 @@ impl<M: RemoteMemory> IncrementalReader<M> {
                 got: 0,
             });
         }
+        // The re-read is time-limited like walks: a cut-short read keeps the rest at their
+        // previous values and starts with them next time.
+        let deadline = std::time::Instant::now() + self.walk_budget;
         self.plan
-            .read(&self.mem, &mut extra)
+            .read_until(&self.mem, &mut extra, Some(deadline))
             .map_err(|e| snapshot::walk_refusal(pid, e.into(), info, proc_root))?;
         let extra_ok: Vec<bool> = extra.iter().map(|r| r.got == r.buf.len()).collect();
         drop(extra);

@@ -12,11 +12,14 @@
 use crate::runtime::layout::RuntimeLayout;
 use crate::runtime::walk::{MemRecord, RawBucket};
 use crate::target::maps::MemoryMap;
-use crate::target::memory::{MemoryError, ReadRequest, RemoteMemory};
+use crate::target::memory::{MemoryError, ReadRequest, RemoteMemory, IOV_MAX};
 
 /// Default [`RecordPlan::gap`]: chosen by `benches/src/bin/cycle_cost.rs` (bytes vs syscalls vs
 /// kernel CPU).
 pub const DEFAULT_COALESCE_GAP: u64 = 1024;
+
+/// Most bytes one batch (one `process_vm_readv`) of a plan reads.
+pub const BATCH_BYTES: usize = 16 << 20;
 
 /// Longest merged range, bytes.
 pub const MAX_RANGE: u64 = 256 << 10;
@@ -45,6 +48,8 @@ pub struct RecordPlan {
     /// Ranges of the last full plan, and ranges added since by [`RecordPlan::prepend`].
     planned: usize,
     appended: usize,
+    /// The range the next read starts with (after a read cut short by its deadline).
+    next: usize,
 }
 
 impl RecordPlan {
@@ -170,35 +175,84 @@ impl RecordPlan {
         mem: &M,
         extra: &mut [ReadRequest<'_>],
     ) -> Result<(), MemoryError> {
-        let n_extra = extra.len();
-        let mut reqs: Vec<ReadRequest<'_>> = Vec::with_capacity(n_extra + self.ranges.len());
-        for r in extra.iter_mut() {
-            reqs.push(ReadRequest {
-                addr: r.addr,
-                buf: &mut r.buf[..],
-                got: 0,
-            });
+        self.read_until(mem, extra, None).map(|_| ())
+    }
+
+    /// [`RecordPlan::read`] in batches of at most [`IOV_MAX`] ranges and [`BATCH_BYTES`] bytes,
+    /// stopping after the batch during which `deadline` passes (the first batch, with `extra`, is
+    /// always read). Ranges not read keep `arrived == false` (their records keep their previous
+    /// values) and the next read starts with them, so a huge list is re-read over several calls
+    /// rather than delaying one. Returns whether every range was read.
+    pub fn read_until<M: RemoteMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        extra: &mut [ReadRequest<'_>],
+        deadline: Option<std::time::Instant>,
+    ) -> Result<bool, MemoryError> {
+        let n = self.ranges.len();
+        let start = if self.next < n { self.next } else { 0 };
+        self.arrived.iter_mut().for_each(|a| *a = false);
+        // Ranges in reading order: from `start` to the end, then from 0.
+        let order: Vec<usize> = (start..n).chain(0..start).collect();
+        let mut done = 0usize;
+        let mut first = true;
+        while first || done < n {
+            if !first && deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                self.next = order[done];
+                return Ok(false);
+            }
+            let mut reqs: Vec<ReadRequest<'_>> = Vec::new();
+            let n_extra = if first { extra.len() } else { 0 };
+            if first {
+                for r in extra.iter_mut() {
+                    reqs.push(ReadRequest {
+                        addr: r.addr,
+                        buf: &mut r.buf[..],
+                        got: 0,
+                    });
+                }
+            }
+            let mut batch: Vec<usize> = Vec::new();
+            let mut bytes = 0usize;
+            while done + batch.len() < n && reqs.len() + batch.len() < IOV_MAX {
+                let r = order[done + batch.len()];
+                let len = self.ranges[r].1;
+                if !batch.is_empty() && bytes + len > BATCH_BYTES {
+                    break;
+                }
+                bytes += len;
+                batch.push(r);
+            }
+            // Requests in buffer order (any order reads the same), each with its disjoint slice.
+            batch.sort_unstable_by_key(|&r| self.ranges[r].2);
+            let mut rest: &mut [u8] = &mut self.buf;
+            let mut consumed = 0usize;
+            for &r in &batch {
+                let (addr, len, off) = self.ranges[r];
+                let (_, tail) = std::mem::take(&mut rest).split_at_mut(off - consumed);
+                let (chunk, tail) = tail.split_at_mut(len);
+                rest = tail;
+                consumed = off + len;
+                reqs.push(ReadRequest {
+                    addr,
+                    buf: chunk,
+                    got: 0,
+                });
+            }
+            mem.read_batch(&mut reqs)?;
+            for (r, q) in batch.iter().zip(&reqs[n_extra..]) {
+                self.arrived[*r] = q.got == q.buf.len();
+            }
+            let got: Vec<usize> = reqs[..n_extra].iter().map(|r| r.got).collect();
+            drop(reqs);
+            for (r, g) in extra.iter_mut().zip(got) {
+                r.got = g;
+            }
+            done += batch.len();
+            first = false;
         }
-        let mut rest: &mut [u8] = &mut self.buf;
-        for &(addr, len, _) in &self.ranges {
-            let (chunk, tail) = std::mem::take(&mut rest).split_at_mut(len);
-            rest = tail;
-            reqs.push(ReadRequest {
-                addr,
-                buf: chunk,
-                got: 0,
-            });
-        }
-        mem.read_batch(&mut reqs)?;
-        for (a, r) in self.arrived.iter_mut().zip(&reqs[n_extra..]) {
-            *a = r.got == r.buf.len();
-        }
-        let got: Vec<usize> = reqs[..n_extra].iter().map(|r| r.got).collect();
-        drop(reqs);
-        for (r, g) in extra.iter_mut().zip(got) {
-            r.got = g;
-        }
-        Ok(())
+        self.next = 0;
+        Ok(true)
     }
 
     /// The record of bucket `i` (list order) as of the last read: `None` if its range did not
@@ -226,6 +280,96 @@ mod tests {
             stack: vec![1, 2],
             record: MemRecord::default(),
         }
+    }
+
+    /// Memory over a byte vector at `base`, one "syscall" per batch of up to IOV_MAX ranges.
+    struct Image {
+        base: u64,
+        bytes: Vec<u8>,
+        calls: std::cell::Cell<u64>,
+    }
+
+    impl RemoteMemory for Image {
+        fn pid(&self) -> i32 {
+            1
+        }
+        fn read_partial(&self, addr: u64, buf: &mut [u8]) -> Result<usize, MemoryError> {
+            let off = (addr - self.base) as usize;
+            let n = buf.len().min(self.bytes.len().saturating_sub(off));
+            buf[..n].copy_from_slice(&self.bytes[off..off + n]);
+            Ok(n)
+        }
+        fn read_batch(&self, reqs: &mut [ReadRequest<'_>]) -> Result<(), MemoryError> {
+            self.calls
+                .set(self.calls.get() + reqs.len().div_ceil(IOV_MAX) as u64);
+            for r in reqs.iter_mut() {
+                r.got = self.read_partial(r.addr, r.buf)?;
+            }
+            Ok(())
+        }
+        fn stats(&self) -> crate::target::memory::ReadStats {
+            Default::default()
+        }
+    }
+
+    #[test]
+    fn a_read_past_its_deadline_stops_and_resumes() {
+        let layout = RuntimeLayout::for_version(&GoVersion::new(1, 23));
+        let base = 0xc0_0000_0000u64;
+        let stride = 1024u64; // records 1 KiB apart: gap 0 plans one range each
+        let n = 2500usize;
+        let bs: Vec<RawBucket> = (0..n as u64).map(|i| bucket(base + i * stride)).collect();
+        let mut bytes = vec![0u8; (n as u64 * stride + 4096) as usize];
+        for (i, b) in bs.iter().enumerate() {
+            let off = (b.record_addr(&layout) - base) as usize;
+            bytes[off..off + 8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+        }
+        let mem = Image {
+            base,
+            bytes,
+            calls: Default::default(),
+        };
+        let map = MemoryMap::default();
+        let mut p = RecordPlan::new(0);
+        p.rebuild(&bs, &layout, &map);
+        assert_eq!(p.ranges(), n);
+        let past = Some(std::time::Instant::now());
+        let mut head = [0u8; 8];
+        let mut extra = [ReadRequest {
+            addr: base,
+            buf: &mut head,
+            got: 0,
+        }];
+        // Out of time: only the first batch (with the extra range) is read.
+        assert!(!p.read_until(&mem, &mut extra, past).unwrap());
+        assert_eq!(extra[0].got, 8);
+        let read: Vec<usize> = (0..n)
+            .filter(|&i| p.record(i, &layout, 16).is_some())
+            .collect();
+        assert_eq!(read.len(), IOV_MAX - 1);
+        for &i in &read {
+            assert_eq!(
+                p.record(i, &layout, 16).unwrap().active.allocs,
+                i as u64 + 1
+            );
+        }
+        // The next reads continue where it stopped, and together cover every record.
+        let mut seen: std::collections::HashSet<usize> = read.into_iter().collect();
+        for _ in 0..2 {
+            let mut extra = [ReadRequest {
+                addr: base,
+                buf: &mut head,
+                got: 0,
+            }];
+            let _ = p.read_until(&mem, &mut extra, past).unwrap();
+            seen.extend((0..n).filter(|&i| p.record(i, &layout, 16).is_some()));
+        }
+        assert_eq!(seen.len(), n);
+        // Without a deadline everything arrives in ceil((n + 1) / IOV_MAX) batches.
+        let before = mem.calls.get();
+        assert!(p.read_until(&mem, &mut [], None).unwrap());
+        assert!((0..n).all(|i| p.record(i, &layout, 16).is_some()));
+        assert_eq!(mem.calls.get() - before, n.div_ceil(IOV_MAX) as u64);
     }
 
     #[test]
