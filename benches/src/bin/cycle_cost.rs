@@ -1,13 +1,16 @@
-//! Cycle cost of reading a process's heap-profile buckets: read syscalls and CPU time per cycle for
-//! ~1k and ~10k buckets, measured against a real Go process (`benches/manybuckets`, MemProfileRate 1).
+//! Cycle cost of reading a process's heap-profile buckets: read syscalls, bytes and CPU time per
+//! collection cycle (the read and the delta update, as the agent runs them), against a real Go
+//! process (`benches/manybuckets`, N distinct allocation stacks at `MemProfileRate` 1) built by
+//! Go 1.24 and 1.27 (whose memRecord has no byte counters).
 //!
 //! - reference: `pread` on /proc/PID/mem, full walk every cycle, 2 reads per bucket (header+record,
 //!   then stack+record), plus MemProfileRate and the head pointer.
-//! - goheap: [`IncrementalReader`]: first cycle a full walk, then one batched `process_vm_readv` pass
-//!   (IOV_MAX ranges per call) over all memRecords with the head pointer, MemProfileRate and
-//!   mProfCycle riding along; new buckets only when the head moved.
+//! - goheap cold cycle: a new `IncrementalReader`'s first read (the walk in read windows) and
+//!   the first `DeltaTracker` update.
+//! - goheap steady cycle: the batched re-read through the coalescing `RecordPlan`, for several
+//!   gaps (0 = one range per record), and the delta update.
 //!
-//! Run: `cargo run --release -p goheap-benches --bin cycle_cost [CYCLES]`.
+//! Medians of CYCLES cycles. Run: `cargo run --release -p goheap-benches --bin cycle_cost [CYCLES]`.
 
 use std::path::Path;
 use std::process::Command;
@@ -47,6 +50,37 @@ fn median(v: &mut [f64]) -> f64 {
 
 /// Steady-cycle coalescing gaps compared (bytes); 0 = one range per record.
 const GAPS: &[u64] = &[0, 256, 1024, 4096];
+
+/// One collection cycle as the agent runs it: the reader's read, then the delta update. Returns
+/// (syscalls, bytes, CPU ms, wall ms, new buckets).
+fn timed_cycle<M: RemoteMemory>(
+    reader: &mut IncrementalReader<M>,
+    deltas: &mut DeltaTracker,
+    info: &BinaryInfo,
+    proc_root: &Path,
+) -> anyhow::Result<(u64, u64, f64, f64, usize)> {
+    let s0 = reader.stats();
+    let (c0, w0) = (thread_cpu(), Instant::now());
+    let out = reader
+        .read(info, proc_root)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let _ = deltas.update(
+        reader.buckets(),
+        reader.cycle(),
+        reader.mem_profile_rate(),
+        reader.layout(),
+    );
+    let cpu = (thread_cpu() - c0).as_secs_f64() * 1e3;
+    let wall = w0.elapsed().as_secs_f64() * 1e3;
+    let s1 = reader.stats();
+    Ok((
+        s1.syscalls - s0.syscalls,
+        s1.bytes - s0.bytes,
+        cpu,
+        wall,
+        out.new_buckets,
+    ))
+}
 
 fn main() -> anyhow::Result<()> {
     let cycles: usize = std::env::args()
@@ -122,22 +156,11 @@ fn main() -> anyhow::Result<()> {
             let vm = VmReader::open(proc_root, pid)?;
             let mut reader = IncrementalReader::new(vm, map.clone(), addrs, info.layout);
             let mut deltas = DeltaTracker::default();
-            let s0 = reader.stats();
-            let (c0, w0) = (thread_cpu(), Instant::now());
-            reader
-                .read(&info, proc_root)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let _ = deltas.update(
-                reader.buckets(),
-                reader.cycle(),
-                reader.mem_profile_rate(),
-                reader.layout(),
-            );
-            cpu.push((thread_cpu() - c0).as_secs_f64() * 1e3);
-            wall.push(w0.elapsed().as_secs_f64() * 1e3);
-            let s1 = reader.stats();
-            calls.push((s1.syscalls - s0.syscalls) as f64);
-            bytes.push((s1.bytes - s0.bytes) as f64);
+            let (c, b, cp, wl, _) = timed_cycle(&mut reader, &mut deltas, &info, proc_root)?;
+            calls.push(c as f64);
+            bytes.push(b as f64);
+            cpu.push(cp);
+            wall.push(wl);
             nb = reader.buckets().len();
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -159,41 +182,21 @@ fn main() -> anyhow::Result<()> {
         let vm = VmReader::open(proc_root, pid)?;
         let mut reader = IncrementalReader::new(vm, map.clone(), addrs, info.layout);
         let mut deltas = DeltaTracker::default();
-        reader
-            .read(&info, proc_root)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        deltas.update(
-            reader.buckets(),
-            reader.cycle(),
-            reader.mem_profile_rate(),
-            reader.layout(),
-        );
+        timed_cycle(&mut reader, &mut deltas, &info, proc_root)?;
         for &gap in GAPS {
             reader.set_coalesce_gap(gap);
             let (mut calls, mut bytes, mut cpu, mut wall) = (vec![], vec![], vec![], vec![]);
             let mut worst = 0u64;
             for _ in 0..cycles {
                 std::thread::sleep(Duration::from_millis(100));
-                let s0 = reader.stats();
-                let (c0, w0) = (thread_cpu(), Instant::now());
-                let out = reader
-                    .read(&info, proc_root)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                let _ = deltas.update(
-                    reader.buckets(),
-                    reader.cycle(),
-                    reader.mem_profile_rate(),
-                    reader.layout(),
-                );
-                cpu.push((thread_cpu() - c0).as_secs_f64() * 1e3);
-                wall.push(w0.elapsed().as_secs_f64() * 1e3);
-                let s1 = reader.stats();
-                let c = s1.syscalls - s0.syscalls;
-                if out.new_buckets == 0 {
+                let (c, b, cp, wl, new) = timed_cycle(&mut reader, &mut deltas, &info, proc_root)?;
+                if new == 0 {
                     worst = worst.max(c);
                 }
                 calls.push(c as f64);
-                bytes.push((s1.bytes - s0.bytes) as f64);
+                bytes.push(b as f64);
+                cpu.push(cp);
+                wall.push(wl);
             }
             let nbk = reader.buckets().len();
             let budget = (nbk as u64 + 3).div_ceil(IOV_MAX as u64);
