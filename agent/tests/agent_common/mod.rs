@@ -10,7 +10,7 @@ pub mod support;
 pub use support::*;
 
 /// The Go version whose fixtures the agent tests use.
-pub const GO: &str = "1.23.9";
+pub const GO: &str = GO_1_23;
 
 /// A running `goheap agent`, killed on drop. Its stderr goes to `log`.
 pub struct Agent {
@@ -29,12 +29,11 @@ impl Agent {
     pub fn start_with_interval(scratch: &Scratch, interval: &str, extra: &[&str]) -> Agent {
         let port = free_port();
         let log = scratch.path(&format!("agent-{port}.log"));
-        let child = Command::new(goheap_bin())
+        let mut cmd = Command::new(goheap_bin());
+        let child = without_agent_env(&mut cmd)
             .args(["agent", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--interval", interval])
             .args(extra)
-            .env_remove("GOHEAP_OUTPUT_DIR")
-            .env_remove("GO_HEAP_PROFILER")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

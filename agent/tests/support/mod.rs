@@ -1,33 +1,68 @@
-//! Shared helpers of goheap's integration tests: where the fixtures and toolchains are, starting a
-//! fixture and waiting until it is ready, running the goheap binary.
+//! The one support module of goheap's tests (and of `pprof-proto`'s tests, the fuzz harness and the
+//! benchmarks, which include this file with `#[path]`): the Go versions of the matrix, where the
+//! cache, fixtures and toolchains are, starting a fixture and waiting until it is ready, running the
+//! goheap binary, an HTTP client for the servers under test, a seeded RNG, and comparing two heap
+//! profiles by content.
+//!
+//! Only `std` and `pprof_proto` are used, so every crate that includes it can build it.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// Go versions of the matrix (directory names under the fixture output).
+// --- Go versions ------------------------------------------------------------------------------
+
+// The Go releases every test runs against; `fixtures/build.sh` builds the same list (a test in
+// profile_equality.rs checks that). Tests name a release by its constant, never by a literal.
+pub const GO_1_19: &str = "1.19";
+pub const GO_1_21: &str = "1.21.13";
+pub const GO_1_22: &str = "1.22.10";
+pub const GO_1_23: &str = "1.23.9";
+pub const GO_1_24: &str = "1.24.11";
+pub const GO_1_25: &str = "1.25.5";
+pub const GO_1_26: &str = "1.26.6";
+pub const GO_1_27: &str = "1.27.3";
+
+/// Go versions of the matrix, oldest first (directory names under the fixture output and the
+/// toolchain cache).
 pub const GO_VERSIONS: &[&str] = &[
-    "1.19", "1.21.13", "1.22.10", "1.23.9", "1.24.11", "1.25.5", "1.26.6", "1.27.3",
+    GO_1_19, GO_1_21, GO_1_22, GO_1_23, GO_1_24, GO_1_25, GO_1_26, GO_1_27,
 ];
 /// Build modes the profile-equality test covers.
 pub const LIVE_MODES: &[&str] = &["default", "pie", "cgo", "trimpath", "stripped"];
 
+// --- Paths ------------------------------------------------------------------------------------
+
+/// `$GOHEAP_CACHE` (when set and non-empty), else `~/.cache/goheap`: toolchains, fixtures, build
+/// caches and the kubernetes-validate venv live there.
 pub fn cache_dir() -> PathBuf {
-    std::env::var_os("GOHEAP_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
-                .join(".cache/goheap")
-        })
+    match std::env::var_os("GOHEAP_CACHE") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => PathBuf::from(std::env::var_os("HOME").expect("neither GOHEAP_CACHE nor HOME is set"))
+            .join(".cache/goheap"),
+    }
 }
 
+/// `$GOHEAP_FIXTURES_OUT`, else `<cache>/fixtures` (where `fixtures/build.sh` writes).
 pub fn fixtures_dir() -> PathBuf {
-    std::env::var_os("GOHEAP_FIXTURES_OUT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| cache_dir().join("fixtures"))
+    match std::env::var_os("GOHEAP_FIXTURES_OUT") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => cache_dir().join("fixtures"),
+    }
+}
+
+/// `GOROOT` of a cached toolchain (no check that it exists).
+pub fn goroot(version: &str) -> PathBuf {
+    cache_dir().join("go").join(version).join("goroot")
+}
+
+/// `GOCACHE` the tests use for toolchain `version`.
+pub fn gocache(version: &str) -> PathBuf {
+    cache_dir().join(format!("gocache-{version}"))
 }
 
 /// Path of a built fixture; panics with the command to run when it is missing.
@@ -43,7 +78,7 @@ pub fn fixture(program: &str, version: &str, mode: &str) -> PathBuf {
 
 /// The `go` binary of a toolchain; panics with the installer's name when missing.
 pub fn go_tool(version: &str) -> PathBuf {
-    let p = cache_dir().join("go").join(version).join("goroot/bin/go");
+    let p = goroot(version).join("bin/go");
     assert!(
         p.exists(),
         "Go toolchain {version} is missing at {}: run fixtures/install-toolchains.sh",
@@ -52,8 +87,62 @@ pub fn go_tool(version: &str) -> PathBuf {
     p
 }
 
+/// The goheap binary cargo built for this test. Only goheap's own integration tests have it (the
+/// crates that include this file for the other helpers do not).
 pub fn goheap_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_goheap"))
+    match option_env!("CARGO_BIN_EXE_goheap") {
+        Some(p) => PathBuf::from(p),
+        None => panic!("the goheap binary is only known to goheap's integration tests"),
+    }
+}
+
+/// Every environment variable `goheap agent` reads (its `[env: NAME=…]` annotations in
+/// `goheap agent --help`, plus `GOHEAP_LOG`, the log filter), so tests can clear them all and the
+/// host environment cannot change how an agent under test parses its flags.
+pub fn agent_env_vars() -> &'static [String] {
+    static VARS: OnceLock<Vec<String>> = OnceLock::new();
+    VARS.get_or_init(|| {
+        let mut cmd = Command::new(goheap_bin());
+        cmd.args(["agent", "--help"]);
+        // The help text shows the current value of a variable that is set; it must not matter.
+        let out = cmd.output().expect("running goheap agent --help");
+        assert!(out.status.success(), "goheap agent --help: {out:?}");
+        let help = String::from_utf8_lossy(&out.stdout);
+        let mut vars: Vec<String> = help
+            .split("[env: ")
+            .skip(1)
+            .filter_map(|rest| {
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                (!name.is_empty()).then_some(name)
+            })
+            .collect();
+        vars.push("GOHEAP_LOG".to_string());
+        vars.sort();
+        vars.dedup();
+        for known in [
+            "GOHEAP_LISTEN",
+            "GOHEAP_READ_BUDGET",
+            "GOHEAP_PROC_ROOT",
+            "NODE_NAME",
+        ] {
+            assert!(
+                vars.iter().any(|v| v == known),
+                "{known} not found in goheap agent --help ({vars:?}); did the help format change?"
+            );
+        }
+        vars
+    })
+}
+
+/// `cmd` with every variable of [`agent_env_vars`] removed from its environment.
+pub fn without_agent_env(cmd: &mut Command) -> &mut Command {
+    for v in agent_env_vars() {
+        cmd.env_remove(v);
+    }
+    cmd
 }
 
 /// A unique scratch directory, removed on drop.
@@ -278,15 +367,24 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<HttpResponse> {
     http_request(port, "GET", path)
 }
 
+/// `METHOD path` on 127.0.0.1:port (HTTP/1.1, Connection: close; plain or chunked body). Connecting
+/// times out after 2 s, reading after 60 s.
 pub fn http_request(port: u16, method: &str, path: &str) -> std::io::Result<HttpResponse> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(60)))?;
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
     )?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
+    // A server may reset the connection right after its response (Connection: close with unread
+    // request bytes); keep what arrived before the reset.
+    if let Err(e) = s.read_to_end(&mut raw) {
+        if e.kind() != std::io::ErrorKind::ConnectionReset || raw.is_empty() {
+            return Err(e);
+        }
+    }
     let end = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -333,6 +431,38 @@ fn dechunk(mut data: &[u8]) -> std::io::Result<Vec<u8>> {
         data = data.get(size + 2..).ok_or_else(bad)?;
     }
 }
+
+// --- A seeded RNG -----------------------------------------------------------------------------
+
+/// xorshift64*: a tiny deterministic RNG, so randomized tests reproduce from their seed.
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0.max(1);
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform-ish in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// `len` bytes (the high byte of each output).
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| (self.next() >> 56) as u8).collect()
+    }
+}
+
+// --- Waiting ----------------------------------------------------------------------------------
 
 /// Polls `f` every 200 ms until it returns `Some`, or panics with `what` after `timeout`.
 pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
