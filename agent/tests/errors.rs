@@ -2,7 +2,7 @@
 
 mod support;
 
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use goheap::error::{exit_code, Refusal};
@@ -45,7 +45,7 @@ fn non_go_process() {
 
 #[test]
 fn stripped_binary_without_other_evidence() {
-    let bin = fixture("heapfixture", "1.23.9", "stripped");
+    let bin = fixture("heapfixture", GO_1_23, "stripped");
     let scratch = Scratch::new("stripped");
     let (running, _) = start_heapfixture(&bin, &scratch);
     let out = goheap(&[
@@ -68,7 +68,7 @@ fn stripped_binary_without_other_evidence() {
 
 #[test]
 fn profiling_disabled_by_linker() {
-    let bin = fixture("noprofile", "1.23.9", "default");
+    let bin = fixture("noprofile", GO_1_23, "default");
     let scratch = Scratch::new("noprof");
     let ready = scratch.path("ready");
     let mut cmd = Command::new(&bin);
@@ -92,7 +92,7 @@ fn profiling_disabled_by_linker() {
 /// process exited, not garbage and not a panic.
 #[test]
 fn process_exits_during_read() {
-    let bin = fixture("heapfixture", "1.22.10", "default");
+    let bin = fixture("heapfixture", GO_1_22, "default");
     let scratch = Scratch::new("exit");
     let (mut running, _) = start_heapfixture(&bin, &scratch);
     let pid = running.pid;
@@ -145,39 +145,98 @@ fn process_exits_during_read() {
     assert_eq!(out.status.code(), Some(exit_code::NO_SUCH_PROCESS));
 }
 
-/// A process exiting while many goheap runs race against it: every run either succeeds or fails with
-/// one of the documented "gone" codes; none panics or reports corruption.
+/// The pid of a child of `parent` (from `/proc/*/stat`), once it exists.
+fn child_of(parent: u32) -> i32 {
+    wait_for(Duration::from_secs(10), "strace's child", || {
+        std::fs::read_dir("/proc").ok()?.find_map(|e| {
+            let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let ppid: u32 = stat[stat.rfind(')')? + 2..]
+                .split(' ')
+                .nth(1)?
+                .parse()
+                .ok()?;
+            (ppid == parent).then_some(pid)
+        })
+    })
+}
+
+/// A process exiting while goheap is in the middle of reading it. The race is made deterministic
+/// with strace's syscall tampering: each run's `when`-th `process_vm_readv` is held at syscall entry
+/// for 10 s; once every run is held there (its `/proc/PID/syscall` shows that syscall), the target is
+/// killed and reaped, then the held syscalls proceed into a process that is gone. Every run must
+/// report exactly "process exited" (exit 9): the kill always lands mid-read, so neither success nor
+/// "no such process" (exit 3, only right for a pid that was gone before goheap started) is correct.
 #[test]
-fn racing_exit_never_panics() {
-    let bin = fixture("heapfixture", "1.27.3", "default");
-    for round in 0..3 {
-        let scratch = Scratch::new(&format!("race{round}"));
-        let (mut running, _) = start_heapfixture(&bin, &scratch);
-        let pid = running.pid.to_string();
-        let handles: Vec<_> = (0..4)
-            .map(|_| {
-                let pid = pid.clone();
-                std::thread::spawn(move || goheap(&["profile", "--pid", &pid, "-o", "-", "-q"]))
-            })
-            .collect();
-        std::thread::sleep(Duration::from_millis(2 * round));
-        let _ = running.child.kill();
-        let _ = running.child.wait();
-        for h in handles {
-            let out = h.join().unwrap();
-            let code = out.status.code();
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert!(!err.contains("panicked"), "{err}");
-            assert!(
-                [
-                    Some(0),
-                    Some(exit_code::NO_SUCH_PROCESS),
-                    Some(exit_code::PROCESS_EXITED)
-                ]
-                .contains(&code),
-                "unexpected exit {code:?}: {err}"
-            );
-        }
+fn exit_mid_read_is_process_exited() {
+    const HOLD_SECONDS: u64 = 10;
+    let bin = fixture("heapfixture", GO_1_27, "default");
+    let scratch = Scratch::new("race");
+    let (mut running, _) = start_heapfixture(&bin, &scratch);
+    let pid = running.pid.to_string();
+    // A whole profile of this fixture takes about 40 process_vm_readv calls: the rate, the cycle,
+    // the head, then the walk. Hold the 1st (before anything is read), the 5th and the 20th (in the
+    // walk).
+    let runs: Vec<(u32, std::process::Child)> = [1u32, 5, 20]
+        .into_iter()
+        .map(|when| {
+            let child = Command::new("strace")
+                .args([
+                    "-f",
+                    "-qq",
+                    "-o",
+                    "/dev/null",
+                    "-e",
+                    "trace=process_vm_readv",
+                ])
+                .arg(format!(
+                    "--inject=process_vm_readv:delay_enter={HOLD_SECONDS}s:when={when}"
+                ))
+                .arg(goheap_bin())
+                .args(["profile", "--pid", &pid, "-o", "-", "-q"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("strace (installed by fixtures/install-toolchains.sh)");
+            (when, child)
+        })
+        .collect();
+    let held = |goheap_pid: i32| {
+        std::fs::read_to_string(format!("/proc/{goheap_pid}/syscall"))
+            .ok()
+            .and_then(|sc| sc.split(' ').next().map(str::to_string))
+            == Some(libc::SYS_process_vm_readv.to_string())
+    };
+    let goheap_pids: Vec<i32> = runs.iter().map(|(_, s)| child_of(s.id())).collect();
+    for ((when, _), goheap_pid) in runs.iter().zip(&goheap_pids) {
+        wait_for(
+            Duration::from_secs(HOLD_SECONDS / 2),
+            &format!("goheap (pid {goheap_pid}) held in process_vm_readv #{when}"),
+            || held(*goheap_pid).then_some(()),
+        );
+    }
+    let _ = running.child.kill();
+    let _ = running.child.wait();
+    // Still held now that the target is reaped: the kill landed in the middle of every read.
+    for ((when, _), goheap_pid) in runs.iter().zip(&goheap_pids) {
+        assert!(
+            held(*goheap_pid),
+            "goheap {goheap_pid} left process_vm_readv #{when} before the kill landed"
+        );
+    }
+    for (when, strace) in runs {
+        let out = strace.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(exit_code::PROCESS_EXITED),
+            "killed during process_vm_readv #{when}: {err}"
+        );
+        let line = assert_one_line(&out, &format!("exit during read #{when}"));
+        assert!(
+            line.contains("exited while goheap was reading it"),
+            "{line}"
+        );
     }
 }
 
@@ -207,7 +266,7 @@ fn ensure_user(name: &str) -> (u32, u32) {
 #[test]
 fn non_root_needs_cap_sys_ptrace() {
     let (uid, gid) = ensure_user("goheap-test");
-    let bin = fixture("heapfixture", "1.24.11", "default");
+    let bin = fixture("heapfixture", GO_1_24, "default");
     let scratch = Scratch::new("nonroot");
     let (running, _) = start_heapfixture(&bin, &scratch);
     let pid = running.pid.to_string();
