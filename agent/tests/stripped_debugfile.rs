@@ -1,6 +1,7 @@
 //! Stripped binaries in `goheap ps` and `goheap profile`: a binary stripped with a separate debug
 //! file (`.gnu_debuglink`) is located through that file; a `-s -w` build without one through code
-//! references; both are shown readable with the method named, and both profile.
+//! references; both are shown readable with the method named, and both profiles equal the one the
+//! process wrote about itself.
 
 mod support;
 
@@ -36,7 +37,7 @@ fn profile_ok(pid: i32) -> pprof_proto::Profile {
 
 #[test]
 fn stripped_with_debuglink_uses_the_debug_file() {
-    let plain = fixture("heapfixture", "1.22.10", "default");
+    let plain = fixture("heapfixture", GO_1_22, "default");
     let scratch = Scratch::new("debuglink");
     let debug = scratch.path("heapfixture.debug");
     let stripped = scratch.path("heapfixture");
@@ -76,15 +77,28 @@ fn stripped_with_debuglink_uses_the_debug_file() {
     );
 }
 
+/// `-s -w` builds (no `.symtab`, no debug file): located by code references, and the profile equals
+/// the one the process wrote about itself, as in profile_equality.rs.
 #[test]
 fn stripped_without_debug_file_uses_code_references() {
-    for version in ["1.19", "1.27.3"] {
+    for version in [GO_1_19, GO_1_27] {
         let bin = fixture("heapfixture", version, "stripped");
         let scratch = Scratch::new("coderef-ps");
-        let (running, _) = start_heapfixture(&bin, &scratch);
+        let (running, self_profile) = start_heapfixture(&bin, &scratch);
         let row = ps_row(running.pid);
         assert_eq!(row["state"], "readable", "{row}");
         assert_eq!(row["method"], "code-reference", "{row}");
-        assert!(!profile_ok(running.pid).sample.is_empty());
+        let ours = profile_ok(running.pid);
+        let theirs = pprof_proto::Profile::decode(&std::fs::read(self_profile).unwrap()).unwrap();
+        assert!(
+            theirs.sample.len() >= 10,
+            "go{version}: the fixture's own profile has only {} samples",
+            theirs.sample.len()
+        );
+        let diffs = compare(&ours, &theirs);
+        assert!(
+            diffs.is_empty(),
+            "go{version} -s -w: differs from the runtime's own profile: {diffs:#?}"
+        );
     }
 }
