@@ -118,6 +118,18 @@ pub fn metric_for_pid(text: &str, name: &str, pid: i32) -> Option<f64> {
         .find_map(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
+/// The value of one series, named exactly as the exposition writes it (`name` or
+/// `name{label="value",...}`), from metrics text.
+pub fn metric_series(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 /// A metric without labels (or the first series of it).
 pub fn metric_value(text: &str, name: &str) -> Option<f64> {
     text.lines()
