@@ -188,8 +188,75 @@ mod tests {
         }
     }
 
+    /// This process's own cgroup: `read` must agree with an independent reading of the same file.
+    /// A container id is a 64-hex-digit token somewhere in it; with none (a host process, or a
+    /// container whose cgroup namespace hides the path) both ids must be empty.
     #[test]
-    fn own_cgroup_parses_without_panicking() {
-        let _ = read(Path::new("/proc"), std::process::id() as i32);
+    fn own_cgroup() {
+        let text = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let ids: Vec<&str> = text
+            .split(|c: char| !c.is_ascii_hexdigit())
+            .filter(|t| t.len() == 64)
+            .collect();
+        let own = read(Path::new("/proc"), std::process::id() as i32);
+        if ids.is_empty() {
+            assert_eq!(own.container_id, "", "{text}");
+        } else {
+            assert!(ids.contains(&own.container_id.as_str()), "{own:?}: {text}");
+        }
+        if !text.contains("pod") {
+            assert_eq!(own.pod_uid, "", "{text}");
+        }
+    }
+
+    /// `read` on a fabricated proc root: the file of the given pid is what is parsed, a missing file
+    /// gives empty ids, and nothing past the first 64 KiB is read.
+    #[test]
+    fn reads_the_pid_file_under_the_proc_root() {
+        let root = std::env::temp_dir().join(format!("goheap-cgroup-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let write = |pid: i32, text: &str| {
+            let dir = root.join(pid.to_string());
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("cgroup"), text).unwrap();
+        };
+        let uid = "6d9f3b8e-1c2a-4b5d-9e8f-0a1b2c3d4e5f";
+        write(
+            41,
+            &format!(
+                "0::/kubepods.slice/kubepods-pod{}.slice/cri-containerd-{ID}.scope\n",
+                uid.replace('-', "_")
+            ),
+        );
+        write(
+            42,
+            &format!("12:pids:/docker/{ID}\n1:name=systemd:/docker/{ID}\n"),
+        );
+        write(43, "0::/init.scope\n");
+        let filler = "1:name=filler:/\n".repeat(64 * 1024 / 16 + 1);
+        write(44, &format!("{filler}0::/system.slice/docker-{ID}.scope\n"));
+
+        assert_eq!(
+            read(&root, 41),
+            ContainerInfo {
+                container_id: ID.into(),
+                pod_uid: uid.into()
+            }
+        );
+        assert_eq!(
+            read(&root, 42),
+            ContainerInfo {
+                container_id: ID.into(),
+                pod_uid: String::new()
+            }
+        );
+        assert_eq!(read(&root, 43), ContainerInfo::default());
+        assert_eq!(
+            read(&root, 44),
+            ContainerInfo::default(),
+            "read past 64 KiB"
+        );
+        assert_eq!(read(&root, 45), ContainerInfo::default(), "no such pid");
+        let _ = std::fs::remove_dir_all(&root);
     }
 }
