@@ -5,8 +5,7 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pprof_proto::Profile;
 use support::*;
@@ -24,47 +23,10 @@ fn totals(p: &Profile) -> [i64; 4] {
 
 #[test]
 fn debian_prometheus_matches_its_own_profile() {
-    let prom = std::path::Path::new("/usr/bin/prometheus");
-    assert!(
-        prom.exists(),
-        "/usr/bin/prometheus missing: run fixtures/install-toolchains.sh"
-    );
     let scratch = Scratch::new("prom");
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
     // No scrape jobs: an idle Prometheus allocates little, so its GC (which is what publishes new
     // heap-profile data) runs only when this test makes it.
-    std::fs::write(
-        scratch.path("prometheus.yml"),
-        "global:\n  scrape_interval: 1m\n",
-    )
-    .unwrap();
-    let child = Command::new(prom)
-        .arg(format!(
-            "--config.file={}",
-            scratch.path("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            scratch.path("data").display()
-        ))
-        .arg(format!("--web.listen-address={addr}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start prometheus");
-    let running = Running {
-        pid: child.id() as i32,
-        child,
-    };
-    let t0 = Instant::now();
-    while http_get(port, "/-/ready").map(|r| r.status).ok() != Some(200) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "prometheus not ready"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let (running, port) = start_prometheus(&scratch, "global:\n  scrape_interval: 1m\n");
     // Some work (each /metrics answer allocates), then two collections (`gc=1` makes the handler
     // run runtime.GC() first) so that the profile holds many published samples.
     for _ in 0..200 {

@@ -229,6 +229,42 @@ pub fn start_heapfixture(bin: &Path, scratch: &Scratch) -> (Running, PathBuf) {
     )
 }
 
+/// Debian's `prometheus` (stripped, cgo, Go 1.19), installed by `fixtures/install-toolchains.sh`:
+/// the real-world stripped binary of the tests.
+pub const DEBIAN_PROMETHEUS: &str = "/usr/bin/prometheus";
+
+/// Starts Debian's Prometheus on a free loopback port with `config` as its configuration file and
+/// waits until `/-/ready` answers 200; returns it (killed on drop) and its port.
+pub fn start_prometheus(scratch: &Scratch, config: &str) -> (Running, u16) {
+    assert!(
+        Path::new(DEBIAN_PROMETHEUS).exists(),
+        "{DEBIAN_PROMETHEUS} missing: run fixtures/install-toolchains.sh"
+    );
+    let port = free_port();
+    let cfg = scratch.path(&format!("prometheus-{port}.yml"));
+    std::fs::write(&cfg, config).unwrap();
+    let child = Command::new(DEBIAN_PROMETHEUS)
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            scratch.path(&format!("prometheus-{port}-data")).display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start prometheus");
+    let running = Running {
+        pid: child.id() as i32,
+        child,
+    };
+    wait_for(Duration::from_secs(60), "prometheus /-/ready", || {
+        (http_get(port, "/-/ready").ok()?.status == 200).then_some(())
+    });
+    (running, port)
+}
+
 /// Runs goheap with `args`.
 pub fn goheap(args: &[&str]) -> Output {
     Command::new(goheap_bin())
@@ -362,17 +398,28 @@ impl HttpResponse {
     }
 }
 
-/// `GET path` on 127.0.0.1:port (HTTP/1.1, Connection: close).
+/// `GET path` on 127.0.0.1:port (HTTP/1.1, Connection: close); 60 s timeouts.
 pub fn http_get(port: u16, path: &str) -> std::io::Result<HttpResponse> {
     http_request(port, "GET", path)
 }
 
-/// `METHOD path` on 127.0.0.1:port (HTTP/1.1, Connection: close; plain or chunked body). Connecting
-/// times out after 2 s, reading after 60 s.
+/// `METHOD path` on 127.0.0.1:port; 60 s timeouts.
 pub fn http_request(port: u16, method: &str, path: &str) -> std::io::Result<HttpResponse> {
+    http_request_within(port, method, path, Duration::from_secs(60))
+}
+
+/// `METHOD path` on 127.0.0.1:port (HTTP/1.1, Connection: close; plain or chunked body), with
+/// `timeout` for connecting, writing and each read.
+pub fn http_request_within(
+    port: u16,
+    method: &str,
+    path: &str,
+    timeout: Duration,
+) -> std::io::Result<HttpResponse> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
     write!(
         s,
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
@@ -438,7 +485,7 @@ fn dechunk(mut data: &[u8]) -> std::io::Result<Vec<u8>> {
 pub struct XorShift(pub u64);
 
 impl XorShift {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0.max(1);
         x ^= x >> 12;
         x ^= x << 25;
@@ -452,13 +499,13 @@ impl XorShift {
         if n == 0 {
             0
         } else {
-            (self.next() % n as u64) as usize
+            (self.next_u64() % n as u64) as usize
         }
     }
 
     /// `len` bytes (the high byte of each output).
     pub fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| (self.next() >> 56) as u8).collect()
+        (0..len).map(|_| (self.next_u64() >> 56) as u8).collect()
     }
 }
 
