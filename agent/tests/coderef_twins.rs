@@ -8,7 +8,9 @@
 //! Builds are cached under `$GOHEAP_CACHE/coderef-twins/<version>-<target>/` (default
 //! `~/.cache/goheap`). Toolchains come from `fixtures/install-toolchains.sh`.
 
-use std::collections::HashMap;
+mod support;
+
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,26 +19,10 @@ use goheap::binary::coderef::{
     recover_runtime_addresses, FunctionRanges, RecoveredAddresses, DEFAULT_MEM_PROFILE_RATE,
 };
 use object::{Object, ObjectSection, ObjectSymbol};
-
-fn cache_root() -> PathBuf {
-    match std::env::var_os("GOHEAP_CACHE") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => {
-            let home = std::env::var_os("HOME").expect("HOME is not set");
-            PathBuf::from(home).join(".cache/goheap")
-        }
-    }
-}
-
-fn go_binary(version: &str) -> PathBuf {
-    let go = cache_root().join("go").join(version).join("goroot/bin/go");
-    assert!(
-        go.is_file(),
-        "Go toolchain {version} missing at {}; run fixtures/install-toolchains.sh",
-        go.display()
-    );
-    go
-}
+use support::{
+    cache_dir, go_tool, gocache, http_get, start_prometheus, Scratch, XorShift, DEBIAN_PROMETHEUS,
+    GO_1_19, GO_1_21, GO_1_22, GO_1_23, GO_1_24, GO_1_25, GO_1_26, GO_1_27, GO_VERSIONS,
+};
 
 #[derive(Debug, Clone, Copy)]
 enum Target {
@@ -97,16 +83,15 @@ fn source_fingerprint(program: Program) -> String {
 }
 
 fn go_build(program: Program, version: &str, target: Target, stripped: bool, out: &Path) {
-    let cache = cache_root();
     let tmp = out.with_extension(format!("tmp{}", std::process::id()));
-    let mut cmd = Command::new(go_binary(version));
+    let mut cmd = Command::new(go_tool(version));
     cmd.current_dir(program.dir())
         .arg("build")
         .arg("-trimpath")
         .env("GOFLAGS", "-mod=mod")
         .env("GOPROXY", "off")
         .env("GOTOOLCHAIN", "local")
-        .env("GOCACHE", cache.join(format!("gocache-{version}")))
+        .env("GOCACHE", gocache(version))
         .env("GOOS", "linux")
         .env("CGO_ENABLED", "0");
     match target {
@@ -150,7 +135,7 @@ fn program_twins(program: Program, version: &str, target: Target) -> (PathBuf, P
     let _guard = BUILD_LOCK
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let dir = cache_root().join("coderef-twins").join(format!(
+    let dir = cache_dir().join("coderef-twins").join(format!(
         "{version}-{}{}",
         target.key(),
         program.cache_suffix()
@@ -323,42 +308,42 @@ fn check_version(version: &str) {
 
 #[test]
 fn twins_go1_19() {
-    check_version("1.19");
+    check_version(GO_1_19);
 }
 
 #[test]
 fn twins_go1_21() {
-    check_version("1.21.13");
+    check_version(GO_1_21);
 }
 
 #[test]
 fn twins_go1_22() {
-    check_version("1.22.10");
+    check_version(GO_1_22);
 }
 
 #[test]
 fn twins_go1_23() {
-    check_version("1.23.9");
+    check_version(GO_1_23);
 }
 
 #[test]
 fn twins_go1_24() {
-    check_version("1.24.11");
+    check_version(GO_1_24);
 }
 
 #[test]
 fn twins_go1_25() {
-    check_version("1.25.5");
+    check_version(GO_1_25);
 }
 
 #[test]
 fn twins_go1_26() {
-    check_version("1.26.6");
+    check_version(GO_1_26);
 }
 
 #[test]
 fn twins_go1_27() {
-    check_version("1.27.3");
+    check_version(GO_1_27);
 }
 
 /// Memory profiling disabled by the linker: no `runtime.MemProfile`/`memProfileInternal`, and
@@ -366,7 +351,7 @@ fn twins_go1_27() {
 /// mbuckets evidence is weaker, and finds the flag.
 #[test]
 fn linker_disabled_memory_profiling() {
-    for version in VERSIONS {
+    for version in GO_VERSIONS {
         let (plain_path, stripped_path) =
             program_twins(Program::NoProfiling, version, Target::Amd64);
         let plain = std::fs::read(&plain_path).expect("read unstripped twin");
@@ -426,10 +411,6 @@ fn linker_disabled_memory_profiling() {
     }
 }
 
-const VERSIONS: [&str; 8] = [
-    "1.19", "1.21.13", "1.22.10", "1.23.9", "1.24.11", "1.25.5", "1.26.6", "1.27.3",
-];
-
 /// Function ranges from goheap's own `.gopclntab` parser, as production uses for stripped binaries.
 struct PclntabFunctions(goheap::symbolize::pclntab::Pclntab);
 
@@ -448,7 +429,7 @@ impl FunctionRanges for PclntabFunctions {
 /// The pclntab function ranges agree with `.symtab` on a twin, so they can be trusted for prometheus.
 #[test]
 fn pclntab_ranges_match_symtab() {
-    let (plain, _) = twins("1.19", Target::Amd64);
+    let (plain, _) = twins(GO_1_19, Target::Amd64);
     let elf = std::fs::read(plain).expect("read twin");
     let symtab = SymtabFunctions::load(&elf);
     let pclntab = PclntabFunctions::load(&elf);
@@ -469,10 +450,15 @@ fn pclntab_ranges_match_symtab() {
     }
 }
 
-/// A distribution-stripped, cgo, externally linked Go 1.19 binary (Debian's prometheus).
+/// A distribution-stripped, cgo, externally linked Go 1.19 binary (Debian's prometheus). No symbol
+/// table or debug file exists for it, so the recovered addresses are validated live, against the
+/// running program's own account of itself: at them a running Prometheus holds its MemProfileRate
+/// (the period its `/debug/pprof/heap?debug=1` header states), `mProfCycle` counts its GCs (its
+/// `go_gc_duration_seconds_count`), `disableMemoryProfiling` is false, and the `mbuckets` head
+/// leads to a well-formed bucket list holding every stack its own heap profile lists.
 #[test]
 fn debian_prometheus() {
-    let path = Path::new("/usr/bin/prometheus");
+    let path = Path::new(DEBIAN_PROMETHEUS);
     assert!(
         path.is_file(),
         "{} missing; run fixtures/install-toolchains.sh (installs Debian's prometheus)",
@@ -512,8 +498,115 @@ fn debian_prometheus() {
         "no initialiser-constant evidence: {:#?}",
         recovered.evidence
     );
-    assert!(recovered.disable_memory_profiling.is_some());
-    assert!(recovered.mprof_cycle.is_some());
+    let disable = recovered
+        .disable_memory_profiling
+        .expect("disableMemoryProfiling recovered");
+    let cycle = recovered.mprof_cycle.expect("mProfCycle recovered");
+
+    // Live: an idle Prometheus (no scrape jobs), after two collections so its profile has samples.
+    let scratch = Scratch::new("coderef-prom");
+    let (running, port) = start_prometheus(&scratch, "global:\n  scrape_interval: 1m\n");
+    for _ in 0..2 {
+        assert_eq!(
+            http_get(port, "/debug/pprof/heap?gc=1").unwrap().status,
+            200
+        );
+    }
+    let own = http_get(port, "/debug/pprof/heap?debug=1").unwrap().text();
+    // "heap profile: I: B [A: AB] @ heap/<2*MemProfileRate>", then "N: M [A: B] @ 0x.. 0x.." records.
+    let own_rate: u64 = own
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("heap profile: "))
+        .and_then(|l| l.rsplit_once("@ heap/"))
+        .and_then(|(_, r)| r.trim().parse::<u64>().ok())
+        .map(|r| r / 2)
+        .unwrap_or_else(|| panic!("no heap profile header: {own}"));
+    let own_stacks: HashSet<Vec<u64>> = own
+        .lines()
+        .skip(1)
+        .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+        .filter_map(|l| l.split_once(" @ "))
+        .map(|(_, pcs)| {
+            pcs.split_whitespace()
+                .map(|pc| u64::from_str_radix(pc.trim_start_matches("0x"), 16).expect("pc"))
+                .collect()
+        })
+        .collect();
+    assert!(
+        own_stacks.len() >= 10,
+        "prometheus's own profile lists only {} stacks",
+        own_stacks.len()
+    );
+    let gc_count = || {
+        http_get(port, "/metrics")
+            .unwrap()
+            .text()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("go_gc_duration_seconds_count ")?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .expect("go_gc_duration_seconds_count")
+    };
+
+    let proc_root = Path::new("/proc");
+    let paths = goheap::target::procfs::ProcPaths::new(proc_root, running.pid);
+    let info = goheap::binary::BinaryInfo::inspect(
+        goheap::target::open::open_binary(&paths).expect("open prometheus"),
+        None,
+    );
+    let map = goheap::target::maps::MemoryMap::read(proc_root, running.pid).unwrap();
+    let bias = goheap::target::open::load_bias(&info, &map).expect("load bias");
+    let mem = goheap::target::memory::VmReader::open(proc_root, running.pid).unwrap();
+    use goheap::target::memory::RemoteMemory;
+    let gcs_before: u64 = gc_count();
+    let rate = mem.read_u64(recovered.mem_profile_rate + bias).unwrap();
+    let cycle_value = mem.read_u32(cycle + bias).unwrap() >> 1;
+    let mut flag = [0u8; 1];
+    assert_eq!(mem.read_partial(disable + bias, &mut flag).unwrap(), 1);
+    let head = mem.read_u64(recovered.mbuckets + bias).unwrap();
+    let walk = goheap::runtime::walk::BucketWalker::new(&mem, info.layout, Some(&map))
+        .walk(head)
+        .unwrap_or_else(|e| {
+            panic!("the recovered mbuckets head {head:#x} leads to no bucket list: {e}")
+        });
+    let gcs_after: u64 = gc_count();
+    eprintln!(
+        "prometheus live: MemProfileRate {rate} (own header {own_rate}), mProfCycle {cycle_value} \
+         (GCs {gcs_before}..{gcs_after}), disableMemoryProfiling {}, {} buckets from head {head:#x}",
+        flag[0],
+        walk.buckets.len()
+    );
+    assert_eq!(
+        rate, DEFAULT_MEM_PROFILE_RATE,
+        "MemProfileRate at the recovered address"
+    );
+    assert_eq!(
+        rate, own_rate,
+        "MemProfileRate vs prometheus's own heap profile header"
+    );
+    assert_eq!(
+        flag[0], 0,
+        "disableMemoryProfiling at the recovered address"
+    );
+    assert!(
+        (gcs_before..=gcs_after).contains(&u64::from(cycle_value)),
+        "mProfCycle at the recovered address holds {cycle_value}, prometheus counted {gcs_before}..{gcs_after} GCs"
+    );
+    assert!(walk.warning.is_none(), "{:?}", walk.warning);
+    // Buckets are never freed and new ones are prepended, so every stack of the profile read
+    // before the walk is in the walked list.
+    let walked: HashSet<Vec<u64>> = walk.buckets.iter().map(|b| b.stack.clone()).collect();
+    let missing: Vec<_> = own_stacks.difference(&walked).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} stacks of prometheus's own profile are not in the list at the recovered mbuckets: {missing:x?}",
+        missing.len(),
+        own_stacks.len()
+    );
 }
 
 /// Garbage never panics and always yields an error.
@@ -526,14 +619,10 @@ fn garbage_inputs_are_errors() {
         }
     }
     /// Deterministic pseudo-random ranges, many of them absurd.
-    struct WildRanges(std::cell::Cell<u64>);
+    struct WildRanges(std::cell::RefCell<XorShift>);
     impl FunctionRanges for WildRanges {
         fn function_range(&self, _: &str) -> Option<Range<u64>> {
-            let mut x = self.0.get();
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0.set(x);
+            let x = self.0.borrow_mut().next_u64();
             let start = match x % 4 {
                 0 => x,
                 1 => 0x400000 + (x >> 40),
@@ -545,19 +634,11 @@ fn garbage_inputs_are_errors() {
         }
     }
 
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let random: Vec<u8> = (0..64 * 1024)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
+    let random = XorShift(0x9e37_79b9_7f4a_7c15).bytes(64 * 1024);
     assert!(recover_runtime_addresses(&random, &NoFunctions).is_err());
     assert!(recover_runtime_addresses(&[], &NoFunctions).is_err());
 
-    let (plain, stripped) = twins("1.27.3", Target::Amd64);
+    let (plain, stripped) = twins(GO_1_27, Target::Amd64);
     let plain = std::fs::read(plain).expect("read twin");
     let stripped = std::fs::read(stripped).expect("read twin");
     let symtab = SymtabFunctions::load(&plain);
@@ -571,21 +652,21 @@ fn garbage_inputs_are_errors() {
     }
     // Cutting only the trailing section-name table loses names (evidence shows "?"), not addresses.
     for len in [stripped.len() - 1, stripped.len() - 64] {
-        if let Ok(r) = recover_runtime_addresses(&stripped[..len], &symtab) {
-            let addresses = |r: &RecoveredAddresses| {
-                (
-                    r.mbuckets,
-                    r.mem_profile_rate,
-                    r.mprof_cycle,
-                    r.disable_memory_profiling,
-                )
-            };
-            assert_eq!(
-                addresses(&r),
-                addresses(&complete),
-                "truncated to {len} bytes"
-            );
-        }
+        let r = recover_runtime_addresses(&stripped[..len], &symtab)
+            .unwrap_or_else(|e| panic!("truncated to {len} bytes (only .shstrtab cut): {e}"));
+        let addresses = |r: &RecoveredAddresses| {
+            (
+                r.mbuckets,
+                r.mem_profile_rate,
+                r.mprof_cycle,
+                r.disable_memory_profiling,
+            )
+        };
+        assert_eq!(
+            addresses(&r),
+            addresses(&complete),
+            "truncated to {len} bytes"
+        );
     }
     // A header that survives with its section table but garbage code.
     let mut scrambled = stripped.clone();
@@ -605,9 +686,9 @@ fn garbage_inputs_are_errors() {
     assert!(recover_runtime_addresses(&scrambled, &symtab).is_err());
     assert!(recover_runtime_addresses(&stripped, &NoFunctions).is_err());
     for seed in 1..50u64 {
-        let wild = WildRanges(std::cell::Cell::new(
+        let wild = WildRanges(std::cell::RefCell::new(XorShift(
             seed.wrapping_mul(0x2545_f491_4f6c_dd1d),
-        ));
+        )));
         assert!(recover_runtime_addresses(&stripped, &wild).is_err());
     }
 }
