@@ -125,41 +125,41 @@ fn run_matrix(versions: &[&str]) {
 
 #[test]
 fn go1_19_profiles_equal_runtime() {
-    run_matrix(&["1.19"]);
+    run_matrix(&[GO_1_19]);
 }
 #[test]
 fn go1_21_profiles_equal_runtime() {
-    run_matrix(&["1.21.13"]);
+    run_matrix(&[GO_1_21]);
 }
 #[test]
 fn go1_22_profiles_equal_runtime() {
-    run_matrix(&["1.22.10"]);
+    run_matrix(&[GO_1_22]);
 }
 #[test]
 fn go1_23_profiles_equal_runtime() {
-    run_matrix(&["1.23.9"]);
+    run_matrix(&[GO_1_23]);
 }
 #[test]
 fn go1_24_profiles_equal_runtime() {
-    run_matrix(&["1.24.11"]);
+    run_matrix(&[GO_1_24]);
 }
 #[test]
 fn go1_25_profiles_equal_runtime() {
-    run_matrix(&["1.25.5"]);
+    run_matrix(&[GO_1_25]);
 }
 #[test]
 fn go1_26_profiles_equal_runtime() {
-    run_matrix(&["1.26.6"]);
+    run_matrix(&[GO_1_26]);
 }
 #[test]
 fn go1_27_profiles_equal_runtime() {
-    run_matrix(&["1.27.3"]);
+    run_matrix(&[GO_1_27]);
 }
 
 /// The comparison itself must be able to fail: a profile with one value changed by 2 is different.
 #[test]
 fn comparison_detects_differences() {
-    let bin = fixture("heapfixture", "1.23.9", "default");
+    let bin = fixture("heapfixture", GO_1_23, "default");
     let scratch = Scratch::new("cmp");
     let (_running, self_profile) = start_heapfixture(&bin, &scratch);
     let theirs = Profile::decode(&std::fs::read(&self_profile).unwrap()).unwrap();
@@ -171,4 +171,29 @@ fn comparison_detects_differences() {
     let mut fewer = theirs.clone();
     fewer.sample.remove(i);
     assert_eq!(compare(&fewer, &theirs).len(), 1);
+}
+
+/// The matrix is what the scripts build: the default `GOHEAP_GO_VERSIONS` of `fixtures/build.sh`
+/// (which fixtures exist) and of `fixtures/install-toolchains.sh` (which toolchains exist) are
+/// exactly [`GO_VERSIONS`]. One list, checked against the two places a shell script needs it.
+#[test]
+fn matrix_is_what_the_fixture_scripts_build() {
+    for (script, var) in [
+        ("build.sh", "VERSIONS"),
+        ("install-toolchains.sh", "GO_VERSIONS"),
+    ] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fixtures")
+            .join(script);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let prefix = format!("{var}=\"${{GOHEAP_GO_VERSIONS:-");
+        let list: Vec<&str> = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("{script}: no {prefix}...}}\" line"))
+            .trim_end_matches("}\"")
+            .split_whitespace()
+            .collect();
+        assert_eq!(list, GO_VERSIONS, "{script}: default {var}");
+    }
 }

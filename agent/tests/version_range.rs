@@ -29,15 +29,27 @@ fn copy_with_version(src: &Path, dst: &Path, from: &str, to: &str) {
     );
 }
 
+/// `go1.M.P` of `version` (`1.M.P`) and the same string with the minor replaced by 99 (same length
+/// for two-digit minors).
+fn real_and_future(version: &str) -> (String, String) {
+    let (minor, patch) = version
+        .strip_prefix("1.")
+        .and_then(|r| r.split_once('.'))
+        .expect("1.M.P");
+    assert_eq!(minor.len(), 2, "{version}");
+    (format!("go{version}"), format!("go1.99.{patch}"))
+}
+
 #[test]
 fn newer_version_with_known_layout_is_tried_with_a_warning() {
     let scratch = Scratch::new("future-ok");
     let bin = scratch.path("heapfixture");
+    let (real, future) = real_and_future(GO_1_27);
     copy_with_version(
-        &fixture("heapfixture", "1.27.3", "default"),
+        &fixture("heapfixture", GO_1_27, "default"),
         &bin,
-        "go1.27.3",
-        "go1.99.3",
+        &real,
+        &future,
     );
     let (running, self_profile) = start_heapfixture(&bin, &scratch);
     let out_path = scratch.path("ours.pb.gz");
@@ -66,11 +78,12 @@ fn newer_version_with_a_different_layout_is_refused() {
     let scratch = Scratch::new("future-bad");
     let bin = scratch.path("heapfixture");
     // A Go 1.26 binary (32-byte cycles) claiming to be 1.99 (read with the 16-byte layout).
+    let (real, future) = real_and_future(GO_1_26);
     copy_with_version(
-        &fixture("heapfixture", "1.26.6", "default"),
+        &fixture("heapfixture", GO_1_26, "default"),
         &bin,
-        "go1.26.6",
-        "go1.99.6",
+        &real,
+        &future,
     );
     let (running, _) = start_heapfixture(&bin, &scratch);
     let out = goheap(&[
@@ -88,5 +101,8 @@ fn newer_version_with_a_different_layout_is_refused() {
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("unsupported Go version go1.99.6"), "{err}");
+    assert!(
+        err.contains(&format!("unsupported Go version {future}")),
+        "{err}"
+    );
 }
