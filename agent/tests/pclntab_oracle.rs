@@ -6,6 +6,8 @@
 //! Toolchains come from `$GOHEAP_CACHE/go/<ver>/goroot` (default `~/.cache/goheap`), installed by
 //! `fixtures/install-toolchains.sh`; a missing toolchain fails the test.
 
+mod support;
+
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -15,25 +17,10 @@ use goheap::symbolize::locations::LocationBuilder;
 use goheap::symbolize::pclntab::{Frame, Pclntab};
 use object::{Object, ObjectSection, ObjectSymbol};
 use serde::Deserialize;
-
-fn cache_dir() -> PathBuf {
-    match std::env::var_os("GOHEAP_CACHE") {
-        Some(d) => PathBuf::from(d),
-        None => {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME not set")).join(".cache/goheap")
-        }
-    }
-}
-
-fn go_bin(ver: &str) -> PathBuf {
-    let go = cache_dir().join("go").join(ver).join("goroot/bin/go");
-    assert!(
-        go.exists(),
-        "Go toolchain {ver} not found at {}; run fixtures/install-toolchains.sh",
-        go.display()
-    );
-    go
-}
+use support::{
+    go_tool, gocache, XorShift, GO_1_19, GO_1_21, GO_1_22, GO_1_23, GO_1_24, GO_1_25, GO_1_26,
+    GO_1_27,
+};
 
 /// Builds the oracle with toolchain `ver`; returns the executable path.
 fn build(ver: &str, goarch: &str, tag: &str, flags: &[&str]) -> PathBuf {
@@ -45,8 +32,8 @@ fn build(ver: &str, goarch: &str, tag: &str, flags: &[&str]) -> PathBuf {
     std::fs::copy(&src, dir.join("main.go")).unwrap();
     std::fs::write(dir.join("go.mod"), "module symoracle\n\ngo 1.19\n").unwrap();
     let out = dir.join("symoracle");
-    let cache = cache_dir().join(format!("gocache-{ver}"));
-    let res = Command::new(go_bin(ver))
+    let cache = gocache(ver);
+    let res = Command::new(go_tool(ver))
         .arg("build")
         .arg("-o")
         .arg(&out)
@@ -238,12 +225,24 @@ fn run_and_compare(exe: &Path, expect_ver: &str) {
             "CallersFrames([{:#x}])",
             p.pc
         );
-        if let (Some(first), Some(w)) = (tab.frame_at(p.pc - bias), want.first()) {
-            assert_eq!(first.pc + bias, w.pc);
-            assert!(!w.more || got.len() > 1);
-            if first.inlined {
-                inlined_seen += 1;
+        // frame_at is the first frame CallersFrames yields: both have one, or neither does.
+        match (tab.frame_at(p.pc - bias), want.first()) {
+            (Some(first), Some(w)) => {
+                assert_eq!(first.pc + bias, w.pc, "frame_at({:#x}).pc", p.pc);
+                assert!(
+                    !w.more || got.len() > 1,
+                    "CallersFrames([{:#x}]) has more",
+                    p.pc
+                );
+                if first.inlined {
+                    inlined_seen += 1;
+                }
             }
+            (None, None) => {}
+            (ours, theirs) => panic!(
+                "frame_at({:#x}) is {ours:?}, the runtime's first frame {theirs:?}",
+                p.pc
+            ),
         }
     }
     assert!(
@@ -390,60 +389,60 @@ fn check_against_symtab(exe: &Path, go119: bool) {
 
 fn oracle_for(ver: &str) {
     let plain = build(ver, "amd64", "default", &[]);
-    check_against_symtab(&plain, ver == "1.19");
+    check_against_symtab(&plain, ver == GO_1_19);
     run_and_compare(&plain, ver);
     let pie = build(ver, "amd64", "pie", &["-buildmode=pie"]);
-    check_against_symtab(&pie, ver == "1.19");
+    check_against_symtab(&pie, ver == GO_1_19);
     run_and_compare(&pie, ver);
 }
 
 #[test]
 fn oracle_go1_19() {
-    oracle_for("1.19");
+    oracle_for(GO_1_19);
 }
 
 #[test]
 fn oracle_go1_21() {
-    oracle_for("1.21.13");
+    oracle_for(GO_1_21);
 }
 
 #[test]
 fn oracle_go1_22() {
-    oracle_for("1.22.10");
+    oracle_for(GO_1_22);
 }
 
 #[test]
 fn oracle_go1_23() {
-    oracle_for("1.23.9");
+    oracle_for(GO_1_23);
 }
 
 #[test]
 fn oracle_go1_24() {
-    oracle_for("1.24.11");
+    oracle_for(GO_1_24);
 }
 
 #[test]
 fn oracle_go1_25() {
-    oracle_for("1.25.5");
+    oracle_for(GO_1_25);
 }
 
 #[test]
 fn oracle_go1_26() {
-    oracle_for("1.26.6");
+    oracle_for(GO_1_26);
 }
 
 #[test]
 fn oracle_go1_27() {
-    oracle_for("1.27.3");
+    oracle_for(GO_1_27);
 }
 
 /// Stripped binaries (`-s -w`): no `.symtab`, moduledata must still be found.
 #[test]
 fn oracle_stripped() {
     for (ver, tag, flags) in [
-        ("1.27.3", "stripped", &["-ldflags=-s -w"][..]),
+        (GO_1_27, "stripped", &["-ldflags=-s -w"][..]),
         (
-            "1.19",
+            GO_1_19,
             "stripped-pie",
             &["-ldflags=-s -w", "-buildmode=pie"][..],
         ),
@@ -462,10 +461,10 @@ fn oracle_stripped() {
 /// arm64 cross-compiled twins: static checks against `.symtab` (they cannot run here).
 #[test]
 fn arm64_static() {
-    for ver in ["1.19", "1.21.13", "1.23.9", "1.27.3"] {
+    for ver in [GO_1_19, GO_1_21, GO_1_23, GO_1_27] {
         for (tag, flags) in [("default", &[][..]), ("pie", &["-buildmode=pie"][..])] {
             let exe = build(ver, "arm64", tag, flags);
-            check_against_symtab(&exe, ver == "1.19");
+            check_against_symtab(&exe, ver == GO_1_19);
         }
     }
 }
@@ -476,7 +475,7 @@ fn hostile_input() {
     assert!(Pclntab::parse(&[]).is_err());
     assert!(Pclntab::parse(b"\x7fELF garbage").is_err());
     assert!(Pclntab::parse(&[0u8; 4096]).is_err());
-    let exe = build("1.23.9", "amd64", "default", &[]);
+    let exe = build(GO_1_23, "amd64", "default", &[]);
     let data = std::fs::read(&exe).unwrap();
     let obj = object::File::parse(data.as_slice()).unwrap();
     let pcl = obj.section_by_name(".gopclntab").unwrap();
@@ -496,14 +495,8 @@ fn hostile_input() {
     }
     let good = Pclntab::parse(&data).unwrap();
     let probe: Vec<u64> = good.funcs().step_by(97).map(|f| f.entry + 3).collect();
-    // xorshift PRNG: deterministic, no dependency.
-    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut rnd = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    let mut rnd = move || rng.next_u64();
     let mut buf = data.clone();
     let mut parsed_ok = 0;
     for round in 0..200 {
