@@ -38,13 +38,32 @@ fn regressions_dir() -> PathBuf {
 
 #[test]
 fn stored_crashing_inputs_no_longer_crash() {
+    // Every directory under regressions/ is a target's (a misnamed one would never be replayed).
+    let root = regressions_dir();
+    let dirs = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("regressions directory {}: {e}", root.display()));
+    for d in dirs {
+        let name = d.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            TARGETS.contains(&name.as_str()),
+            "{}/{name} is no fuzz target's directory (targets: {TARGETS:?})",
+            root.display()
+        );
+    }
     let mut replayed = 0;
     for target in TARGETS {
-        let dir = regressions_dir().join(target);
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        // Every target has a directory, possibly holding only `.gitkeep`: a missing one fails.
+        let dir = root.join(target);
+        let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| {
+            panic!(
+                "{target}: regressions directory {} is missing ({e})",
+                dir.display()
+            )
+        });
+        let mut paths: Vec<PathBuf> = entries
+            .map(|e| e.unwrap().path())
+            .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+            .collect();
         paths.sort();
         for p in paths {
             let data = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
@@ -55,7 +74,7 @@ fn stored_crashing_inputs_no_longer_crash() {
     assert!(
         replayed > 0,
         "no stored regression inputs found under {}",
-        regressions_dir().display()
+        root.display()
     );
 }
 

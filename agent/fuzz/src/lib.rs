@@ -3,7 +3,9 @@
 //! One entry point per fuzz target (`buildinfo`, `maps`, `pclntab`, `coderef`, `elf_open`,
 //! `bucket_walk`, `pprof_decode`), each taking the fuzzer's bytes. The same file is compiled into
 //! `agent/tests/fuzz_regressions.rs` (by `#[path]`), so stored crashing inputs replay through exactly
-//! the code the fuzzer ran, on stable Rust. It depends only on `goheap`, `pprof_proto` and `object`.
+//! the code the fuzzer ran, on stable Rust. It depends only on `goheap`, `pprof_proto` and `object`,
+//! and shares the tests' support module (`agent/tests/support/mod.rs`: Go versions, fixture paths,
+//! the seeded RNG).
 //!
 //! The binary-format targets are structure-aware: instead of feeding megabytes of raw bytes, an input
 //! picks one of a few real Go fixture binaries (loaded once) and describes byte patches at
@@ -24,6 +26,12 @@ use goheap::symbolize::pclntab::Pclntab;
 use goheap::target::maps::MemoryMap;
 use goheap::target::memory::{MemoryError, ReadRequest, ReadStats, RemoteMemory};
 use object::{Object, ObjectSection};
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+pub use support::{fixtures_dir, XorShift};
+use support::{GO_1_19, GO_1_22, GO_1_23, GO_1_25, GO_1_27};
 
 /// Every target, by name (the directory names under `regressions/` and `corpus/`).
 pub const TARGETS: &[&str] = &[
@@ -97,12 +105,12 @@ impl<'a> Cursor<'a> {
 /// Fixture builds the binary targets mutate: (Go version, build mode). Small heapfixture builds,
 /// covering both pclntab magics, PIE relocations, a stripped binary and arm64.
 pub const FIXTURES: &[(&str, &str)] = &[
-    ("1.19", "default"),
-    ("1.22.10", "pie"),
-    ("1.23.9", "stripped"),
-    ("1.27.3", "default"),
-    ("1.25.5", "arm64"),
-    ("1.27.3", "pie"),
+    (GO_1_19, "default"),
+    (GO_1_22, "pie"),
+    (GO_1_23, "stripped"),
+    (GO_1_27, "default"),
+    (GO_1_25, "arm64"),
+    (GO_1_27, "pie"),
 ];
 
 /// The runtime functions `coderef` decodes (their bytes form the `Region::RuntimeCode` region).
@@ -117,21 +125,6 @@ pub const CODEREF_FUNCTIONS: &[&str] = &[
     "runtime.stkbucket",
     "runtime.init",
 ];
-
-/// Directory holding the built fixtures (`$GOHEAP_FIXTURES_OUT`, else `$GOHEAP_CACHE/fixtures`, else
-/// `~/.cache/goheap/fixtures`).
-pub fn fixtures_dir() -> PathBuf {
-    if let Some(p) = std::env::var_os("GOHEAP_FIXTURES_OUT") {
-        return PathBuf::from(p);
-    }
-    let cache = std::env::var_os("GOHEAP_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
-                .join(".cache/goheap")
-        });
-    cache.join("fixtures")
-}
 
 /// Path of one heapfixture build; panics telling how to build it when missing.
 pub fn fixture_path(version: &str, mode: &str) -> PathBuf {
@@ -683,27 +676,6 @@ pub fn pprof_decode(data: &[u8]) {
 // ---------------------------------------------------------------------------------------------
 // Seeds and a deterministic mutator (seed corpus; the stable-Rust loop in fuzz_regressions.rs)
 
-/// xorshift64*: a tiny deterministic RNG.
-pub struct XorShift(pub u64);
-
-impl XorShift {
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0.max(1);
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    pub fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
-}
-
 /// Values that tend to break bounds checks.
 const INTERESTING: &[u64] = &[
     0,
@@ -734,7 +706,7 @@ pub fn mutate(rng: &mut XorShift, input: &mut Vec<u8>, max_len: usize) {
             }
             1 if len > 0 => {
                 let i = rng.below(len);
-                input[i] = rng.next() as u8;
+                input[i] = rng.next_u64() as u8;
             }
             2 if len >= 8 => {
                 let i = rng.below(len - 7);
@@ -754,7 +726,7 @@ pub fn mutate(rng: &mut XorShift, input: &mut Vec<u8>, max_len: usize) {
             4 => {
                 let at = rng.below(len + 1);
                 let n = 1 + rng.below(16);
-                let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                let bytes: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
                 input.splice(at..at, bytes);
             }
             5 if len > 0 => {
@@ -766,7 +738,7 @@ pub fn mutate(rng: &mut XorShift, input: &mut Vec<u8>, max_len: usize) {
                 let n = rng.below(32).min(len - i);
                 input.drain(i..i + n);
             }
-            _ => input.push(rng.next() as u8),
+            _ => input.push(rng.next_u64() as u8),
         }
     }
     input.truncate(max_len);
@@ -780,23 +752,23 @@ pub fn random_patches(rng: &mut XorShift) -> Vec<u8> {
     for _ in 0..n {
         let region =
             rng.below(REGION_COUNT as usize) as u8 | if rng.below(4) == 0 { 0x80 } else { 0 };
-        let off = rng.next() as u32;
+        let off = rng.next_u64() as u32;
         let bytes = match rng.below(3) {
             0 => INTERESTING[rng.below(INTERESTING.len())].to_le_bytes()[..4 << rng.below(2)]
                 .to_vec(),
-            1 => vec![rng.next() as u8],
-            _ => (0..rng.below(32)).map(|_| rng.next() as u8).collect(),
+            1 => vec![rng.next_u64() as u8],
+            _ => (0..rng.below(32)).map(|_| rng.next_u64() as u8).collect(),
         };
         owned.push((region, off, bytes));
     }
-    let truncate = (rng.below(16) == 0).then(|| rng.next() as u32);
+    let truncate = (rng.below(16) == 0).then(|| rng.next_u64() as u32);
     let patches: Vec<(u8, u32, &[u8])> = owned
         .iter()
         .map(|(r, o, b)| (*r, *o, b.as_slice()))
         .collect();
     let mut v = encode_patches(fixture, truncate, &patches);
     for _ in 0..rng.below(24) {
-        v.push(rng.next() as u8);
+        v.push(rng.next_u64() as u8);
     }
     v
 }
