@@ -2,23 +2,18 @@
 
 pub mod daemons;
 pub mod node;
+/// The tests' support module (Go versions, cache paths, the HTTP client), shared by `#[path]`.
+#[path = "../../agent/tests/support/mod.rs"]
+pub mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The Go toolchain the benchmarks build and run with.
-pub const GO_VERSION: &str = "1.23.9";
+pub const GO_VERSION: &str = support::GO_1_23;
 
-/// `$GOHEAP_CACHE` or `~/.cache/goheap`.
-pub fn cache_dir() -> PathBuf {
-    std::env::var_os("GOHEAP_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
-                .join(".cache/goheap")
-        })
-}
+pub use support::cache_dir;
 
 /// The `go` command of [`GO_VERSION`], or an error telling to run the installer.
 pub fn go_tool() -> anyhow::Result<PathBuf> {

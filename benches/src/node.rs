@@ -4,7 +4,6 @@
 
 use std::collections::HashSet;
 use std::ffi::OsString;
-use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -299,32 +298,9 @@ pub fn port_open(port: u16) -> bool {
 
 /// One HTTP/1.1 GET to 127.0.0.1:`port`: status code and body (`Connection: close`).
 pub fn http_get(port: u16, path: &str, timeout: Duration) -> anyhow::Result<(u16, Vec<u8>)> {
-    let mut s = TcpStream::connect_timeout(&(Ipv4Addr::LOCALHOST, port).into(), timeout)?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(timeout))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| anyhow::anyhow!("no HTTP head in the answer to GET {path}"))?;
-    let head = String::from_utf8_lossy(&raw[..split]);
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("bad status line {head:?}"))?;
-    anyhow::ensure!(
-        !head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked"),
-        "chunked answer to GET {path} (not handled here)"
-    );
-    Ok((status, raw[split + 4..].to_vec()))
+    let r = crate::support::http_request_within(port, "GET", path, timeout)
+        .map_err(|e| anyhow::anyhow!("GET {path}: {e}"))?;
+    Ok((r.status, r.body))
 }
 
 /// `target/release/goheap` beside this benchmark's executable, or `explicit`.

@@ -9,12 +9,13 @@ use std::path::{Path, PathBuf};
 
 use pprof_proto::{FlatLabelValue, Profile};
 
+use common::support::{GO_1_23, GO_1_24};
 use common::{go_command, rich_profile, run_ok, scratch_dir, RICH_COMMENT, RICH_DOC_URL};
 
 /// Toolchain named by the task for runtime-written heap profiles.
-const GO_RUNTIME_VERSION: &str = "1.23.9";
+const GO_RUNTIME_VERSION: &str = GO_1_23;
 /// First toolchain whose vendored pprof knows `doc_url` (field 15).
-const GO_DOC_URL_VERSION: &str = "1.24.11";
+const GO_DOC_URL_VERSION: &str = GO_1_24;
 
 fn heapwriter_source() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/go/heapwriter.go")

@@ -324,15 +324,7 @@ fn flat_samples_report_dangling_references() {
 
 /// Deterministic pseudo-random bytes (xorshift64*), so failures reproduce.
 fn pseudo_random_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
-        })
-        .collect()
+    common::support::XorShift(seed | 1).bytes(len)
 }
 
 #[test]

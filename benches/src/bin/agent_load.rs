@@ -4,7 +4,6 @@
 //!
 //! Run: `cargo build --release -p goheap && cargo run --release -p goheap-benches --bin agent_load [SECONDS] [PROCESSES]`.
 
-use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,14 +31,7 @@ fn cpu_seconds(pid: i32) -> Option<f64> {
 }
 
 fn get(port: u16, path: &str) -> anyhow::Result<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out)
+    Ok(support::http_get(port, path)?.text())
 }
 
 fn metric(text: &str, name: &str) -> f64 {

@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use goheap_benches::daemons::{check_installed, package_version, Daemon, Launch, Ready};
 use goheap_benches::node::{self, mib, Agent, Fleet, Group, Mem, Processes};
-use goheap_benches::{cache_dir, Scratch};
+use goheap_benches::{cache_dir, support, Scratch};
 
 struct Opts {
     quick: bool,
@@ -63,7 +63,9 @@ fn parse_opts() -> anyhow::Result<Opts> {
         interval: "2s".into(),
         idle: Duration::ZERO,
         timeout: Duration::ZERO,
-        go_versions: vec!["1.19".into(), "1.23.9".into(), "1.26.6".into()],
+        go_versions: [support::GO_1_19, support::GO_1_23, support::GO_1_26]
+            .map(String::from)
+            .to_vec(),
         isolate: true,
         goheap: None,
     };

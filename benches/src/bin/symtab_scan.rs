@@ -40,7 +40,8 @@ fn write_elf(path: &Path, nsyms: usize) -> std::io::Result<(u64, u64)> {
     buildinfo.push(8);
     buildinfo.push(2);
     buildinfo.resize(32, 0);
-    let ver = b"go1.23.9";
+    let ver = format!("go{}", goheap_benches::GO_VERSION);
+    let ver = ver.as_bytes();
     buildinfo.push(ver.len() as u8);
     buildinfo.extend_from_slice(ver);
     buildinfo.push(0);

@@ -5,38 +5,21 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// `$GOHEAP_CACHE`, or `~/.cache/goheap`.
-pub fn goheap_cache() -> PathBuf {
-    if let Some(dir) = std::env::var_os("GOHEAP_CACHE") {
-        return PathBuf::from(dir);
-    }
-    let home = std::env::var_os("HOME").expect("HOME is not set and GOHEAP_CACHE is not set");
-    Path::new(&home).join(".cache/goheap")
-}
+// The repository's one test-support module (Go versions, cache and toolchain paths, the RNG).
+#[path = "../../../agent/tests/support/mod.rs"]
+pub mod support;
 
-/// The `go` binary of toolchain `version`; fails the test if it is not installed.
-pub fn go_binary(version: &str) -> PathBuf {
-    let go = goheap_cache()
-        .join("go")
-        .join(version)
-        .join("goroot/bin/go");
-    assert!(
-        go.is_file(),
-        "Go toolchain {version} not found at {}; run fixtures/install-toolchains.sh",
-        go.display()
-    );
-    go
-}
+use support::{cache_dir, go_tool, gocache};
 
 /// A `go` command of toolchain `version`, offline and with its own build cache.
 pub fn go_command(version: &str) -> Command {
-    let mut cmd = Command::new(go_binary(version));
+    let mut cmd = Command::new(go_tool(version));
     cmd.env("GOTOOLCHAIN", "local")
         .env("GOPROXY", "off")
         .env("GOFLAGS", "-mod=mod")
         .env("GO111MODULE", "auto")
-        .env("GOCACHE", goheap_cache().join(format!("gocache-{version}")))
-        .env("GOPATH", goheap_cache().join("gopath"))
+        .env("GOCACHE", gocache(version))
+        .env("GOPATH", cache_dir().join("gopath"))
         .env_remove("GOROOT");
     cmd
 }
