@@ -162,11 +162,12 @@ fn child_of(parent: u32) -> i32 {
 }
 
 /// A process exiting while goheap is in the middle of reading it. The race is made deterministic
-/// with strace's syscall tampering: each run's `when`-th `process_vm_readv` is held at syscall entry
-/// for 10 s; once every run is held there (its `/proc/PID/syscall` shows that syscall), the target is
-/// killed and reaped, then the held syscalls proceed into a process that is gone. Every run must
-/// report exactly "process exited" (exit 9): the kill always lands mid-read, so neither success nor
-/// "no such process" (exit 3, only right for a pid that was gone before goheap started) is correct.
+/// with strace's syscall tampering: each run's `when`-th `process_vm_readv` (the first, a middle
+/// one, the last) is held at syscall entry for 10 s; once every run is held there (its
+/// `/proc/PID/syscall` shows that syscall), the target is killed and reaped, then the held
+/// syscalls proceed into a process that is gone. Every run must report exactly "process exited"
+/// (exit 9): the kill always lands mid-read, so neither success nor "no such process" (exit 3,
+/// only right for a pid that was gone before goheap started) is correct.
 #[test]
 fn exit_mid_read_is_process_exited() {
     const HOLD_SECONDS: u64 = 10;
@@ -174,10 +175,30 @@ fn exit_mid_read_is_process_exited() {
     let scratch = Scratch::new("race");
     let (mut running, _) = start_heapfixture(&bin, &scratch);
     let pid = running.pid.to_string();
-    // A whole profile of this fixture takes about 40 process_vm_readv calls: the rate, the cycle,
-    // the head, then the walk. Hold the 1st (before anything is read), the 5th and the 20th (in the
-    // walk).
-    let runs: Vec<(u32, std::process::Child)> = [1u32, 5, 20]
+    // How many process_vm_readv calls a whole profile of this fixture makes (the rate, the cycle,
+    // the head, then the walk); the runs hold the first (before anything is read), one in the
+    // middle and the last.
+    let trace = scratch.path("count.strace");
+    let counted = Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=process_vm_readv", "-o"])
+        .arg(&trace)
+        .arg(goheap_bin())
+        .args(["profile", "--pid", &pid, "-o", "-", "-q"])
+        .output()
+        .expect("strace (installed by fixtures/install-toolchains.sh)");
+    assert!(counted.status.success(), "{counted:?}");
+    let calls = std::fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("process_vm_readv("))
+        .count() as u32;
+    assert!(
+        calls >= 3,
+        "a profile made only {calls} process_vm_readv calls"
+    );
+    let mut whens = vec![1, calls.div_ceil(2), calls];
+    whens.dedup();
+    let runs: Vec<(u32, std::process::Child)> = whens
         .into_iter()
         .map(|when| {
             let child = Command::new("strace")
