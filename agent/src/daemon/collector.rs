@@ -217,11 +217,16 @@ impl Collector {
             Ok(id) => Some(id),
             Err(std::io::ErrorKind::PermissionDenied) => None,
             Err(_) => {
-                // Kernel thread, zombie, or gone: nothing to read.
+                // Kernel thread, zombie, or gone: nothing to read. A Go process dying between the
+                // pid listing and here ends now (its series go with it), not at the next cycle.
+                let mut ended = None;
                 if let Some(t) = self.entry(key.pid) {
-                    if !matches!(t.kind, Kind::NotGo) {
-                        t.kind = Kind::NotGo;
+                    if let Kind::Go(g) = std::mem::replace(&mut t.kind, Kind::NotGo) {
+                        ended = Some(g);
                     }
+                }
+                if let Some(g) = ended {
+                    self.end_go(key, &g);
                 }
                 return;
             }
