@@ -479,16 +479,31 @@ fn lifecycle_restart_churn_output_dir_and_json_logs() {
     drop(a);
     let (b, _) = start_steadyalloc(&s, "b", 8.0);
     agent.wait_state(b.pid, "readable", Duration::from_secs(20));
-    wait_for(Duration::from_secs(10), "exited processes dropped", || {
-        let m = agent.metrics();
-        let gone_in_metrics = std::iter::once(a_pid)
-            .chain(churn_pids.iter().copied())
-            .all(|p| !m.contains(&format!("pid=\"{p}\"")));
-        let gone_in_list = std::iter::once(a_pid)
-            .chain(churn_pids.iter().copied())
-            .all(|p| agent.process(p).is_none());
-        (gone_in_metrics && gone_in_list).then_some(())
+    // b was read in a cycle that began after a and every churn process had been reaped, so that
+    // cycle dropped them; allow one more cycle, however long cycles take on a busy machine.
+    let c_b = agent.cycles();
+    wait_for(Duration::from_secs(60), "one more cycle", || {
+        (agent.cycles() > c_b).then_some(())
     });
+    let m = agent.metrics();
+    let exited: Vec<i32> = std::iter::once(a_pid)
+        .chain(churn_pids.iter().copied())
+        .collect();
+    let in_metrics: Vec<i32> = exited
+        .iter()
+        .copied()
+        .filter(|p| m.contains(&format!("pid=\"{p}\"")))
+        .collect();
+    let in_list: Vec<i32> = exited
+        .iter()
+        .copied()
+        .filter(|p| agent.process(*p).is_some())
+        .collect();
+    assert!(
+        in_metrics.is_empty() && in_list.is_empty(),
+        "exited processes still tracked a cycle after: series of {in_metrics:?}, /processes lists {in_list:?}\n{}",
+        m.lines().filter(|l| in_metrics.iter().any(|p| l.contains(&format!("pid=\"{p}\"")))).collect::<Vec<_>>().join("\n")
+    );
     let c0 = agent.cycles();
     wait_for(Duration::from_secs(10), "cycles continue", || {
         (agent.cycles() >= c0 + 2).then_some(())
