@@ -116,7 +116,7 @@ fn total(p: &Profile, sample_type: &str) -> i64 {
 fn inuse_gauges_equal_the_runtime_profile() {
     let s = Scratch::new("gauges");
     let mut fixtures = Vec::new();
-    for version in ["1.19", "1.23.9", "1.27.3"] {
+    for version in [GO_1_19, GO_1_23, GO_1_27] {
         let bin = fixture("heapfixture", version, "default");
         let profile = s.path(&format!("{version}.pb.gz"));
         let ready = s.path(&format!("{version}.ready"));

@@ -16,7 +16,7 @@ use support::*;
 
 /// The Go version of the fixtures used here (a non-PIE static default build has absolute symbol
 /// addresses, which the corruption test relies on).
-const GO: &str = "1.23.9";
+const GO: &str = GO_1_23;
 
 /// Starts a small heapfixture (`-scale 0.1`, one sample per 4 KiB), idle once ready.
 fn start_small(bin: &Path, scratch: &Scratch, tag: &str) -> Running {

@@ -136,20 +136,6 @@ impl RemoteMemory for FakeMem {
     }
 }
 
-/// A small deterministic generator (xorshift64*).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// One bucket as written: its counters per cycle (`active`, then `future[0..3]`).
 #[derive(Clone)]
 struct Bucket {
@@ -168,7 +154,7 @@ struct Runtime {
     buckets: Vec<Bucket>,
     rate: u64,
     cycle_word: u32,
-    rng: Rng,
+    rng: XorShift,
 }
 
 const SIZES: [u64; 12] = [8, 16, 24, 32, 48, 64, 128, 256, 1024, 8192, 32768, 1 << 20];
@@ -188,7 +174,7 @@ impl Runtime {
             buckets: Vec::new(),
             rate: 4096,
             cycle_word: 7 << 1,
-            rng: Rng(0x9e37_79b9_7f4a_7c15),
+            rng: XorShift(0x9e37_79b9_7f4a_7c15),
         };
         rt.set_rate(4096);
         rt.set_cycle(7);
@@ -241,22 +227,22 @@ impl Runtime {
     /// old head, then `mbuckets` = the new bucket.
     fn prepend(&mut self, nstk: usize) {
         assert!(nstk as u64 <= self.layout.max_stack);
-        let size = SIZES[self.rng.below(SIZES.len() as u64) as usize];
+        let size = SIZES[self.rng.below_u64(SIZES.len() as u64) as usize];
         let stack: Vec<u64> = (0..nstk)
-            .map(|_| 0x40_1000 + 4 * self.rng.below(1 << 18))
+            .map(|_| 0x40_1000 + 4 * self.rng.below_u64(1 << 18))
             .collect();
         let len = self.layout.record_offset(nstk as u64) + self.layout.record_size();
         let addr = self.img.borrow_mut().alloc(len as usize);
-        let allocs = 1 + self.rng.below(1000);
+        let allocs = 1 + self.rng.below_u64(1000);
         let b = Bucket {
             addr,
             size,
             stack,
             counts: [
-                (allocs, self.rng.below(allocs + 1)),
-                (self.rng.below(3), 0),
+                (allocs, self.rng.below_u64(allocs + 1)),
+                (self.rng.below_u64(3), 0),
                 (0, 0),
-                (self.rng.below(3), 0),
+                (self.rng.below_u64(3), 0),
             ],
         };
         {
@@ -265,7 +251,7 @@ impl Runtime {
                 0,
                 self.head(),
                 1, // memProfile
-                self.rng.next(),
+                self.rng.next_u64(),
                 size,
                 nstk as u64,
             ];
@@ -285,10 +271,10 @@ impl Runtime {
     /// allows it).
     fn depth(&mut self) -> usize {
         let max = self.layout.max_stack;
-        let d = if self.rng.below(10) == 0 {
-            65 + self.rng.below(200)
+        let d = if self.rng.below_u64(10) == 0 {
+            65 + self.rng.below_u64(200)
         } else {
-            1 + self.rng.below(32)
+            1 + self.rng.below_u64(32)
         };
         d.min(max) as usize
     }
@@ -303,9 +289,9 @@ impl Runtime {
     /// Allocations and frees in bucket `i` (what a GC cycle publishes, and what new sampled
     /// allocations add to the future cycles).
     fn bump(&mut self, i: usize) {
-        let add = 1 + self.rng.below(50);
-        let free = self.rng.below(add + 1);
-        let f = self.rng.below(3);
+        let add = 1 + self.rng.below_u64(50);
+        let free = self.rng.below_u64(add + 1);
+        let f = self.rng.below_u64(3);
         let mut b = self.buckets[i].clone();
         b.counts[0].0 += add;
         b.counts[0].1 += free;
@@ -666,7 +652,7 @@ fn scenario<M: RemoteMemory>(
     }
 }
 
-const VERSIONS: [&str; 3] = ["1.19", "1.23.9", "1.27.3"];
+const VERSIONS: [&str; 3] = [GO_1_19, GO_1_23, GO_1_27];
 
 /// Through the `Vec<u8>`-backed memory, with the maps in a scratch proc root: the second half of
 /// the image appears in `<root>/PID/maps` only when the runtime starts using it, so the new buckets
@@ -741,7 +727,7 @@ fn incremental_reads_with_process_vm_readv_on_self() {
 /// plus the bucket(s) it walked.
 #[test]
 fn zero_budget_reads_one_bucket_at_a_time() {
-    let info = binary_info("1.23.9");
+    let info = binary_info(GO_1_23);
     let s = Scratch::new("incr-budget");
     let base = 0xc0_0000_0000u64;
     let img = Rc::new(RefCell::new(Image::new(Some(base))));

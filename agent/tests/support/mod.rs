@@ -503,6 +503,11 @@ impl XorShift {
         }
     }
 
+    /// Uniform-ish in `0..n` for a `u64` bound (0 when `n` is 0).
+    pub fn below_u64(&mut self, n: u64) -> u64 {
+        self.next_u64().checked_rem(n).unwrap_or(0)
+    }
+
     /// `len` bytes (the high byte of each output).
     pub fn bytes(&mut self, len: usize) -> Vec<u8> {
         (0..len).map(|_| (self.next_u64() >> 56) as u8).collect()
