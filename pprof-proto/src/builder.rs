@@ -245,6 +245,32 @@ impl ProfileBuilder {
         MappingId(id)
     }
 
+    /// Sets the `has_*` flags of mapping `id` (e.g. once every location in it is known: the Go
+    /// runtime sets `has_functions` only if all of them were symbolized).
+    pub fn set_mapping_flags(
+        &mut self,
+        id: MappingId,
+        has_functions: bool,
+        has_filenames: bool,
+        has_line_numbers: bool,
+        has_inline_frames: bool,
+    ) -> Result<(), BuildError> {
+        check_issued("mapping", id.0, self.profile.mapping.len())?;
+        // Ids are 1..=len in table order.
+        let m = &mut self.profile.mapping[(id.0 - 1) as usize];
+        let old_key = Mapping { id: 0, ..m.clone() };
+        m.has_functions = has_functions;
+        m.has_filenames = has_filenames;
+        m.has_line_numbers = has_line_numbers;
+        m.has_inline_frames = has_inline_frames;
+        let new_key = Mapping { id: 0, ..m.clone() };
+        if self.mapping_index.get(&old_key) == Some(&id.0) {
+            self.mapping_index.remove(&old_key);
+        }
+        self.mapping_index.entry(new_key).or_insert(id.0);
+        Ok(())
+    }
+
     /// The location previously added under `key`, if any. Lets callers skip
     /// expensive symbolization for locations they have already added.
     pub fn location_by_key(&self, key: u64) -> Option<LocationId> {
@@ -303,6 +329,21 @@ impl ProfileBuilder {
         values: &[i64],
         labels: &[SampleLabel<'_>],
     ) -> Result<(), BuildError> {
+        let mut sample = Sample::default();
+        self.fill_sample(locations, values, labels, &mut sample)?;
+        self.profile.sample.push(sample);
+        Ok(())
+    }
+
+    /// Checks a sample as [`ProfileBuilder::add_sample`] does and stores it in `into`, reusing its
+    /// vectors (interning the label strings).
+    pub(crate) fn fill_sample(
+        &mut self,
+        locations: &[LocationId],
+        values: &[i64],
+        labels: &[SampleLabel<'_>],
+        into: &mut Sample,
+    ) -> Result<(), BuildError> {
         let expected = self.profile.sample_type.len();
         if values.len() != expected {
             return Err(BuildError::ValueCount {
@@ -310,14 +351,16 @@ impl ProfileBuilder {
                 expected,
             });
         }
-        let mut location_id = Vec::with_capacity(locations.len());
         for &LocationId(id) in locations {
             check_issued("location", id, self.profile.location.len())?;
-            location_id.push(id);
         }
-        let label = labels
-            .iter()
-            .map(|l| match *l {
+        into.location_id.clear();
+        into.location_id.extend(locations.iter().map(|l| l.0));
+        into.value.clear();
+        into.value.extend_from_slice(values);
+        into.label.clear();
+        for l in labels {
+            let label = match *l {
                 SampleLabel::Str { key, value } => Label {
                     key: self.intern(key),
                     str: self.intern(value),
@@ -330,19 +373,25 @@ impl ProfileBuilder {
                     num: value,
                     num_unit: self.intern(unit),
                 },
-            })
-            .collect();
-        self.profile.sample.push(Sample {
-            location_id,
-            value: values.to_vec(),
-            label,
-        });
+            };
+            into.label.push(label);
+        }
         Ok(())
+    }
+
+    /// Removes and returns the samples added so far.
+    pub(crate) fn take_samples(&mut self) -> Vec<Sample> {
+        std::mem::take(&mut self.profile.sample)
     }
 
     /// Number of samples added so far.
     pub fn sample_count(&self) -> usize {
         self.profile.sample.len()
+    }
+
+    /// The profile built so far (its tables resolve ids and string indices).
+    pub fn profile(&self) -> &Profile {
+        &self.profile
     }
 
     /// The finished profile.

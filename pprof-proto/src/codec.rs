@@ -18,6 +18,12 @@ pub const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// [`Profile::decode`]; protects against decompression bombs.
 pub const DEFAULT_MAX_DECOMPRESSED_BYTES: u64 = 1 << 30;
 
+/// The gzip encoder every `.pb.gz` of this crate is written with; wrap the output of a
+/// [`crate::ProfileWriter`] in one to write a `.pb.gz`, and call [`GzEncoder::finish`] at the end.
+pub fn gzip_encoder<W: Write>(w: W) -> GzEncoder<W> {
+    GzEncoder::new(w, Compression::default())
+}
+
 impl Profile {
     /// The profile as plain (uncompressed) protobuf bytes.
     pub fn encode_plain(&self) -> Vec<u8> {
@@ -35,10 +41,11 @@ impl Profile {
         out
     }
 
-    /// Writes the profile as gzipped protobuf to `w`.
+    /// Writes the profile as gzipped protobuf to `w`, encoding it a chunk at a time (the plain
+    /// encoding is never held whole).
     pub fn write_gzip<W: Write>(&self, w: W) -> std::io::Result<()> {
-        let mut encoder = GzEncoder::new(w, Compression::default());
-        encoder.write_all(&self.encode_to_vec())?;
+        let mut encoder = gzip_encoder(w);
+        self.write_plain(&mut encoder)?;
         encoder.finish()?.flush()
     }
 

@@ -70,4 +70,23 @@ pub enum BuildError {
         /// The raw id.
         id: u64,
     },
+    /// A sample type was declared after a [`crate::ProfileWriter`] had written the sample types.
+    #[error("{declared} sample types declared, but only the first {written} were written before the samples")]
+    SampleTypeAfterSamples {
+        /// Sample types declared now.
+        declared: usize,
+        /// Sample types written in the header.
+        written: usize,
+    },
+}
+
+/// Why a [`crate::ProfileWriter`] could not write a profile.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The profile being built is inconsistent.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// Writing to the output failed.
+    #[error("writing the profile: {0}")]
+    Io(#[from] std::io::Error),
 }

@@ -1,6 +1,8 @@
 //! google/pprof `profile.proto` messages, a [`ProfileBuilder`] that interns
-//! strings, functions, mappings and locations, gzip encoding/decoding, and
-//! read-side helpers ([`Profile::flat_samples`]) for comparing profiles by content.
+//! strings, functions, mappings and locations, a [`ProfileWriter`] that encodes
+//! each sample into the output as it is added (prost's bytes, never the whole
+//! profile in memory), gzip encoding/decoding, and read-side helpers
+//! ([`Profile::flat_samples`]) for comparing profiles by content.
 //!
 //! ```
 //! use pprof_proto::{FrameLine, Profile, ProfileBuilder, SampleLabel};
@@ -24,11 +26,13 @@ mod codec;
 mod error;
 mod flat;
 pub mod proto;
+mod stream;
 
 pub use builder::{
     FrameLine, FunctionId, LocationId, MappingId, MappingInfo, ProfileBuilder, SampleLabel,
 };
-pub use codec::{DEFAULT_MAX_DECOMPRESSED_BYTES, GZIP_MAGIC};
-pub use error::{BuildError, ProfileError};
+pub use codec::{gzip_encoder, DEFAULT_MAX_DECOMPRESSED_BYTES, GZIP_MAGIC};
+pub use error::{BuildError, ProfileError, WriteError};
 pub use flat::{FlatFrame, FlatLabelValue, FlatSample, DEFAULT_MAX_FLAT_FRAMES};
 pub use proto::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};
+pub use stream::ProfileWriter;
