@@ -156,6 +156,73 @@ fn go1_27_profiles_equal_runtime() {
     run_matrix(&[GO_1_27]);
 }
 
+/// `goheap profile` streams the profile (each sample encoded and gzipped as it is built) and
+/// summarizes it from ids; the agent builds the same profile in memory. Both forms are the same
+/// bytes (but for `time_nanos`), and the id-based summary is the one computed from resolved frames.
+#[test]
+fn streamed_profile_is_the_in_memory_profile() {
+    use goheap::profile::oneshot::{ProfileRequest, Profiler, SUMMARY_TOP};
+    use std::io::Read;
+    for (version, mode) in [("1.19", "default"), ("1.23.9", "pie"), ("1.27.3", "cgo")] {
+        let case = format!("go{version}/{mode}");
+        let bin = fixture("heapfixture", version, mode);
+        let scratch = Scratch::new(&format!("stream-{version}-{mode}"));
+        let (running, _) = start_heapfixture(&bin, &scratch);
+        let mut profiler = Profiler::new("/proc".into());
+        let read = profiler
+            .read(&ProfileRequest {
+                pid: running.pid,
+                require_symbol_table: false,
+            })
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
+        let (gz, summary) = read.write_gzip(Vec::new(), true).unwrap();
+        let mut streamed = Vec::new();
+        flate2::read::GzDecoder::new(gz.as_slice())
+            .read_to_end(&mut streamed)
+            .unwrap();
+        let in_memory = read.build().unwrap();
+        let mut decoded = Profile::decode(&streamed).unwrap();
+        assert_eq!(
+            decoded.encode_plain(),
+            streamed,
+            "{case}: canonical encoding"
+        );
+        decoded.time_nanos = in_memory.time_nanos;
+        assert_eq!(decoded.encode_plain(), in_memory.encode_plain(), "{case}");
+        assert!(in_memory.sample.len() >= 10, "{case}");
+
+        // The summary from resolved frames, as it was computed before it used ids.
+        let summary = summary.unwrap();
+        let mut totals = [0i64; 4];
+        let mut flat: std::collections::HashMap<String, i64> = Default::default();
+        for s in in_memory.flat_samples().unwrap() {
+            for (t, v) in totals.iter_mut().zip(&s.values) {
+                *t += v;
+            }
+            *flat.entry(s.stack[0].0.clone()).or_default() += s.values[1];
+        }
+        let mut top: Vec<(String, i64)> = flat.into_iter().filter(|(_, b)| *b > 0).collect();
+        top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        top.truncate(SUMMARY_TOP);
+        assert_eq!(
+            [
+                summary.alloc_objects,
+                summary.alloc_bytes,
+                summary.inuse_objects,
+                summary.inuse_bytes
+            ],
+            totals,
+            "{case}"
+        );
+        assert_eq!(summary.top_alloc, top, "{case}");
+        assert_eq!(
+            goheap::profile::summary::summarize(&in_memory, SUMMARY_TOP),
+            summary,
+            "{case}"
+        );
+    }
+}
+
 /// The comparison itself must be able to fail: a profile with one value changed by 2 is different.
 #[test]
 fn comparison_detects_differences() {

@@ -5,13 +5,16 @@
 //! Units: record counters are *sampled* objects and bytes; profile values are *scaled* estimates of
 //! all objects and bytes (`count × 1/(1 − e^(−avg/rate))`), exactly as the runtime writes them.
 
-use std::collections::HashMap;
+use std::io::Write;
+use std::ops::{Deref, DerefMut};
 
 use pprof_proto::{
-    FrameLine, LocationId, MappingId, MappingInfo, Profile, ProfileBuilder, SampleLabel,
+    FrameLine, FunctionId, LocationId, MappingId, MappingInfo, Profile, ProfileBuilder,
+    ProfileWriter, SampleLabel, WriteError,
 };
 
 use crate::binary::BinaryInfo;
+use crate::profile::summary::SummaryBuilder;
 use crate::runtime::layout::RuntimeLayout;
 use crate::runtime::walk::MemProfileRecord;
 use crate::symbolize::locations::{LocationBuilder, LOOKUP_TRIED};
@@ -23,6 +26,18 @@ use crate::target::maps::{split_dev, MemoryMap};
 pub enum HeapProfileError {
     #[error("building the profile: {0}")]
     Build(#[from] pprof_proto::BuildError),
+    /// Writing the profile out failed.
+    #[error("writing the profile: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<WriteError> for HeapProfileError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Build(b) => HeapProfileError::Build(b),
+            WriteError::Io(io) => HeapProfileError::Io(io),
+        }
+    }
 }
 
 /// A mapping of the target, as pprof writes it.
@@ -149,29 +164,110 @@ pub fn record_values(
     }
 }
 
-/// Builds the heap profile from records (in `mbuckets` order).
+/// Builds the heap profile from records (in `mbuckets` order), samples kept in memory (the agent's
+/// delta profiles and tests; `goheap profile` streams with [`write`]).
 pub fn build(
     records: &[MemProfileRecord],
     rate: u64,
     symbolizer: &Symbolizer,
     opts: &HeapProfileOptions,
 ) -> Result<Profile, HeapProfileError> {
-    let rate = rate as i64;
-    let bias = opts.bias;
-    let mut locs = LocationBuilder::new(symbolizer.pclntab());
-    let mut samples: Vec<(Vec<u64>, [i64; 4], Option<i64>)> = Vec::with_capacity(records.len());
-    for r in records {
-        // PCs from the target are runtime addresses; the symbolizer wants ELF addresses.
-        let stack: Vec<u64> = r.stack.iter().map(|pc| pc.wrapping_sub(bias)).collect();
-        let ids = locs.append_heap_sample(&stack);
-        let (values, label) = record_values(r, rate, &opts.layout);
-        samples.push((ids, values, label));
-    }
-    let (locations, functions) = locs.finish();
+    let (b, mapping_ids) = header(rate, opts);
+    let mut sink = Kept(b);
+    add_records(
+        &mut sink,
+        &mapping_ids,
+        records,
+        rate,
+        symbolizer,
+        opts,
+        None,
+    )?;
+    Ok(sink.0.build())
+}
 
+/// Writes the heap profile of `records` to `out` as plain protobuf (wrap `out` in
+/// [`pprof_proto::gzip_encoder`] for the `.pb.gz` the runtime writes), each sample encoded as it
+/// is built: no sample is kept, so memory does not grow with the number of records beyond the
+/// locations and functions. The bytes are those of [`build`]'s profile, encoded. Feeds `summary`
+/// (the totals and leaf locations, by id) if given. Returns `out` and the profile's tables
+/// (functions, locations, strings: what `summary` resolves its ids against).
+pub fn write<W: Write>(
+    records: &[MemProfileRecord],
+    rate: u64,
+    symbolizer: &Symbolizer,
+    opts: &HeapProfileOptions,
+    out: W,
+    summary: Option<&mut SummaryBuilder>,
+) -> Result<(W, Profile), HeapProfileError> {
+    let (b, mapping_ids) = header(rate, opts);
+    let mut w = b.into_writer(out)?;
+    add_records(
+        &mut w,
+        &mapping_ids,
+        records,
+        rate,
+        symbolizer,
+        opts,
+        summary,
+    )?;
+    Ok(w.finish()?)
+}
+
+/// Where [`add_records`] puts samples: kept in the profile, or written out at once.
+trait Samples: DerefMut<Target = ProfileBuilder> {
+    fn add(
+        &mut self,
+        stack: &[LocationId],
+        values: &[i64],
+        labels: &[SampleLabel<'_>],
+    ) -> Result<(), HeapProfileError>;
+}
+
+/// A builder that keeps its samples.
+struct Kept(ProfileBuilder);
+
+impl Deref for Kept {
+    type Target = ProfileBuilder;
+    fn deref(&self) -> &ProfileBuilder {
+        &self.0
+    }
+}
+
+impl DerefMut for Kept {
+    fn deref_mut(&mut self) -> &mut ProfileBuilder {
+        &mut self.0
+    }
+}
+
+impl Samples for Kept {
+    fn add(
+        &mut self,
+        stack: &[LocationId],
+        values: &[i64],
+        labels: &[SampleLabel<'_>],
+    ) -> Result<(), HeapProfileError> {
+        Ok(self.0.add_sample(stack, values, labels)?)
+    }
+}
+
+impl<W: Write> Samples for ProfileWriter<W> {
+    fn add(
+        &mut self,
+        stack: &[LocationId],
+        values: &[i64],
+        labels: &[SampleLabel<'_>],
+    ) -> Result<(), HeapProfileError> {
+        Ok(self.add_sample(stack, values, labels)?)
+    }
+}
+
+/// The builder with what precedes the samples: period and sample types, time, and the mappings
+/// (in maps order, their ids returned; their `has_functions` is set once all locations are known).
+fn header(rate: u64, opts: &HeapProfileOptions) -> (ProfileBuilder, Vec<MappingId>) {
     let mut b = ProfileBuilder::new();
     b.set_period_type("space", "bytes");
-    b.set_period(rate);
+    b.set_period(rate as i64);
     for (t, u) in [
         ("alloc_objects", "count"),
         ("alloc_space", "bytes"),
@@ -181,80 +277,109 @@ pub fn build(
         b.add_sample_type(t, u);
     }
     b.set_time_nanos(opts.time_nanos);
+    let ids = opts
+        .mappings
+        .iter()
+        .map(|m| {
+            b.mapping(&MappingInfo {
+                memory_start: m.start,
+                memory_limit: m.end,
+                file_offset: m.offset,
+                filename: &m.file,
+                build_id: &m.build_id,
+                has_functions: false,
+                has_filenames: false,
+                has_line_numbers: false,
+                has_inline_frames: false,
+            })
+        })
+        .collect();
+    (b, ids)
+}
 
-    // Mappings first, in maps order, with has_functions as runtime/pprof decides it: every location in
-    // the mapping was symbolized and none failed.
-    let mut mapping_flags: Vec<u8> = vec![0; opts.mappings.len()];
+/// Adds one sample per record, and the functions and locations each one creates right after
+/// [`LocationBuilder`] creates them (so ids and the string table come out in the order of the
+/// runtime's `profileBuilder`), then sets the mappings' `has_functions`.
+fn add_records<S: Samples>(
+    b: &mut S,
+    mapping_ids: &[MappingId],
+    records: &[MemProfileRecord],
+    rate: u64,
+    symbolizer: &Symbolizer,
+    opts: &HeapProfileOptions,
+    mut summary: Option<&mut SummaryBuilder>,
+) -> Result<(), HeapProfileError> {
+    let rate = rate as i64;
+    let bias = opts.bias;
     let mapping_of = |addr: u64| {
         opts.mappings
             .iter()
             .position(|m| m.start <= addr && addr < m.end)
     };
-    for l in &locations {
-        if let Some(i) = mapping_of(l.address.wrapping_add(bias)) {
-            mapping_flags[i] |= l.symbolize_result;
+    // Builder ids of the LocationBuilder's functions and locations (index = its id - 1).
+    let mut function_ids: Vec<FunctionId> = Vec::new();
+    let mut location_ids: Vec<LocationId> = Vec::new();
+    let mut mapping_flags: Vec<u8> = vec![0; opts.mappings.len()];
+    let mut locs = LocationBuilder::new(symbolizer.pclntab());
+    let mut pcs: Vec<u64> = Vec::new();
+    let mut stack: Vec<LocationId> = Vec::new();
+    let mut lines: Vec<FrameLine> = Vec::new();
+    for r in records {
+        // PCs from the target are runtime addresses; the symbolizer wants ELF addresses.
+        pcs.clear();
+        pcs.extend(r.stack.iter().map(|pc| pc.wrapping_sub(bias)));
+        let ids = locs.append_heap_sample(&pcs);
+        for f in &locs.functions()[function_ids.len()..] {
+            function_ids.push(b.function(&f.name, &f.system_name, &f.filename, f.start_line));
+        }
+        for l in &locs.locations()[location_ids.len()..] {
+            let addr = l.address.wrapping_add(bias);
+            lines.clear();
+            lines.extend(l.lines.iter().filter_map(|ln| {
+                let i = usize::try_from(ln.function_id.checked_sub(1)?).ok()?;
+                function_ids.get(i).map(|&function| FrameLine {
+                    function,
+                    line: ln.line,
+                    column: 0,
+                })
+            }));
+            let mapping = mapping_of(addr).map(|i| {
+                mapping_flags[i] |= l.symbolize_result;
+                mapping_ids[i]
+            });
+            location_ids.push(b.location(l.id, mapping, addr, &lines)?);
+        }
+        stack.clear();
+        stack.extend(ids.iter().filter_map(|&id| {
+            let i = usize::try_from(id.checked_sub(1)?).ok()?;
+            location_ids.get(i).copied()
+        }));
+        let (values, label) = record_values(r, rate, &opts.layout);
+        if let Some(s) = summary.as_deref_mut() {
+            s.add(&values, stack.first().map(|l| l.0));
+        }
+        let num;
+        let labels: &[SampleLabel<'_>] = match label {
+            Some(v) => {
+                num = [SampleLabel::Num {
+                    key: "bytes",
+                    value: v,
+                    unit: "",
+                }];
+                &num
+            }
+            None => &[],
+        };
+        b.add(&stack, &values, labels)?;
+    }
+    // has_functions as runtime/pprof decides it: every location in the mapping was symbolized and
+    // none failed.
+    for (&id, &flags) in mapping_ids.iter().zip(&mapping_flags) {
+        if flags == LOOKUP_TRIED {
+            b.set_mapping_flags(id, true, false, false, false)?;
         }
     }
-    let mut mapping_ids: Vec<MappingId> = Vec::with_capacity(opts.mappings.len());
-    for (m, flags) in opts.mappings.iter().zip(&mapping_flags) {
-        let has = *flags == LOOKUP_TRIED;
-        mapping_ids.push(b.mapping(&MappingInfo {
-            memory_start: m.start,
-            memory_limit: m.end,
-            file_offset: m.offset,
-            filename: &m.file,
-            build_id: &m.build_id,
-            has_functions: has,
-            has_filenames: false,
-            has_line_numbers: false,
-            has_inline_frames: false,
-        }));
-    }
-    let function_ids: HashMap<u64, pprof_proto::FunctionId> = functions
-        .iter()
-        .map(|f| {
-            (
-                f.id,
-                b.function(&f.name, &f.system_name, &f.filename, f.start_line),
-            )
-        })
-        .collect();
-    let mut location_ids: HashMap<u64, LocationId> = HashMap::with_capacity(locations.len());
-    for l in &locations {
-        let addr = l.address.wrapping_add(bias);
-        let lines: Vec<FrameLine> = l
-            .lines
-            .iter()
-            .filter_map(|ln| {
-                function_ids
-                    .get(&ln.function_id)
-                    .map(|&function| FrameLine {
-                        function,
-                        line: ln.line,
-                        column: 0,
-                    })
-            })
-            .collect();
-        let mapping = mapping_of(addr).map(|i| mapping_ids[i]);
-        let id = b.location(l.id, mapping, addr, &lines)?;
-        location_ids.insert(l.id, id);
-    }
-    for (ids, values, label) in samples {
-        let stack: Vec<LocationId> = ids
-            .iter()
-            .filter_map(|i| location_ids.get(i).copied())
-            .collect();
-        let labels: Vec<SampleLabel<'_>> = label
-            .map(|v| SampleLabel::Num {
-                key: "bytes",
-                value: v,
-                unit: "",
-            })
-            .into_iter()
-            .collect();
-        b.add_sample(&stack, &values, &labels)?;
-    }
-    Ok(b.build())
+    Ok(())
 }
 
 #[cfg(test)]
