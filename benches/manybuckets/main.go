@@ -6,12 +6,17 @@
 // and keeps re-running every path from the same call site (records change, no
 // new stacks).
 //
-// Flags: -n N (stacks, default 10000), -ready PATH.
+// Flags: -n N (stacks, default 10000), -ready PATH, -pprof ADDR: serve net/http/pprof on ADDR
+// (a 127.0.0.1 address; port 0 picks one), started before -ready is written, whose second line is
+// then the address served (the first is the pid).
 package main
 
 import (
 	"flag"
 	"fmt"
+	"net"
+	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"runtime"
 	"strconv"
@@ -47,6 +52,7 @@ func step(depth int, path int) {
 func main() {
 	n := flag.Int("n", 10000, "distinct stacks")
 	ready := flag.String("ready", "", "write the pid to `PATH` once all stacks exist")
+	pprofAddr := flag.String("pprof", "", "serve net/http/pprof on `ADDR` (127.0.0.1 only)")
 	flag.Parse()
 	if *n < 1 || *n > 1<<20 {
 		fmt.Fprintln(os.Stderr, "manybuckets: -n must be in [1, 1048576]")
@@ -67,18 +73,46 @@ func main() {
 		if i == 0 {
 			runtime.GC()
 			runtime.GC()
-			writeReady(*ready)
+			served := servePprof(*pprofAddr)
+			writeReady(*ready, served)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
 
-func writeReady(path string) {
+// servePprof serves http.DefaultServeMux (where net/http/pprof registers /debug/pprof/) on addr,
+// which must be a 127.0.0.1 address, and returns the address it listens on ("" if addr is "").
+func servePprof(addr string) string {
+	if addr == "" {
+		return ""
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || host != "127.0.0.1" {
+		fmt.Fprintf(os.Stderr, "manybuckets: -pprof must be 127.0.0.1:PORT, not %q\n", addr)
+		os.Exit(1)
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	go func() {
+		fmt.Fprintln(os.Stderr, http.Serve(l, nil))
+		os.Exit(1)
+	}()
+	return l.Addr().String()
+}
+
+func writeReady(path, served string) {
 	if path == "" {
 		return
 	}
+	content := strconv.Itoa(os.Getpid()) + "\n"
+	if served != "" {
+		content += served + "\n"
+	}
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
