@@ -21,7 +21,7 @@
 //! Where Go would panic ("stack too short to match cached location", only possible with
 //! inconsistent input) the builder instead consumes the rest of the stack.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::runtime::rules::VersionRules;
 use crate::symbolize::pclntab::{Frame, Pclntab};
@@ -76,6 +76,62 @@ struct LocInfo {
     first_pc_symbolize_result: u8,
 }
 
+/// `profileBuilder.locs`: location info by its first PC. A map, with a small direct-mapped table of
+/// recently found PCs in front of it: the PCs that every stack repeats then cost no SipHash, while
+/// the map keeps its DoS-resistant hasher for PCs that come from the target (colliding PCs only
+/// miss the table).
+struct LocCache {
+    infos: Vec<LocInfo>,
+    index: HashMap<u64, usize>,
+    /// (PC, index in `infos` + 1); 0 = empty.
+    recent: Vec<(u64, usize)>,
+}
+
+const RECENT_SLOTS: usize = 1024;
+
+impl Default for LocCache {
+    fn default() -> Self {
+        LocCache {
+            infos: Vec::new(),
+            index: HashMap::new(),
+            recent: vec![(0, 0); RECENT_SLOTS],
+        }
+    }
+}
+
+impl LocCache {
+    fn slot(pc: u64) -> usize {
+        ((pc ^ (pc >> 10) ^ (pc >> 20)) as usize) & (RECENT_SLOTS - 1)
+    }
+
+    /// Number of distinct first PCs.
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    fn get(&mut self, pc: u64) -> Option<&LocInfo> {
+        let slot = Self::slot(pc);
+        let (p, i) = self.recent[slot];
+        if i != 0 && p == pc {
+            return self.infos.get(i - 1);
+        }
+        let &i = self.index.get(&pc)?;
+        self.recent[slot] = (pc, i + 1);
+        self.infos.get(i)
+    }
+
+    /// Sets the info of `pc` (replacing an earlier one, as a map insert does).
+    fn insert(&mut self, pc: u64, info: LocInfo) {
+        match self.index.get(&pc) {
+            Some(&i) => self.infos[i] = info,
+            None => {
+                self.index.insert(pc, self.infos.len());
+                self.infos.push(info);
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct PcDeck {
     pcs: Vec<u64>,
@@ -99,11 +155,18 @@ impl PcDeck {
 pub struct LocationBuilder<'t> {
     tab: &'t Pclntab,
     rules: VersionRules,
-    locs: HashMap<u64, LocInfo>,
+    locs: LocCache,
     funcs: HashMap<String, u64>,
     locations: Vec<Location>,
     functions: Vec<Function>,
     deck: PcDeck,
+    /// [`LocationBuilder::is_runtime_pc`] by PC: the leading PCs of heap stacks (malloc's callers)
+    /// repeat in nearly every sample.
+    runtime_pcs: HashMap<u64, bool>,
+    /// PCs for which [`LocationBuilder::all_frames`] is `None` (`runtime.goexit`, the outermost PC
+    /// of nearly every stack): no location is cached for them, so each stack would symbolize it
+    /// again.
+    goexit_pcs: HashSet<u64>,
 }
 
 impl<'t> LocationBuilder<'t> {
@@ -112,11 +175,13 @@ impl<'t> LocationBuilder<'t> {
         LocationBuilder {
             tab,
             rules: VersionRules::for_version(tab.go_version()),
-            locs: HashMap::new(),
+            locs: LocCache::default(),
             funcs: HashMap::new(),
             locations: Vec::new(),
             functions: Vec::new(),
             deck: PcDeck::default(),
+            runtime_pcs: HashMap::new(),
+            goexit_pcs: HashSet::new(),
         }
     }
 
@@ -160,20 +225,29 @@ impl<'t> LocationBuilder<'t> {
         locs
     }
 
-    fn is_runtime_pc(&self, addr: u64) -> bool {
+    fn is_runtime_pc(&mut self, addr: u64) -> bool {
+        if let Some(&r) = self.runtime_pcs.get(&addr) {
+            return r;
+        }
         // FuncForPC(addr) != nil && name has a runtime prefix. A nil Func has name "" which never
         // matches, so the empty-name case needs no special handling.
         let name = self.tab.func_name_for_pc(addr);
-        name.starts_with("runtime.")
-            || (self.rules.hide_internal_runtime && name.starts_with("internal/runtime/"))
+        let r = name.starts_with("runtime.")
+            || (self.rules.hide_internal_runtime && name.starts_with("internal/runtime/"));
+        self.runtime_pcs.insert(addr, r);
+        r
     }
 
     /// `allFrames(addr)`: frames for one return address, `None` for `runtime.goexit`.
-    fn all_frames(&self, addr: u64) -> Option<(Vec<Frame>, u8)> {
+    fn all_frames(&mut self, addr: u64) -> Option<(Vec<Frame>, u8)> {
+        if self.goexit_pcs.contains(&addr) {
+            return None;
+        }
         let frames = self.tab.frames_for_pcs(&[addr]);
         let mut it = frames.into_iter();
         let mut frame = it.next().unwrap_or_default();
         if frame.function == "runtime.goexit" {
+            self.goexit_pcs.insert(addr);
             return None;
         }
         let mut result = LOOKUP_TRIED;
@@ -196,41 +270,11 @@ impl<'t> LocationBuilder<'t> {
 
     /// `runtime_FrameSymbolName` for the name comparisons; 1.19 compares `Frame.Function`.
     fn symbol_name(&self, f: &Frame) -> String {
-        if self.rules.pprof_symbol_names {
-            f.symbol_name.clone()
-        } else {
-            f.function.clone()
-        }
+        symbol_name_of(&self.rules, f).to_owned()
     }
 
     fn try_add(&mut self, pc: u64, frames: &[Frame], symbolize_result: u8) -> bool {
-        if let (Some(last), Some(new_frame)) = (self.deck.frames.last(), frames.first()) {
-            if last.has_func {
-                return false;
-            }
-            if last.entry == 0 || new_frame.entry == 0 {
-                return false;
-            }
-            if last.entry != new_frame.entry {
-                return false;
-            }
-            let same = if self.rules.pcdeck_compares_symbol_names {
-                self.symbol_name(last) == self.symbol_name(new_frame)
-            } else {
-                last.function == new_frame.function
-            };
-            if same {
-                return false;
-            }
-        }
-        self.deck.pcs.push(pc);
-        self.deck.frames.extend_from_slice(frames);
-        self.deck.symbolize_result |= symbolize_result;
-        if self.deck.pcs.len() == 1 {
-            self.deck.first_pc_frames = self.deck.frames.len();
-            self.deck.first_pc_symbolize_result = symbolize_result;
-        }
-        true
+        try_add(&mut self.deck, &self.rules, pc, frames, symbolize_result)
     }
 
     fn emit_location(&mut self) -> u64 {
@@ -292,20 +336,25 @@ impl<'t> LocationBuilder<'t> {
     /// `appendLocsForStack(nil, stk)`: location ids (innermost first) for one stack of return
     /// addresses, creating locations as needed.
     pub fn append_locs_for_stack(&mut self, stk: &[u64]) -> Vec<u64> {
-        let mut locs = Vec::new();
         self.deck.reset();
         let expanded = self.tab.expand_final_inline_frame(stk);
+        // At most one location per PC.
+        let mut locs = Vec::with_capacity(expanded.len());
         let mut stk: &[u64] = &expanded;
         while let Some(&addr) = stk.first() {
-            if let Some(l) = self.locs.get(&addr) {
+            if let Some(l) = self.locs.get(addr) {
                 let (lid, npcs) = (l.id, l.pcs.len());
-                if !self.deck.pcs.is_empty() {
-                    let frames = l.first_pc_frames.clone();
-                    let res = l.first_pc_symbolize_result;
-                    if self.try_add(addr, &frames, res) {
-                        stk = &stk[1..];
-                        continue;
-                    }
+                if !self.deck.pcs.is_empty()
+                    && try_add(
+                        &mut self.deck,
+                        &self.rules,
+                        addr,
+                        &l.first_pc_frames,
+                        l.first_pc_symbolize_result,
+                    )
+                {
+                    stk = &stk[1..];
+                    continue;
                 }
                 let id = self.emit_location();
                 if id > 0 {
@@ -331,7 +380,7 @@ impl<'t> LocationBuilder<'t> {
             if id > 0 {
                 locs.push(id);
             }
-            if let Some(l) = self.locs.get(&addr) {
+            if let Some(l) = self.locs.get(addr) {
                 locs.push(l.id);
                 stk = stk.get(l.pcs.len()..).unwrap_or(&[]);
             } else {
@@ -345,4 +394,50 @@ impl<'t> LocationBuilder<'t> {
         }
         locs
     }
+}
+
+/// `runtime_FrameSymbolName` for the name comparisons; 1.19 compares `Frame.Function`.
+fn symbol_name_of<'f>(rules: &VersionRules, f: &'f Frame) -> &'f str {
+    if rules.pprof_symbol_names {
+        &f.symbol_name
+    } else {
+        &f.function
+    }
+}
+
+/// `pcDeck.tryAdd`: adds `pc` and its `frames` to the deck unless they start a new location.
+fn try_add(
+    deck: &mut PcDeck,
+    rules: &VersionRules,
+    pc: u64,
+    frames: &[Frame],
+    symbolize_result: u8,
+) -> bool {
+    if let (Some(last), Some(new_frame)) = (deck.frames.last(), frames.first()) {
+        if last.has_func {
+            return false;
+        }
+        if last.entry == 0 || new_frame.entry == 0 {
+            return false;
+        }
+        if last.entry != new_frame.entry {
+            return false;
+        }
+        let same = if rules.pcdeck_compares_symbol_names {
+            symbol_name_of(rules, last) == symbol_name_of(rules, new_frame)
+        } else {
+            last.function == new_frame.function
+        };
+        if same {
+            return false;
+        }
+    }
+    deck.pcs.push(pc);
+    deck.frames.extend_from_slice(frames);
+    deck.symbolize_result |= symbolize_result;
+    if deck.pcs.len() == 1 {
+        deck.first_pc_frames = deck.frames.len();
+        deck.first_pc_symbolize_result = symbolize_result;
+    }
+    true
 }
