@@ -8,11 +8,14 @@ use clap::{Parser, Subcommand};
 
 use crate::error::{exit_code, exit_codes_help, Refusal};
 
+mod output;
 mod profile;
 mod ps;
+mod record;
 
 use profile::ProfileArgs;
 use ps::PsArgs;
+use record::RecordArgs;
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +40,17 @@ enum Command {
     /// Write the heap profile of one Go process (gzipped pprof) and print a summary.
     #[command(after_help = exit_codes_help())]
     Profile(ProfileArgs),
+    /// Record the allocations of one Go process during a window (like /debug/pprof/allocs?seconds=N).
+    #[command(
+        long_about = "Record the allocations of one Go process during a window, like the runtime's \
+/debug/pprof/allocs?seconds=N: the process is read at the start and at the end of the window (and \
+once a second in between, which is cheap), alloc_objects/alloc_space are what it allocated during \
+the window, inuse_objects/inuse_space what is in use at its end. Values are the runtime's scaled \
+estimates; the runtime publishes allocations at the end of each GC cycle, so both ends lag by up to \
+one cycle. Ctrl-C ends the window early and still writes the profile.",
+        after_help = exit_codes_help()
+    )]
+    Record(RecordArgs),
     /// List the Go processes on this machine and whether goheap can read them.
     #[command(after_help = exit_codes_help())]
     Ps(PsArgs),
@@ -60,6 +74,7 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Profile(args) => profile::run(&cli.proc_root, args),
+        Command::Record(args) => record::run(&cli.proc_root, args),
         Command::Ps(args) => ps::run(&cli.proc_root, args),
         Command::Agent(args) => {
             crate::daemon::run(cli.proc_root.clone(), args).map_err(Failure::Other)

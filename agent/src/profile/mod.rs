@@ -4,3 +4,4 @@
 pub mod heap;
 pub mod oneshot;
 pub mod summary;
+pub mod window;
