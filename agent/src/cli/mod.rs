@@ -10,10 +10,11 @@ use crate::error::{exit_code, exit_codes_help, Refusal};
 
 mod output;
 mod profile;
+mod profile_output;
 mod ps;
 mod record;
 
-use profile::ProfileArgs;
+use profile_output::ProfileCmd;
 use ps::PsArgs;
 use record::RecordArgs;
 
@@ -37,9 +38,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Write the heap profile of one Go process (gzipped pprof) and print a summary.
+    /// Write the heap profile of one Go process (gzipped pprof, or a flame graph) and print a summary.
     #[command(after_help = exit_codes_help())]
-    Profile(ProfileArgs),
+    Profile(ProfileCmd),
     /// Record the allocations of one Go process during a window (like /debug/pprof/allocs?seconds=N).
     #[command(
         long_about = "Record the allocations of one Go process during a window, like the runtime's \
@@ -73,7 +74,7 @@ pub fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Profile(args) => profile::run(&cli.proc_root, args),
+        Command::Profile(args) => profile_output::run(&cli.proc_root, args),
         Command::Record(args) => record::run(&cli.proc_root, args),
         Command::Ps(args) => ps::run(&cli.proc_root, args),
         Command::Agent(args) => {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use clap::Args;
 
-use super::output::{self, SampleIndex};
+use super::output::{self, RenderArgs, SampleIndex};
 use super::Failure;
 use crate::binary::BinaryCache;
 use crate::error::Refusal;
@@ -24,13 +24,12 @@ pub(crate) struct RecordArgs {
     /// it early and still writes the profile.
     #[arg(long, short = 'd', default_value = "30s", value_parser = crate::daemon::parse_duration)]
     pub duration: Duration,
-    /// Output file (`-` for stdout). Default: goheap-allocs-<name>-<pid>-<unix time>.pb.gz in the
-    /// current directory.
+    /// Output file (`-` for stdout). Default: goheap-allocs-<name>-<pid>-<unix time>.<pb.gz|svg|folded>
+    /// in the current directory.
     #[arg(long, short = 'o')]
     pub output: Option<PathBuf>,
-    /// The sample type pprof shows by default (the profile's default_sample_type).
-    #[arg(long, value_enum, default_value = "alloc_space")]
-    pub sample_index: SampleIndex,
+    #[command(flatten)]
+    pub render: RenderArgs,
     /// Refuse stripped binaries whose runtime globals were found from code references only (no
     /// .symtab or debug file).
     #[arg(long)]
@@ -183,11 +182,17 @@ pub(crate) fn run(proc_root: &Path, args: RecordArgs) -> Result<(), Failure> {
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(0);
     profile.duration_nanos = duration.as_nanos().min(i64::MAX as u128) as i64;
-    output::set_default_sample_type(&mut profile, args.sample_index);
-
-    let bytes = profile.encode_gzip();
+    // Like the runtime's allocs profile.
+    output::set_default_sample_type(&mut profile, SampleIndex::AllocSpace);
+    let s = summarize(&profile, 5);
+    let title = format!(
+        "goheap record: {process_name} (pid {pid}), {} window",
+        secs(duration)
+    );
+    let bytes = output::render(profile, &args.render, &title)?;
+    let format = args.render.format;
     let dest = output::destination(args.output.as_deref(), || {
-        output::default_path("allocs-", &process_name, pid, "pb.gz")
+        output::default_path("allocs-", &process_name, pid, format.extension())
     });
     output::write_to(dest.as_deref(), &bytes)?;
     if !args.quiet {
@@ -195,7 +200,6 @@ pub(crate) fn run(proc_root: &Path, args: RecordArgs) -> Result<(), Failure> {
         for w in &warnings {
             let _ = writeln!(err, "goheap: warning: partial profile: {w}");
         }
-        let s = summarize(&profile, 5);
         let how = match &ended_by {
             Some(why) => format!(" (ended early: {why})"),
             None => String::new(),
@@ -210,25 +214,13 @@ pub(crate) fn run(proc_root: &Path, args: RecordArgs) -> Result<(), Failure> {
             human_bytes(s.inuse_bytes),
             s.inuse_objects,
         );
-        if s.top_alloc.is_empty() {
-            let _ = writeln!(err, "  (no sampled allocations in the window)");
-        }
-        for (name, b) in &s.top_alloc {
-            let pct = if s.alloc_bytes > 0 {
-                100.0 * *b as f64 / s.alloc_bytes as f64
-            } else {
-                0.0
-            };
-            let _ = writeln!(err, "  {:>10} {pct:5.1}%  {name}", human_bytes(*b));
-        }
+        let _ = writeln!(
+            err,
+            "{}",
+            output::top_lines(&s, "no sampled allocations in the window")
+        );
         if let Some(path) = &dest {
-            let _ = writeln!(
-                err,
-                "wrote {} ({} bytes); open with: go tool pprof {}",
-                path.display(),
-                bytes.len(),
-                path.display()
-            );
+            let _ = writeln!(err, "{}", output::wrote_line(path, bytes.len(), format));
         }
     }
     Ok(())

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use pprof_proto::Profile;
 
-use crate::binary::{BinaryCache, CachedBinary};
+use crate::binary::{BinaryCache, BinaryInfo, CachedBinary};
 use crate::daemon::tracker::{self, DeltaTracker, IncrementalReader};
 use crate::error::Refusal;
 use crate::profile::oneshot::build_profile;
@@ -62,17 +62,7 @@ impl Recorder {
         let cached = cache.get(&paths)?;
         let info = &cached.info;
         if require_symbol_table {
-            if let Some(s) = &info.symbols {
-                if !s.method.proven_by_symbols() {
-                    return Err(Refusal::NoSymbols {
-                        exe: info.binary.path.display().to_string(),
-                        detail: format!(
-                            "stripped: located by {} only, and --require-symtab was given",
-                            s.method.as_str()
-                        ),
-                    });
-                }
-            }
+            require_symtab(info)?;
         }
         let p = OpenedProcess::open(proc_root, pid, info)?;
         let bias = p.addrs.bias;
@@ -160,6 +150,21 @@ impl Recorder {
             self.reader.map(),
             self.bias,
         )
+    }
+}
+
+/// `--require-symtab`: refuses a binary whose runtime globals were located from code references
+/// only (no `.symtab` or debug file).
+pub fn require_symtab(info: &BinaryInfo) -> Result<(), Refusal> {
+    match &info.symbols {
+        Some(s) if !s.method.proven_by_symbols() => Err(Refusal::NoSymbols {
+            exe: info.binary.path.display().to_string(),
+            detail: format!(
+                "stripped: located by {} only, and --require-symtab was given",
+                s.method.as_str()
+            ),
+        }),
+        _ => Ok(()),
     }
 }
 
