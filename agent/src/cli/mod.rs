@@ -8,12 +8,14 @@ use clap::{Parser, Subcommand};
 
 use crate::error::{exit_code, exit_codes_help, Refusal};
 
+mod diff;
 mod output;
 mod profile;
 mod profile_output;
 mod ps;
 mod record;
 
+use diff::DiffArgs;
 use profile_output::ProfileCmd;
 use ps::PsArgs;
 use record::RecordArgs;
@@ -52,6 +54,15 @@ one cycle. Ctrl-C ends the window early and still writes the profile.",
         after_help = exit_codes_help()
     )]
     Record(RecordArgs),
+    /// Compare two profiles: a differential flame graph (growth red, shrinkage blue) or a pprof diff.
+    #[command(
+        long_about = "Compare two profiles (e.g. two `goheap profile` files of one program, or two \
+`goheap record` windows): a differential flame graph (frames sized by NEW, red where a stack grew, \
+blue where it shrank), differential folded stacks, or a pprof diff profile, NEW with BASE's values \
+negated merged in, which `go tool pprof -top DIFF` shows as `go tool pprof -diff_base BASE NEW -top` \
+does."
+    )]
+    Diff(DiffArgs),
     /// List the Go processes on this machine and whether goheap can read them.
     #[command(after_help = exit_codes_help())]
     Ps(PsArgs),
@@ -76,6 +87,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Profile(args) => profile_output::run(&cli.proc_root, args),
         Command::Record(args) => record::run(&cli.proc_root, args),
+        Command::Diff(args) => diff::run(args),
         Command::Ps(args) => ps::run(&cli.proc_root, args),
         Command::Agent(args) => {
             crate::daemon::run(cli.proc_root.clone(), args).map_err(Failure::Other)

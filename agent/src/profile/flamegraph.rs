@@ -207,7 +207,10 @@ pub fn diff_svg(base: &Folded, new: &Folded, labels: &Labels) -> Result<Vec<u8>,
     }
     lines.sort_unstable();
     let mut out = Vec::new();
-    inferno::flamegraph::from_lines(&mut options(labels), lines, &mut out)?;
+    let mut o = options(labels);
+    // Red and blue read best on grey.
+    o.bgcolors = Some(inferno::flamegraph::color::BackgroundColor::Grey);
+    inferno::flamegraph::from_lines(&mut o, lines, &mut out)?;
     Ok(out)
 }
 
