@@ -5,7 +5,7 @@
 //! (`/usr/local/go`, Debian's `/usr/lib/go-1.19`), over `~/.cache/goheap`, Go's own caches and
 //! settings (`~/.cache/go-build`, `~/.config/go`, `~/go`) and `~/.pyenv`;
 //! the commands of the Debian packages `./test.sh` installs and the demo does not (prometheus,
-//! strace, libcap2-bin, chromium) are covered with an empty non-executable file. It gets a fresh
+//! strace, libcap2-bin, chromium, zsh, fish) are covered with an empty non-executable file. It gets a fresh
 //! `GOHEAP_CACHE` in a temp dir, Debian's default PATH plus the directory of `cargo`, and an
 //! environment with nothing of the caller's but HOME, locale, and network settings (proxies,
 //! certificates, registry configuration). So it installs its Go toolchain from PyPI into the empty
@@ -35,6 +35,8 @@ const NOT_DEMO_PACKAGES: &[&str] = &[
     "strace",
     "libcap2-bin",
     "chromium",
+    "zsh",
+    "fish",
 ];
 /// Debian's default PATH for root.
 const DEBIAN_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

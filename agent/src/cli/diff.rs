@@ -42,7 +42,7 @@ impl DiffFormat {
 pub(crate) struct DiffArgs {
     /// The earlier profile (pprof, gzipped or not), e.g. from `goheap profile` or `goheap record`.
     pub base: PathBuf,
-    /// The later profile; the diff shows NEW − BASE.
+    /// The later profile; the diff shows NEW - BASE.
     pub new: PathBuf,
     /// Output format.
     #[arg(long, value_enum, default_value = "svg")]

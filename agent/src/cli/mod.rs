@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 use crate::error::{exit_code, exit_codes_help, Refusal};
 
+mod completions;
 mod diff;
 mod output;
 mod profile;
@@ -15,6 +16,7 @@ mod profile_output;
 mod ps;
 mod record;
 
+use completions::{CompletionsArgs, ManArgs};
 use diff::DiffArgs;
 use profile_output::ProfileCmd;
 use ps::PsArgs;
@@ -24,6 +26,7 @@ use record::RecordArgs;
 #[command(
     name = "goheap",
     version,
+    propagate_version = true,
     about = "Read a running Go process's heap profile from outside: no code change, no restart, no pprof endpoint",
     long_about = "goheap reads the Go runtime's own memory-profile buckets (runtime.mbuckets) out of a running \
 process (read-only: process_vm_readv, or pread on /proc/PID/mem where that is refused) and writes the pprof heap profile the runtime itself would write for \
@@ -68,6 +71,10 @@ does."
     Ps(PsArgs),
     /// Run the node agent: watch every Go process, serve /metrics and pprof over HTTP.
     Agent(crate::daemon::AgentArgs),
+    /// Print a shell completion script (bash: `source <(goheap completions bash)`).
+    Completions(CompletionsArgs),
+    /// Print the manual page goheap(1) in roff (`goheap man | man -l -`), or write all pages.
+    Man(ManArgs),
 }
 
 /// Parses the command line, runs the subcommand and returns the process exit code.
@@ -89,6 +96,8 @@ pub fn main() -> ExitCode {
         Command::Record(args) => record::run(&cli.proc_root, args),
         Command::Diff(args) => diff::run(args),
         Command::Ps(args) => ps::run(&cli.proc_root, args),
+        Command::Completions(args) => completions::completions(args),
+        Command::Man(args) => completions::man(args),
         Command::Agent(args) => {
             crate::daemon::run(cli.proc_root.clone(), args).map_err(Failure::Other)
         }
