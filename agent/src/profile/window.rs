@@ -1,0 +1,268 @@
+//! Recording a window of one process (`goheap record`): the allocations it made between two reads,
+//! as `/debug/pprof/allocs?seconds=N` gives them, with the in-use state at the end.
+//!
+//! The process is read with the agent's [`IncrementalReader`] (after the first walk, one batched
+//! re-read of the known buckets plus a walk of the new head), the window's growth is the agent's
+//! [`tracker::snapshot_delta`] of the reads at both ends (what `/debug/pprof/allocs?seconds=N`
+//! serves), and the running total shown while recording is the agent's [`DeltaTracker`].
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use pprof_proto::Profile;
+
+use crate::binary::{BinaryCache, BinaryInfo, CachedBinary};
+use crate::daemon::tracker::{self, DeltaTracker, IncrementalReader};
+use crate::error::Refusal;
+use crate::profile::oneshot::build_profile;
+use crate::runtime::snapshot::HeapSnapshot;
+use crate::runtime::walk::MemProfileRecord;
+use crate::target::memory::VmReader;
+use crate::target::open::OpenedProcess;
+use crate::target::procfs::ProcPaths;
+
+/// Time one read may spend walking buckets before it continues on the next read (the CLI reads one
+/// process, so this only bounds how long a progress line can lag behind).
+const WALK_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
+/// Reads of a list still incomplete after this many rounds give up with a warning.
+const MAX_COMPLETION_ROUNDS: usize = 1000;
+
+/// One process being recorded: its binary, its incremental reader and a delta tracker.
+pub struct Recorder {
+    pub pid: i32,
+    proc_root: PathBuf,
+    pub cached: Arc<CachedBinary>,
+    reader: IncrementalReader<VmReader>,
+    deltas: DeltaTracker,
+    bias: u64,
+    /// The tracker's total at the start of the window.
+    base_total: u64,
+}
+
+/// What [`Recorder::progress`] reports while recording.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    /// Buckets known after the last read.
+    pub buckets: usize,
+    /// Scaled bytes allocated since the window started, as of the last read.
+    pub allocated_bytes: u64,
+}
+
+impl Recorder {
+    /// Opens `pid` for recording (its binary through `cache`). With `require_symbol_table`, refuses a
+    /// binary whose runtime globals were located from code references only.
+    pub fn open(
+        proc_root: &Path,
+        pid: i32,
+        cache: &mut BinaryCache,
+        require_symbol_table: bool,
+    ) -> Result<Recorder, Refusal> {
+        let paths = ProcPaths::new(proc_root, pid);
+        let cached = cache.get(&paths)?;
+        let info = &cached.info;
+        if require_symbol_table {
+            require_symtab(info)?;
+        }
+        let p = OpenedProcess::open(proc_root, pid, info)?;
+        let bias = p.addrs.bias;
+        let mut reader = IncrementalReader::new(p.mem, p.map, p.addrs, info.layout);
+        reader.walk_budget = WALK_BUDGET;
+        Ok(Recorder {
+            pid,
+            proc_root: proc_root.to_path_buf(),
+            cached,
+            reader,
+            deltas: DeltaTracker::default(),
+            bias,
+            base_total: 0,
+        })
+    }
+
+    /// Reads the process once (cheap after the first read). Returns a warning when the list could
+    /// not be read whole.
+    pub fn read(&mut self) -> Result<Option<String>, Refusal> {
+        let out = self.reader.read(&self.cached.info, &self.proc_root)?;
+        self.deltas.update(
+            self.reader.buckets(),
+            self.reader.cycle(),
+            self.reader.mem_profile_rate(),
+            self.reader.layout(),
+        );
+        Ok(out.warning)
+    }
+
+    /// Reads until every bucket of the list was read and every known counter re-read in this
+    /// round (a time-limited walk continues where it stopped). Returns the last warning, if any.
+    pub fn read_complete(&mut self) -> Result<Option<String>, Refusal> {
+        let mut warning = None;
+        for _ in 0..MAX_COMPLETION_ROUNDS {
+            let out = self.reader.read(&self.cached.info, &self.proc_root)?;
+            self.deltas.update(
+                self.reader.buckets(),
+                self.reader.cycle(),
+                self.reader.mem_profile_rate(),
+                self.reader.layout(),
+            );
+            if out.warning.is_some() {
+                warning = out.warning;
+            }
+            if !self.reader.incomplete() && out.unreadable_records == 0 {
+                return Ok(warning);
+            }
+        }
+        Ok(Some(format!(
+            "the bucket list was still not read whole after {MAX_COMPLETION_ROUNDS} reads"
+        )))
+    }
+
+    /// Marks the start of the window: [`Progress::allocated_bytes`] counts from here.
+    pub fn start_window(&mut self) {
+        self.base_total = self.deltas.alloc_bytes_total;
+    }
+
+    pub fn progress(&self) -> Progress {
+        Progress {
+            buckets: self.reader.buckets().len(),
+            allocated_bytes: self
+                .deltas
+                .alloc_bytes_total
+                .saturating_sub(self.base_total),
+        }
+    }
+
+    /// The last read as a snapshot.
+    pub fn snapshot(&self) -> HeapSnapshot {
+        self.reader.snapshot()
+    }
+
+    /// The profile of the window between `start` (a snapshot taken at its start) and the last read:
+    /// alloc_* the growth, inuse_* the state at the end. `time_nanos` and `duration_nanos` are
+    /// the caller's to set.
+    pub fn window_profile(&self, start: &HeapSnapshot) -> Result<Profile, Refusal> {
+        let end = self.snapshot();
+        let records = window_records(start, &end);
+        build_profile(
+            self.pid,
+            &self.cached,
+            &records,
+            end.mem_profile_rate,
+            self.reader.map(),
+            self.bias,
+        )
+    }
+}
+
+/// `--require-symtab`: refuses a binary whose runtime globals were located from code references
+/// only (no `.symtab` or debug file).
+pub fn require_symtab(info: &BinaryInfo) -> Result<(), Refusal> {
+    match &info.symbols {
+        Some(s) if !s.method.proven_by_symbols() => Err(Refusal::NoSymbols {
+            exe: info.binary.path.display().to_string(),
+            detail: format!(
+                "stripped: located by {} only, and --require-symtab was given",
+                s.method.as_str()
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The records of a window from its two snapshots: allocations and frees are the growth between
+/// them ([`tracker::snapshot_delta`], what the agent's `/debug/pprof/allocs?seconds=N` uses), and
+/// the frees are set so that allocations − frees is what is in use at the end (so the profile's
+/// inuse_* values are the state at the end, its alloc_* values the window's growth). Records with
+/// neither growth nor anything in use are left out. In `end`'s order.
+pub fn window_records(start: &HeapSnapshot, end: &HeapSnapshot) -> Vec<MemProfileRecord> {
+    let growth = tracker::snapshot_delta(start, end);
+    // A bucket is unique by (object size, stack) in the runtime (`stkbucket`).
+    let grown: HashMap<(u64, &[u64]), &MemProfileRecord> = growth
+        .iter()
+        .map(|r| ((r.object_size, r.stack.as_slice()), r))
+        .collect();
+    end.records()
+        .into_iter()
+        .filter_map(|r| {
+            let inuse_objects = r.alloc_objects.wrapping_sub(r.free_objects);
+            let inuse_bytes = r.alloc_bytes.wrapping_sub(r.free_bytes);
+            let (alloc_objects, alloc_bytes) = grown
+                .get(&(r.object_size, r.stack.as_slice()))
+                .map(|g| (g.alloc_objects, g.alloc_bytes))
+                .unwrap_or((0, 0));
+            if alloc_objects == 0 && inuse_objects == 0 && inuse_bytes == 0 {
+                return None;
+            }
+            Some(MemProfileRecord {
+                object_size: r.object_size,
+                alloc_objects,
+                free_objects: alloc_objects.wrapping_sub(inuse_objects),
+                alloc_bytes,
+                free_bytes: alloc_bytes.wrapping_sub(inuse_bytes),
+                stack: r.stack,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::walk::{Cycle, MemRecord, RawBucket};
+
+    fn bucket(addr: u64, size: u64, allocs: u64, frees: u64) -> RawBucket {
+        RawBucket {
+            addr,
+            size,
+            stack: vec![0x401000 + addr],
+            record: MemRecord {
+                active: Cycle {
+                    allocs,
+                    frees,
+                    alloc_bytes: allocs * size,
+                    free_bytes: frees * size,
+                },
+                future: [Cycle::default(); 3],
+            },
+        }
+    }
+
+    fn snap(buckets: Vec<RawBucket>) -> HeapSnapshot {
+        HeapSnapshot {
+            mem_profile_rate: 1,
+            cycle: None,
+            buckets,
+            warning: None,
+            resume_at: None,
+        }
+    }
+
+    #[test]
+    fn growth_in_alloc_and_end_state_in_use() {
+        let start = snap(vec![bucket(0x10, 8, 10, 4), bucket(0x20, 16, 5, 5)]);
+        let end = snap(vec![
+            bucket(0x30, 32, 3, 1),
+            bucket(0x10, 8, 12, 9),
+            bucket(0x20, 16, 5, 5),
+        ]);
+        let w = window_records(&start, &end);
+        // 0x20 neither grew nor holds anything: left out.
+        assert_eq!(w.len(), 2);
+        // New bucket: all of it is growth; 2 in use.
+        assert_eq!((w[0].alloc_objects, w[0].alloc_bytes), (3, 96));
+        assert_eq!(w[0].alloc_objects - w[0].free_objects, 2);
+        assert_eq!(w[0].alloc_bytes - w[0].free_bytes, 64);
+        // Grew by 2 allocations; in use at the end 12 - 9 = 3 (more than the window allocated).
+        assert_eq!((w[1].alloc_objects, w[1].alloc_bytes), (2, 16));
+        assert_eq!(w[1].alloc_objects - w[1].free_objects, 3);
+        assert_eq!(w[1].alloc_bytes - w[1].free_bytes, 24);
+    }
+
+    #[test]
+    fn an_idle_window_has_no_growth() {
+        let s = snap(vec![bucket(0x10, 8, 10, 4), bucket(0x20, 16, 5, 5)]);
+        let w = window_records(&s, &s.clone());
+        assert_eq!(w.len(), 1);
+        assert_eq!((w[0].alloc_objects, w[0].alloc_bytes), (0, 0));
+        assert_eq!(w[0].alloc_objects - w[0].free_objects, 6);
+    }
+}
