@@ -21,19 +21,23 @@ go="$GOHEAP_CACHE/go/$go_version/goroot/bin/go"
 # Its own fixture directory: the test suite's manifest ($GOHEAP_CACHE/fixtures) stays whole.
 fixtures_out="$GOHEAP_CACHE/demo/fixtures"
 fixture="$fixtures_out/heapfixture/$go_version/default/heapfixture"
+allocator="$fixtures_out/steadyalloc/$go_version/default/steadyalloc"
 goheap="${CARGO_TARGET_DIR:-target}/release/goheap"
 profile="$out_dir/goheap-demo.pb.gz"
+flamegraph="$out_dir/goheap-demo.svg"
+window="$out_dir/goheap-demo-allocs.svg"
 
 echo "== install"
 bash fixtures/install-toolchains.sh
 echo "== build"
-GOHEAP_SKIP_INSTALL=1 GOHEAP_FIXTURES_OUT="$fixtures_out" GOHEAP_FIXTURE_BUILDS=heapfixture/default \
+GOHEAP_SKIP_INSTALL=1 GOHEAP_FIXTURES_OUT="$fixtures_out" GOHEAP_FIXTURE_BUILDS="heapfixture/default steadyalloc/default" \
   bash fixtures/build.sh
 cargo build --release --locked -p goheap
 
 work=$(mktemp -d)
 pid=
-trap '[ -z "$pid" ] || kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+apid=
+trap 'for p in $pid $apid; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"' EXIT
 GOGC=off "$fixture" -ready "$work/ready" -profile "$work/self.pb.gz" 2>/dev/null &
 pid=$!
 for _ in $(seq 1 300); do [ -e "$work/ready" ] && break; sleep 0.1; done
@@ -51,3 +55,17 @@ echo
 
 echo "== go tool pprof -top goheap-demo.pb.gz (inuse_space)"
 env -u GOROOT -u GOFLAGS GOTOOLCHAIN=local "$go" tool pprof -top -nodecount=8 "$profile"
+echo
+
+echo "== goheap profile --pid $pid --format svg -o goheap-demo.svg"
+"$goheap" profile --pid "$pid" --format svg -o "$flamegraph" -q
+echo "wrote $flamegraph: an interactive flame graph of the heap in use (open it in a browser; click to zoom, Ctrl-F to search)"
+echo
+
+"$allocator" -rate-mib-per-sec 32 -ready "$work/aready" 2>/dev/null &
+apid=$!
+for _ in $(seq 1 300); do [ -e "$work/aready" ] && break; sleep 0.1; done
+[ -e "$work/aready" ] || { echo "demo: the allocating fixture did not start" >&2; exit 1; }
+echo "== goheap record --pid $apid --duration 5s --format svg -o goheap-demo-allocs.svg"
+echo "(a program allocating 32 MiB/s: what it allocated during a 5-second window)"
+"$goheap" record --pid "$apid" --duration 5s --format svg -o "$window"

@@ -238,6 +238,8 @@ exec bash "$@"
         "== goheap ps",
         "== goheap profile",
         "== go tool pprof -top",
+        "== goheap profile --pid",
+        "== goheap record",
     ] {
         assert!(stdout.contains(section), "no `{section}` section\n{text}");
     }
@@ -270,6 +272,22 @@ exec bash "$@"
         "goheap-demo.pb.gz is not a gzipped profile ({} bytes)",
         profile.len()
     );
+    // The two flame graphs: the heap in use, and what the allocating program allocated during
+    // the recorded window (its two allocating functions).
+    for (name, functions) in [
+        ("goheap-demo.svg", &["main."][..]),
+        (
+            "goheap-demo-allocs.svg",
+            &["main.makeRecords", "main.makeBuffer"][..],
+        ),
+    ] {
+        let svg = std::fs::read_to_string(out_dir.join(name))
+            .unwrap_or_else(|e| panic!("{name} not written: {e}\n{text}"));
+        assert!(svg.contains("<svg"), "{name} is not an SVG");
+        for f in functions {
+            assert!(svg.contains(f), "{name} has no {f} frame");
+        }
+    }
     let toolchains: Vec<String> = std::fs::read_dir(cache.join("go"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
