@@ -217,11 +217,13 @@ impl Collector {
             Ok(id) => Some(id),
             Err(std::io::ErrorKind::PermissionDenied) => None,
             Err(_) => {
-                // Kernel thread, zombie, or gone: nothing to read.
-                if let Some(t) = self.entry(key.pid) {
-                    if !matches!(t.kind, Kind::NotGo) {
-                        t.kind = Kind::NotGo;
-                    }
+                // Kernel thread, zombie (exited, not reaped yet) or exiting: nothing to read. A Go
+                // process that was tracked has left: its series end now, not when it is reaped.
+                let old = self
+                    .entry(key.pid)
+                    .map(|t| std::mem::replace(&mut t.kind, Kind::NotGo));
+                if let Some(Kind::Go(g)) = old {
+                    self.end_go(key, &g);
                 }
                 return;
             }
