@@ -5,7 +5,7 @@ use std::fmt;
 /// Why goheap could not produce a profile for a process.
 ///
 /// Every variant maps to a distinct exit code (see [`Refusal::exit_code`]) documented in `--help` and the
-/// README. The `Display` text is the one line printed on stderr.
+/// README, except [`Refusal::Zombie`]: a more precise [`Refusal::ProcessExited`], with its code 9. The `Display` text is the one line printed on stderr.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
     /// No process with this pid exists (or it exited before we looked).
@@ -14,6 +14,10 @@ pub enum Refusal {
     /// The process exited while we were reading it.
     #[error("process {pid} exited while goheap was reading it; nothing to profile")]
     ProcessExited { pid: i32 },
+    /// The process is a zombie: it exited, and its parent has not reaped it (`wait`) yet. It shares
+    /// exit code 9 with [`Refusal::ProcessExited`] (the outcome is the same: nothing left to read).
+    #[error("process {pid} is a zombie: it exited and its parent (pid {parent}) has not reaped it yet; nothing to profile")]
+    Zombie { pid: i32, parent: i32 },
     /// The kernel refused access to the process's memory or executable.
     #[error("permission denied reading process {pid} ({what}): goheap needs CAP_SYS_PTRACE over the target (run as root, or grant it: `sudo setcap cap_sys_ptrace+ep $(which goheap)`) and, for containers, the host PID namespace")]
     PermissionDenied { pid: i32, what: String },
@@ -53,7 +57,7 @@ impl Refusal {
             Refusal::NoSymbols { .. } => exit_code::NO_SYMBOLS,
             Refusal::ProfilingDisabled { .. } => exit_code::PROFILING_DISABLED,
             Refusal::UnsupportedVersion { .. } => exit_code::UNSUPPORTED_VERSION,
-            Refusal::ProcessExited { .. } => exit_code::PROCESS_EXITED,
+            Refusal::ProcessExited { .. } | Refusal::Zombie { .. } => exit_code::PROCESS_EXITED,
             Refusal::Corrupt { .. } => exit_code::CORRUPT,
         }
     }
@@ -68,6 +72,7 @@ impl Refusal {
             Refusal::ProfilingDisabled { .. } => "profiling_disabled",
             Refusal::UnsupportedVersion { .. } => "unsupported",
             Refusal::ProcessExited { .. } => "exited",
+            Refusal::Zombie { .. } => "zombie",
             Refusal::Corrupt { .. } => "corrupt",
         }
     }
@@ -113,7 +118,10 @@ pub const EXIT_CODES: &[(i32, &str)] = &[
         exit_code::UNSUPPORTED_VERSION,
         "unsupported Go version (layout check failed)",
     ),
-    (exit_code::PROCESS_EXITED, "process exited during the read"),
+    (
+        exit_code::PROCESS_EXITED,
+        "process exited (during the read, or a zombie its parent has not reaped)",
+    ),
     (exit_code::CORRUPT, "inconsistent memory-profile data"),
 ];
 

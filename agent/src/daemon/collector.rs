@@ -327,7 +327,9 @@ impl Collector {
                 Kind::NotGo
             }
             Err(Refusal::PermissionDenied { .. }) => Kind::Denied,
-            Err(Refusal::NoSuchProcess { .. }) | Err(Refusal::ProcessExited { .. }) => Kind::NotGo,
+            Err(Refusal::NoSuchProcess { .. })
+            | Err(Refusal::ProcessExited { .. })
+            | Err(Refusal::Zombie { .. }) => Kind::NotGo,
             Err(r) => {
                 let state = ProcessState::of_refusal(&r);
                 let mut g = go(None, String::new(), Some(r.to_string()));

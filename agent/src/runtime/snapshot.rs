@@ -10,7 +10,7 @@ use crate::runtime::walk::{
 };
 use crate::target::maps::MemoryMap;
 use crate::target::memory::RemoteMemory;
-use crate::target::open::{memory_refusal, RuntimeAddresses};
+use crate::target::open::{exited, memory_refusal, RuntimeAddresses};
 use crate::target::procfs::process_ended;
 
 /// The default `runtime.MemProfileRate` (one sample per 512 KiB).
@@ -127,7 +127,7 @@ pub fn walk_refusal(pid: i32, e: WalkError, info: &BinaryInfo, proc_root: &Path)
         },
         WalkError::BadBucket { .. } => {
             if process_ended(proc_root, pid) {
-                Refusal::ProcessExited { pid }
+                exited(proc_root, pid)
             } else {
                 Refusal::Corrupt {
                     pid,
