@@ -97,3 +97,104 @@ fn zombie_ends_its_series_before_it_is_reaped() {
         "nothing more once reaped"
     );
 }
+
+/// Starts `goheap agent` through `wrapper` (a command line that ends by exec'ing the agent with
+/// the arguments appended), e.g. in a private mount namespace; waits for /healthz.
+fn agent_via(s: &Scratch, wrapper: &[&str], args: &[&str]) -> Agent {
+    use std::process::{Command, Stdio};
+    let port = free_port();
+    let log = s.path(&format!("agent-{port}.log"));
+    let listen = format!("127.0.0.1:{port}");
+    let bin = goheap_bin();
+    let child = Command::new(wrapper[0])
+        .args(&wrapper[1..])
+        .arg(&bin)
+        .args(["agent", "--listen", &listen])
+        .args(args)
+        .env_remove("GOHEAP_OUTPUT_DIR")
+        .env_remove("GO_HEAP_PROFILER")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("starting goheap agent");
+    let mut a = Agent { child, port, log };
+    let t0 = Instant::now();
+    while http_get(port, "/healthz").map(|r| r.status).ok() != Some(200) {
+        if let Ok(Some(st)) = a.child.try_wait() {
+            panic!("agent exited with {st}: {}", a.log_text());
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "agent not serving");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    a
+}
+
+/// An existing `--output-dir` the agent cannot write to (a read-only file system, in a private mount
+/// namespace) is said once, as a warning naming the directory and the error, and counted in
+/// `goheap_agent_errors_total{reason="output_not_writable"}` as well as in the skipped profiles.
+#[test]
+fn unwritable_output_dir_is_logged_once_and_counted() {
+    let s = Scratch::new("rodir");
+    let out = s.path("out");
+    std::fs::create_dir(&out).unwrap();
+    let (sa, _) = start_steadyalloc(&s, "sa", 8.0);
+    let root = private_proc_root(&s, &[sa.pid]);
+    let out_s = out.to_str().unwrap();
+    let script = format!("mount -t tmpfs -o ro goheap-ro {out_s} && exec \"$0\" \"$@\"");
+    let agent = agent_via(
+        &s,
+        &[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+        ],
+        &[
+            "--interval",
+            "500ms",
+            "--proc-root",
+            root.to_str().unwrap(),
+            "--output-dir",
+            out_s,
+        ],
+    );
+    agent.wait_state(sa.pid, "readable", Duration::from_secs(20));
+    let skipped = |m: &str| {
+        m.lines()
+            .find(|l| l.starts_with("goheap_agent_output_skipped_total{reason=\"io_error\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    wait_for(
+        Duration::from_secs(15),
+        "several profiles not written",
+        || (skipped(&agent.metrics())? >= 3.0).then_some(()),
+    );
+    let m = agent.metrics();
+    let errors = m
+        .lines()
+        .find(|l| l.starts_with("goheap_agent_errors_total{reason=\"output_not_writable\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    assert!(
+        errors.unwrap_or(0.0) >= 1.0,
+        "not counted as an error:\n{m}"
+    );
+    let log = agent.log_text();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains(out_s))
+        .collect();
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one warning naming the directory:\n{log}"
+    );
+    assert!(
+        warnings[0].contains("not writable") && warnings[0].contains("Read-only file system"),
+        "{}",
+        warnings[0]
+    );
+}

@@ -19,7 +19,7 @@ use crate::target::procfs::{self, ProcPaths};
 use crate::target::state::ProcessState;
 
 use super::metrics::{AgentMetrics, ProcessLabels};
-use super::output::OutputDir;
+use super::output::{OutputDir, OutputError};
 use super::tracker::{self, DeltaTracker, IncrementalReader, ProcessKey, ProcessTable};
 use super::ProfilerMode;
 use crate::target::cgroup::{self, ContainerInfo};
@@ -567,6 +567,9 @@ fn collect_go(
                         Ok(_) => m.output_files.inc(),
                         Err(e) => {
                             m.output_dropped.with_label_values(&[e.reason()]).inc();
+                            if matches!(e, OutputError::Io { .. }) {
+                                m.errors.with_label_values(&["output_not_writable"]).inc();
+                            }
                             tracing::debug!(pid = key.pid, error = %e, "delta profile not written");
                         }
                     },

@@ -162,10 +162,17 @@ async fn run_async(proc_root: PathBuf, args: AgentArgs) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let metrics = metrics::AgentMetrics::new()?;
     let output = match &args.output_dir {
-        Some(dir) => Some(output::OutputDir::open(
-            dir.clone(),
-            args.output_retain_bytes,
-        )?),
+        Some(dir) => {
+            let mut out = output::OutputDir::open(dir.clone(), args.output_retain_bytes)?;
+            // Said (once) and counted now, not only when the first profile is due.
+            if out.probe().is_err() {
+                metrics
+                    .errors
+                    .with_label_values(&["output_not_writable"])
+                    .inc();
+            }
+            Some(out)
+        }
         None => None,
     };
     let mut shared = collector::Shared::new(
