@@ -4,7 +4,7 @@
 
 mod agent_common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use agent_common::*;
@@ -45,7 +45,104 @@ fn zombie_is_called_a_zombie() {
     sa.child.wait().unwrap();
 }
 
-#[allow(dead_code)]
-fn quiet(cmd: &mut Command) -> &mut Command {
-    cmd.stdin(Stdio::null()).stdout(Stdio::null())
+/// A proc root holding only `pids` (symlinks into /proc).
+fn proc_root_of(s: &Scratch, tag: &str, pids: &[i32]) -> std::path::PathBuf {
+    let root = s.path(tag);
+    std::fs::create_dir_all(&root).unwrap();
+    for pid in pids {
+        std::os::unix::fs::symlink(format!("/proc/{pid}"), root.join(pid.to_string())).unwrap();
+    }
+    root
+}
+
+/// `goheap --proc-root ROOT ps --json`, as rows keyed by pid.
+fn ps_json(root: &std::path::Path) -> Vec<serde_json::Value> {
+    let out = Command::new(goheap_bin())
+        .arg("--proc-root")
+        .arg(root)
+        .args(["ps", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ps: {}", stderr_of(&out));
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn ps_row(root: &std::path::Path, pid: i32) -> serde_json::Value {
+    let rows = ps_json(root);
+    rows.iter()
+        .find(|r| r["pid"] == pid)
+        .unwrap_or_else(|| panic!("pid {pid} not in ps: {rows:#?}"))
+        .clone()
+}
+
+fn start_noprofile(s: &Scratch, mode: &str, tag: &str) -> Running {
+    let ready = s.path(&format!("{tag}.ready"));
+    let mut cmd = Command::new(fixture("noprofile", GO, mode));
+    cmd.args(["-rate-mib-per-sec", "2"])
+        .arg("-ready")
+        .arg(&ready);
+    start_and_wait(cmd, &ready, Duration::from_secs(30))
+}
+
+/// `goheap ps` takes the profiling state from the live `runtime.MemProfileRate`, not from the
+/// linker's flag: a program that set the rate to 0 itself is `profiling-disabled` (and `goheap
+/// profile` refuses it), a linker-disabled program whose rate was set at run time (here by the
+/// agent's force mode, as the program itself could) is `readable` (and `goheap profile` reads it).
+#[test]
+fn ps_state_comes_from_the_live_mem_profile_rate() {
+    let s = Scratch::new("ps-live");
+    // The program sets MemProfileRate = 0 itself; the linker did not disable profiling.
+    let ready = s.path("zero.ready");
+    let mut cmd = Command::new(fixture("heapfixture", GO, "default"));
+    cmd.env("GOGC", "off")
+        .args(["-scale", "0.01", "-rate", "0", "-ready"])
+        .arg(&ready);
+    let zero = start_and_wait(cmd, &ready, Duration::from_secs(60));
+    let np = start_noprofile(&s, "default", "np");
+    let root = proc_root_of(&s, "proc", &[zero.pid, np.pid]);
+
+    let z = ps_row(&root, zero.pid);
+    assert_eq!(z["state"], "profiling-disabled", "{z}");
+    assert_eq!(z["detail"], "runtime.MemProfileRate is 0", "{z}");
+    let out = goheap(&["profile", "-p", &zero.pid.to_string(), "-o", "-", "-q"]);
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::PROFILING_DISABLED),
+        "{}",
+        stderr_of(&out)
+    );
+    let before = ps_row(&root, np.pid);
+    assert_eq!(before["state"], "profiling-disabled", "{before}");
+    assert_eq!(
+        before["detail"], "linker set runtime.disableMemoryProfiling",
+        "the linker explains the 0: {before}"
+    );
+
+    // Force mode writes 524288 into the linker-disabled program.
+    let np_root = proc_root_of(&s, "proc-np", &[np.pid]);
+    let agent = Agent::start(
+        &s,
+        &[
+            "--proc-root",
+            np_root.to_str().unwrap(),
+            "--go-heap-profiler",
+            "force",
+        ],
+    );
+    let p = agent.wait_state(np.pid, "readable", Duration::from_secs(20));
+    assert_eq!(p["profiling_forced"], true, "{p}");
+    drop(agent);
+    let after = ps_row(&root, np.pid);
+    assert_eq!(after["state"], "readable", "{after}");
+    let detail = after["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("524288") && detail.contains("disableMemoryProfiling"),
+        "says the rate was set at run time: {after}"
+    );
+    let out = goheap(&["profile", "-p", &np.pid.to_string(), "-o", "-", "-q"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
 }
