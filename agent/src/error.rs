@@ -29,9 +29,15 @@ pub enum Refusal {
     /// The executable is Go but the runtime's globals could not be located.
     #[error("cannot locate runtime.mbuckets in {exe}: the binary has no symbol table ({detail}); install its debug file under /usr/lib/debug/.build-id, or rebuild without -ldflags=-s")]
     NoSymbols { exe: String, detail: String },
-    /// The linker disabled memory profiling, or the program set MemProfileRate to 0.
-    #[error("heap profiling is disabled in process {pid} ({reason}); import runtime/pprof (or net/http/pprof) in the program, or run `goheap agent --go-heap-profiler=force` to enable it at runtime")]
-    ProfilingDisabled { pid: i32, reason: String },
+    /// The linker disabled memory profiling, or the program set MemProfileRate to 0. `force_works`:
+    /// the address of `runtime.MemProfileRate` is proven by a symbol table, so force mode may write
+    /// there (it never writes at an address recovered from code references alone).
+    #[error("heap profiling is disabled in process {pid} ({reason}); {}", profiling_remedy(*.force_works))]
+    ProfilingDisabled {
+        pid: i32,
+        reason: String,
+        force_works: bool,
+    },
     /// The Go version is outside what goheap understands and the memory did not check out.
     #[error(
         "unsupported Go version {version} in process {pid}: {detail} (goheap supports {})",
@@ -75,6 +81,15 @@ impl Refusal {
             Refusal::Zombie { .. } => "zombie",
             Refusal::Corrupt { .. } => "corrupt",
         }
+    }
+}
+
+/// What to do about disabled profiling: force mode only where it can write.
+fn profiling_remedy(force_works: bool) -> &'static str {
+    if force_works {
+        "import runtime/pprof (or net/http/pprof) in the program, or run `goheap agent --go-heap-profiler=force` to enable it at runtime"
+    } else {
+        "import runtime/pprof (or net/http/pprof) in the program; `--go-heap-profiler=force` cannot enable it here: this binary has no symbol table (built with -ldflags=-s), so the address of runtime.MemProfileRate comes from code references alone and goheap writes only at an address a symbol table proves (install the binary's debug file under /usr/lib/debug/.build-id, or build without -s, and force works)"
     }
 }
 

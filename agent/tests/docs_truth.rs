@@ -60,6 +60,7 @@ fn codes_are_distinct_and_cover_every_refusal() {
         Refusal::ProfilingDisabled {
             pid: 1,
             reason: String::new(),
+            force_works: true,
         },
         Refusal::UnsupportedVersion {
             pid: 1,

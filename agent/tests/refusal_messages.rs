@@ -146,3 +146,75 @@ fn ps_state_comes_from_the_live_mem_profile_rate() {
     let out = goheap(&["profile", "-p", &np.pid.to_string(), "-o", "-", "-q"]);
     assert!(out.status.success(), "{}", stderr_of(&out));
 }
+
+/// For a binary whose globals were found from code references alone (stripped `-s -w`) with
+/// profiling disabled, neither `goheap profile` nor the agent advises force mode, which writes only
+/// at addresses proven by a symbol table: they say why force cannot work and what would (a debug
+/// file / a build without -s, or importing runtime/pprof). With a symbol table force is advised.
+#[test]
+fn force_is_not_advised_where_it_cannot_write() {
+    let s = Scratch::new("force-advice");
+    let plain = start_noprofile(&s, "default", "np");
+    let stripped = start_noprofile(&s, "stripped", "nps");
+
+    let out = goheap(&["profile", "-p", &plain.pid.to_string(), "-o", "-", "-q"]);
+    let err = stderr_of(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::PROFILING_DISABLED),
+        "{err}"
+    );
+    assert!(err.contains("--go-heap-profiler=force"), "{err}");
+    assert!(!err.contains("cannot"), "{err}");
+
+    let out = goheap(&["profile", "-p", &stripped.pid.to_string(), "-o", "-", "-q"]);
+    let err = stderr_of(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::PROFILING_DISABLED),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    let explains = |text: &str| {
+        for want in [
+            "force",
+            "cannot",
+            "code references",
+            "symbol table",
+            "debug file",
+            "-s",
+            "runtime/pprof",
+        ] {
+            assert!(text.contains(want), "lacks {want:?}: {text}");
+        }
+        assert!(
+            !text.contains("run `goheap agent --go-heap-profiler=force` to enable it"),
+            "{text}"
+        );
+    };
+    explains(&err);
+
+    // The agent in force mode: the stripped process stays disabled, and its state detail and the
+    // log say why force did nothing.
+    let root = proc_root_of(&s, "proc", &[plain.pid, stripped.pid]);
+    let agent = Agent::start(
+        &s,
+        &[
+            "--proc-root",
+            root.to_str().unwrap(),
+            "--go-heap-profiler",
+            "force",
+        ],
+    );
+    agent.wait_state(plain.pid, "readable", Duration::from_secs(20));
+    let st = agent.wait_state(stripped.pid, "profiling-disabled", Duration::from_secs(20));
+    assert_eq!(st["profiling_forced"], false, "{st}");
+    explains(st["detail"].as_str().unwrap_or_default());
+    let log = agent.log_text();
+    let needle = format!("pid={}", stripped.pid);
+    let line = log
+        .lines()
+        .find(|l| l.contains(&needle) && l.contains("force mode"))
+        .unwrap_or_else(|| panic!("no force-mode line for the stripped process:\n{log}"));
+    assert!(line.contains("code references"), "{line}");
+}

@@ -116,6 +116,8 @@ struct GoProcess {
     last_stats: ReadStats,
     series: bool,
     forced: bool,
+    /// Force mode declined to write (the address is not proven by a symbol table); logged once.
+    force_declined: bool,
     state: ProcessState,
     detail: Option<String>,
     inuse: (i64, i64),
@@ -310,6 +312,7 @@ impl Collector {
                 last_stats: ReadStats::default(),
                 series: false,
                 forced: false,
+                force_declined: false,
                 state: ProcessState::Found,
                 detail,
                 inuse: (0, 0),
@@ -516,6 +519,20 @@ fn collect_go(
             Err(e) => {
                 tracing::debug!(pid = key.pid, error = %e, "force mode: reading MemProfileRate")
             }
+        }
+    } else if mode == ProfilerMode::Force
+        && !symbols.method.proven_by_symbols()
+        && !g.force_declined
+    {
+        // Located from code references alone: force never writes there. Said once per process.
+        if let Ok(0) = reader.mem.read_u64(addrs.mem_profile_rate) {
+            g.force_declined = true;
+            tracing::info!(
+                pid = key.pid,
+                binary = %g.binary_name,
+                method = symbols.method.as_str(),
+                "force mode: not writing runtime.MemProfileRate (it is 0): its address was recovered from code references, not proven by a symbol table; install the binary's debug file under /usr/lib/debug/.build-id or build it without -ldflags=-s (or import runtime/pprof in the program)"
+            );
         }
     }
     let result = reader.read(info, root);

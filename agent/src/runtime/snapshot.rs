@@ -92,7 +92,15 @@ pub fn check_mem_profile_rate(pid: i32, rate: u64, info: &BinaryInfo) -> Result<
         } else {
             format!("runtime.MemProfileRate is {}", rate as i64)
         };
-        return Err(Refusal::ProfilingDisabled { pid, reason });
+        let force_works = info
+            .symbols
+            .as_ref()
+            .is_some_and(|s| s.method.proven_by_symbols());
+        return Err(Refusal::ProfilingDisabled {
+            pid,
+            reason,
+            force_works,
+        });
     }
     // Live validation of addresses recovered from code references (no symbol table vouches for
     // them): the rate must be a plausible sampling period and the head must lead to well-formed
