@@ -18,9 +18,10 @@ pub enum Refusal {
     /// exit code 9 with [`Refusal::ProcessExited`] (the outcome is the same: nothing left to read).
     #[error("process {pid} is a zombie: it exited and its parent (pid {parent}) has not reaped it yet; nothing to profile")]
     Zombie { pid: i32, parent: i32 },
-    /// The kernel refused access to the process's memory or executable.
-    #[error("permission denied reading process {pid} ({what}): goheap needs CAP_SYS_PTRACE over the target (run as root, or grant it: `sudo setcap cap_sys_ptrace+ep $(which goheap)`) and, for containers, the host PID namespace")]
-    PermissionDenied { pid: i32, what: String },
+    /// The kernel refused access to the process's memory or executable; `why` says why as far as
+    /// goheap can tell, and what to do ([`crate::target::access::Denial`]).
+    #[error("permission denied reading process {pid} ({what}): {why}")]
+    PermissionDenied { pid: i32, what: String, why: String },
     /// The executable is not a Go program (no `.go.buildinfo`).
     #[error(
         "process {pid} ({exe}) is not a Go program (its executable has no .go.buildinfo section)"

@@ -48,6 +48,7 @@ fn codes_are_distinct_and_cover_every_refusal() {
         Refusal::PermissionDenied {
             pid: 1,
             what: String::new(),
+            why: String::new(),
         },
         Refusal::NotGo {
             pid: 1,

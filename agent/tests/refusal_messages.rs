@@ -218,3 +218,90 @@ fn force_is_not_advised_where_it_cannot_write() {
         .unwrap_or_else(|| panic!("no force-mode line for the stripped process:\n{log}"));
     assert!(line.contains("code references"), "{line}");
 }
+
+/// Pid 1 of another user (and PID) namespace, seen by goheap running as root of its own user
+/// namespace: permission denied (exit 5), and the line says why root is not enough (goheap's user
+/// namespace is not the host's, so its root has no capabilities over processes outside it) instead
+/// of advising CAP_SYS_PTRACE, which it has. `ps --all` says so too. From the host's user namespace
+/// the same process is readable.
+#[test]
+fn root_of_another_user_namespace_is_told_why_it_is_denied() {
+    let s = Scratch::new("userns");
+    let ready = s.path("ns.ready");
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--user",
+        "--map-root-user",
+        "--pid",
+        "--fork",
+        "--kill-child",
+    ])
+    .arg(fixture("steadyalloc", GO, "default"))
+    .args(["-rate-mib-per-sec", "1", "-ready"])
+    .arg(&ready);
+    let unshare = start_and_wait(cmd, &ready, Duration::from_secs(30));
+    assert_eq!(
+        std::fs::read_to_string(&ready).unwrap().trim(),
+        "1",
+        "pid 1 of its namespace"
+    );
+    let pid: i32 = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", unshare.pid))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .expect("unshare's child")
+        .parse()
+        .unwrap();
+
+    // From the host's user namespace root reads it.
+    let out = goheap(&["profile", "-p", &pid.to_string(), "-o", "-", "-q"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+
+    // From another user namespace, as its root.
+    let out = Command::new("unshare")
+        .args(["--user", "--map-root-user"])
+        .arg(goheap_bin())
+        .args(["profile", "-p", &pid.to_string(), "-o", "-", "-q"])
+        .output()
+        .unwrap();
+    let err = stderr_of(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::PERMISSION_DENIED),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    for want in ["user namespace", "root", "host"] {
+        assert!(err.contains(want), "lacks {want:?}: {err}");
+    }
+    assert!(
+        !err.contains("setcap"),
+        "it has CAP_SYS_PTRACE already: {err}"
+    );
+
+    let root = proc_root_of(&s, "proc", &[pid]);
+    let out = Command::new("unshare")
+        .args(["--user", "--map-root-user"])
+        .arg(goheap_bin())
+        .arg("--proc-root")
+        .arg(&root)
+        .args(["ps", "--all", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["pid"] == pid)
+        .unwrap_or_else(|| panic!("{rows:#}"));
+    assert_eq!(row["state"], "permission-denied", "{row}");
+    assert!(
+        row["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("user namespace"),
+        "{row}"
+    );
+}

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::binary::{BinaryCache, BinaryInfo};
 use crate::error::Refusal;
+use crate::target::access::Denial;
 use crate::target::memory::RemoteMemory;
 use crate::target::open::{memory_refusal, OpenedProcess};
 use crate::target::procfs::{self, ProcPaths};
@@ -81,7 +82,7 @@ pub fn summarize(
             go_version: None,
             state: ProcessState::PermissionDenied,
             method: None,
-            detail: Some("CAP_SYS_PTRACE needed to read /proc/PID/exe".into()),
+            detail: Some(Denial::diagnose(proc_root, pid).short().into()),
         }),
         Err(Refusal::UnsupportedVersion { detail, .. }) => Some(GoProcessSummary {
             pid,

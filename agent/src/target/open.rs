@@ -5,6 +5,7 @@ use std::path::Path;
 
 use crate::binary::{BinaryError, BinaryInfo, GoBinary, RuntimeSymbols};
 use crate::error::Refusal;
+use crate::target::access::Denial;
 use crate::target::maps::{split_dev, MemoryMap};
 use crate::target::memory::MemoryError;
 use crate::target::procfs::{
@@ -21,10 +22,11 @@ pub fn open_binary(paths: &ProcPaths) -> Result<GoBinary, Refusal> {
     match GoBinary::open(&exe) {
         Ok(b) => Ok(b),
         Err(BinaryError::Io { source, .. }) => match source.kind() {
-            std::io::ErrorKind::PermissionDenied => Err(Refusal::PermissionDenied {
+            std::io::ErrorKind::PermissionDenied => Err(permission_denied(
+                &paths.root,
                 pid,
-                what: exe.display().to_string(),
-            }),
+                exe.display().to_string(),
+            )),
             std::io::ErrorKind::NotFound => {
                 // Kernel threads have no exe; neither do user processes that are exiting (their
                 // memory is already released) or zombies.
@@ -93,6 +95,16 @@ pub fn load_bias(info: &BinaryInfo, map: &MemoryMap) -> Option<u64> {
     map.load_bias(dev, info.binary.identity.ino, &info.binary.segments)
 }
 
+/// The refusal for access to `what` of `pid` denied by the kernel, saying why (see
+/// [`Denial::diagnose`]).
+pub fn permission_denied(proc_root: &Path, pid: i32, what: String) -> Refusal {
+    Refusal::PermissionDenied {
+        pid,
+        what,
+        why: Denial::diagnose(proc_root, pid).advice(pid),
+    }
+}
+
 /// The refusal for a process that has exited: [`Refusal::Zombie`] while its parent has not reaped
 /// it, else [`Refusal::ProcessExited`].
 pub fn exited(proc_root: &Path, pid: i32) -> Refusal {
@@ -106,10 +118,9 @@ pub fn exited(proc_root: &Path, pid: i32) -> Refusal {
 pub fn memory_refusal(pid: i32, e: MemoryError, proc_root: &Path) -> Refusal {
     match e {
         MemoryError::ProcessGone(_) => exited(proc_root, pid),
-        MemoryError::PermissionDenied(_) => Refusal::PermissionDenied {
-            pid,
-            what: format!("{}/{pid}/mem", proc_root.display()),
-        },
+        MemoryError::PermissionDenied(_) => {
+            permission_denied(proc_root, pid, format!("{}/{pid}/mem", proc_root.display()))
+        }
         other => {
             if process_ended(proc_root, pid) {
                 exited(proc_root, pid)
@@ -143,10 +154,11 @@ impl OpenedProcess {
             crate::target::maps::MapsError::Io { source, .. }
                 if source.kind() == std::io::ErrorKind::PermissionDenied =>
             {
-                Refusal::PermissionDenied {
+                permission_denied(
+                    proc_root,
                     pid,
-                    what: format!("{}/{pid}/maps", proc_root.display()),
-                }
+                    format!("{}/{pid}/maps", proc_root.display()),
+                )
             }
             _ => exited(proc_root, pid),
         })?;
