@@ -34,7 +34,8 @@ impl Denial {
     /// Looks at goheap's own credentials and namespaces (and what can be seen of the target's).
     pub fn diagnose(proc_root: &Path, pid: i32) -> Denial {
         let root = nix::unistd::geteuid().is_root();
-        if !own_effective_caps().is_some_and(|c| c & (1 << CAP_SYS_PTRACE) != 0) {
+        let ptrace = own_effective_caps().is_some_and(|c| c & (1 << CAP_SYS_PTRACE) != 0);
+        if !ptrace {
             return Denial::NoPtraceCapability { root };
         }
         if let Some(ours) = user_ns_inode(Path::new("/proc/self")) {
