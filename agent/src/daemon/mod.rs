@@ -11,6 +11,7 @@ pub mod collector;
 pub mod http;
 pub mod metrics;
 pub mod output;
+pub mod pool;
 pub mod profiles;
 pub mod tracker;
 
