@@ -198,3 +198,65 @@ fn unwritable_output_dir_is_logged_once_and_counted() {
         warnings[0]
     );
 }
+
+/// Many new binaries at once (16 distinct executables: steadyalloc with and without a symbol table,
+/// for every Go version of the matrix, all started together after the agent's first cycle) are all
+/// readable within two cycles of their start, each binary inspected once.
+#[test]
+fn many_new_binaries_at_once_are_readable_within_two_cycles() {
+    use std::process::{Command, Stdio};
+    let s = Scratch::new("newbins");
+    let root = private_proc_root(&s, &[]);
+    let agent = Agent::start(&s, &["--proc-root", root.to_str().unwrap()]);
+    wait_for(Duration::from_secs(20), "the first cycle", || {
+        (agent.cycles() >= 1).then_some(())
+    });
+    let mut procs = Vec::new();
+    for v in GO_VERSIONS {
+        for mode in ["default", "stripped"] {
+            let ready = s.path(&format!("{v}-{mode}.ready"));
+            let child = Command::new(fixture("steadyalloc", v, mode))
+                .args(["-rate-mib-per-sec", "1", "-ready"])
+                .arg(&ready)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let pid = child.id() as i32;
+            add_to_proc_root(&root, pid);
+            procs.push((Running { child, pid }, ready));
+        }
+    }
+    let c0 = agent.cycles();
+    for (_, ready) in &procs {
+        wait_for(Duration::from_secs(30), "fixture ready", || {
+            ready.exists().then_some(())
+        });
+    }
+    let pids: Vec<i32> = procs.iter().map(|(r, _)| r.pid).collect();
+    let at = wait_for(Duration::from_secs(30), "all 16 readable", || {
+        let v = agent.processes();
+        let cycles = v["cycles"].as_u64()?;
+        let list = v["processes"].as_array()?;
+        let readable = pids
+            .iter()
+            .filter(|pid| {
+                list.iter()
+                    .any(|p| p["pid"] == **pid && p["state"] == "readable")
+            })
+            .count();
+        (readable == pids.len()).then_some(cycles)
+    });
+    assert!(
+        at <= c0 + 2,
+        "all readable only after cycle {at} (they started during cycle {c0}):\n{}",
+        agent.log_text()
+    );
+    let m = agent.metrics();
+    assert_eq!(
+        metric_value(&m, "goheap_agent_symbol_table_scans_total"),
+        Some(16.0),
+        "one inspection per binary"
+    );
+}

@@ -184,6 +184,8 @@ async fn run_async(proc_root: PathBuf, args: AgentArgs) -> anyhow::Result<()> {
     );
     shared.walk_budget = args.read_budget;
     shared.symbol_cache_bytes = args.symbol_cache_bytes;
+    // A new binary's processes are read in the cycle that found them if it is inspected by then.
+    shared.inspect_wait = (args.interval / 2).min(Duration::from_secs(2));
     let shared = Arc::new(shared);
     tracing::info!(
         listen = %local,

@@ -24,6 +24,8 @@ pub enum OutputError {
         path: String,
         source: std::io::Error,
     },
+    #[error("the output directory's lock was poisoned by a panic")]
+    Poisoned,
 }
 
 impl OutputError {
@@ -32,6 +34,7 @@ impl OutputError {
             OutputError::TooLarge { .. } => "too_large",
             OutputError::DiskFull { .. } => "low_disk_space",
             OutputError::Io { .. } => "io_error",
+            OutputError::Poisoned => "internal",
         }
     }
 }
