@@ -199,6 +199,132 @@ fn unwritable_output_dir_is_logged_once_and_counted() {
     );
 }
 
+/// A CPU-limited cgroup (v1 `cpu` controller, as a DaemonSet's CPU limit would be): `percent` of
+/// one CPU in periods of 20 ms (at least 5%). Removed on drop (after its processes are gone).
+struct CpuLimit(PathBuf);
+
+impl CpuLimit {
+    fn new(tag: &str, percent: u32) -> CpuLimit {
+        let base = std::path::Path::new("/sys/fs/cgroup/cpu");
+        assert!(
+            base.join("cpu.cfs_quota_us").exists(),
+            "this test needs the cgroup v1 cpu controller at {}",
+            base.display()
+        );
+        let dir = base.join(format!("goheap-test-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let limit = CpuLimit(dir);
+        // The kernel's smallest quota is 1 ms.
+        std::fs::write(limit.0.join("cpu.cfs_period_us"), "20000").unwrap();
+        std::fs::write(
+            limit.0.join("cpu.cfs_quota_us"),
+            (200 * percent).to_string(),
+        )
+        .unwrap();
+        limit
+    }
+
+    /// A shell snippet that moves the shell into the cgroup, then execs its arguments.
+    fn wrapper(&self) -> String {
+        format!(
+            "echo $$ > {}/cgroup.procs && exec \"$0\" \"$@\"",
+            self.0.display()
+        )
+    }
+}
+
+impl Drop for CpuLimit {
+    fn drop(&mut self) {
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.0).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Builds `benches/manybuckets` (N distinct allocation stacks at MemProfileRate 1) into `dir`.
+fn build_manybuckets(dir: &std::path::Path) -> PathBuf {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/manybuckets");
+    let out = dir.join("manybuckets");
+    let st = std::process::Command::new(go_tool(GO))
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg(".")
+        .current_dir(&src)
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOPROXY", "off")
+        .env("GOTOOLCHAIN", "local")
+        .env("CGO_ENABLED", "0")
+        .env("GOCACHE", cache_dir().join(format!("gocache-{GO}")))
+        .env("GOPATH", cache_dir().join("gopath"))
+        .status()
+        .expect("go build");
+    assert!(st.success(), "go build of manybuckets failed");
+    out
+}
+
+/// SIGINT and SIGTERM stop the agent within a second even in the middle of a long cycle: here the
+/// first full walk of a process with 100k buckets under a large read budget, by an agent limited to
+/// 5% of a CPU (as a DaemonSet's CPU limit would), so the cycle takes many seconds.
+#[test]
+fn sigint_and_sigterm_stop_the_agent_mid_cycle() {
+    let s = Scratch::new("sigint");
+    let bin = build_manybuckets(&s.0);
+    let ready = s.path("mb.ready");
+    let mut cmd = std::process::Command::new(&bin);
+    cmd.args(["-n", "100000", "-ready"]).arg(&ready);
+    let mb = start_and_wait(cmd, &ready, Duration::from_secs(60));
+    let root = private_proc_root(&s, &[mb.pid]);
+    for (signal, name) in [(libc::SIGINT, "SIGINT"), (libc::SIGTERM, "SIGTERM")] {
+        let limit = CpuLimit::new(name, 5);
+        let script = limit.wrapper();
+        let mut agent = agent_via(
+            &s,
+            &["sh", "-c", &script],
+            &[
+                "--interval",
+                "1s",
+                "--read-budget",
+                "60s",
+                "--proc-root",
+                root.to_str().unwrap(),
+            ],
+        );
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(
+            agent.cycles(),
+            0,
+            "the first cycle should still be running (the test needs a long cycle)"
+        );
+        let t0 = Instant::now();
+        // SAFETY: kill has no memory effects; the pid is our child.
+        unsafe { libc::kill(agent.child.id() as i32, signal) };
+        let status = loop {
+            if let Some(st) = agent.child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(1),
+                "{name}: the agent still runs after 1 s:\n{}",
+                agent.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        println!("{name}: stopped in {:?} ({status})", t0.elapsed());
+        assert!(status.success(), "{name}: {status}\n{}", agent.log_text());
+        assert!(
+            agent.log_text().contains("goheap agent stopping"),
+            "{}",
+            agent.log_text()
+        );
+        drop(agent);
+        drop(limit);
+    }
+}
+
 /// Many new binaries at once (16 distinct executables: steadyalloc with and without a symbol table,
 /// for every Go version of the matrix, all started together after the agent's first cycle) are all
 /// readable within two cycles of their start, each binary inspected once.
