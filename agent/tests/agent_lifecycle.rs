@@ -54,6 +54,13 @@ fn zombie_ends_its_series_before_it_is_reaped() {
     wait_for(Duration::from_secs(10), "series of the process", || {
         metric_for_pid(&agent.metrics(), "container_go_alloc_bytes_total", sa.pid)
     });
+    // Its `found` is logged at its second cycle (so its `gone` will be).
+    wait_for(Duration::from_secs(10), "the found line", || {
+        log_lines_of(&agent.log_text(), sa.pid)
+            .iter()
+            .any(|l| l.contains("state=\"found\""))
+            .then_some(())
+    });
     // SIGKILL, not reaped: a zombie until `wait`.
     sa.child.kill().unwrap();
     wait_for(Duration::from_secs(10), "a zombie", || {
@@ -197,6 +204,78 @@ fn unwritable_output_dir_is_logged_once_and_counted() {
         "{}",
         warnings[0]
     );
+}
+
+/// Processes that live less than one cycle (the compiler processes of a build, say) are not logged
+/// at info level: `found` is logged once a process is still there at its next cycle, and `gone`
+/// only for processes whose `found` was. A long-lived process still gets `found`, its state and
+/// `gone`.
+#[test]
+fn short_lived_processes_stay_out_of_the_info_log() {
+    let s = Scratch::new("shortlog");
+    let root = private_proc_root(&s, &[]);
+    let agent = Agent::start_with_interval(&s, "1s", &["--proc-root", root.to_str().unwrap()]);
+    let (long, _) = start_steadyalloc(&s, "long", 2.0);
+    add_to_proc_root(&root, long.pid);
+    agent.wait_state(long.pid, "readable", Duration::from_secs(20));
+
+    // Short-lived processes, readable and profiling-disabled ones, each seen by (at most) one
+    // cycle: started right after a cycle ended, gone well before the next one.
+    let mut seen = Vec::new();
+    for i in 0..6 {
+        let c0 = agent.cycles();
+        wait_for(Duration::from_secs(10), "a cycle to end", || {
+            (agent.cycles() > c0).then_some(())
+        });
+        let short = if i % 2 == 0 {
+            start_steadyalloc(&s, &format!("short{i}"), 1.0).0
+        } else {
+            let ready = s.path(&format!("np{i}.ready"));
+            let mut cmd = std::process::Command::new(fixture("noprofile", GO, "default"));
+            cmd.args(["-rate-mib-per-sec", "1", "-ready"]).arg(&ready);
+            start_and_wait(cmd, &ready, Duration::from_secs(30))
+        };
+        add_to_proc_root(&root, short.pid);
+        // Present in /processes at some point: the agent did see it.
+        let t0 = Instant::now();
+        while agent.process(short.pid).is_none() && t0.elapsed() < Duration::from_millis(900) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if agent.process(short.pid).is_some() {
+            seen.push(short.pid);
+        }
+        drop(short);
+    }
+    assert!(
+        seen.len() >= 3,
+        "the agent saw too few of the short-lived processes ({seen:?}):\n{}",
+        agent.log_text()
+    );
+    let long_pid = long.pid;
+    drop(long);
+    wait_for(
+        Duration::from_secs(10),
+        "gone line of the long-lived process",
+        || {
+            log_lines_of(&agent.log_text(), long_pid)
+                .iter()
+                .any(|l| l.contains("state=\"gone\""))
+                .then_some(())
+        },
+    );
+    let log = agent.log_text();
+    for pid in &seen {
+        let lines = log_lines_of(&log, *pid);
+        assert!(
+            lines.is_empty(),
+            "short-lived pid {pid} logged at info:\n{lines:#?}"
+        );
+    }
+    let states: Vec<String> = log_lines_of(&log, long_pid)
+        .iter()
+        .filter_map(|l| Some(l.split("state=\"").nth(1)?.split('"').next()?.to_string()))
+        .collect();
+    assert_eq!(states, ["found", "readable", "gone"], "{log}");
 }
 
 /// A CPU-limited cgroup (v1 `cpu` controller, as a DaemonSet's CPU limit would be): `percent` of

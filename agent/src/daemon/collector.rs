@@ -132,6 +132,10 @@ struct GoProcess {
     inuse: (i64, i64),
     /// Cycles this process was read in.
     cycles: u32,
+    /// Its `found` line was logged (at its second cycle: a process that lives less than a cycle,
+    /// a compiler's say, stays out of the info log). Until then state changes are debug lines,
+    /// and so is its `gone`.
+    announced: bool,
 }
 
 enum Kind {
@@ -267,6 +271,7 @@ impl Collector {
         if self.stopping() {
             return;
         }
+        self.announce();
         self.finish_cycle(t0);
     }
 
@@ -274,7 +279,11 @@ impl Collector {
         if g.series {
             self.shared.metrics.remove_process(&g.labels);
         }
-        tracing::info!(pid = key.pid, binary = %g.binary_name, state = "gone", "process state");
+        if g.announced {
+            tracing::info!(pid = key.pid, binary = %g.binary_name, state = "gone", "process state");
+        } else {
+            tracing::debug!(pid = key.pid, binary = %g.binary_name, state = "gone", "process state");
+        }
     }
 
     /// Checks one process's executable (exit, exec) and classifies it if it is new. Returns the
@@ -467,15 +476,7 @@ impl Collector {
             container.container_id.clone(),
             container.pod_uid.clone(),
         ]);
-        tracing::info!(
-            pid = key.pid,
-            binary = %exe,
-            go_version = %go_version,
-            container_id = %container.container_id,
-            pod_uid = %container.pod_uid,
-            state = "found",
-            "process state"
-        );
+        tracing::debug!(pid = key.pid, binary = %exe, go_version = %go_version, "new Go process");
         Kind::Go(Box::new(GoProcess {
             cached,
             binary: exe,
@@ -495,6 +496,7 @@ impl Collector {
             detail,
             inuse: (0, 0),
             cycles: 0,
+            announced: false,
         }))
     }
 
@@ -517,6 +519,29 @@ impl Collector {
             collect_go(&shared, mode, key, g, output);
             g.cycles = g.cycles.saturating_add(1);
         });
+    }
+
+    /// Logs `found` (and the state reached) for processes still here at their second cycle.
+    fn announce(&mut self) {
+        for (key, t) in self.table.iter_mut() {
+            let Kind::Go(g) = &mut t.kind else { continue };
+            if g.announced || g.cycles < 2 {
+                continue;
+            }
+            g.announced = true;
+            tracing::info!(
+                pid = key.pid,
+                binary = %g.binary,
+                go_version = %g.go_version,
+                container_id = %g.container.container_id,
+                pod_uid = %g.container.pod_uid,
+                state = "found",
+                "process state"
+            );
+            if g.state != ProcessState::Found {
+                log_state(key, g, g.state, g.detail.as_deref(), true);
+            }
+        }
     }
 
     fn finish_cycle(&mut self, t0: Instant) {
@@ -602,20 +627,34 @@ fn process_info(key: ProcessKey, g: &GoProcess) -> ProcessInfo {
     }
 }
 
-/// Logs a state change (only changes: one line per transition, not per cycle).
+/// Logs a state change (only changes: one line per transition, not per cycle); at info level only
+/// once the process was announced.
 fn set_state(key: ProcessKey, g: &mut GoProcess, state: ProcessState, detail: Option<String>) {
     if g.state != state {
-        match &detail {
-            Some(d) => {
-                tracing::info!(pid = key.pid, binary = %g.binary_name, state = state.as_str(), detail = %d, "process state")
-            }
-            None => {
-                tracing::info!(pid = key.pid, binary = %g.binary_name, state = state.as_str(), "process state")
-            }
-        }
+        log_state(key, g, state, detail.as_deref(), g.announced);
     }
     g.state = state;
     g.detail = detail;
+}
+
+fn log_state(
+    key: ProcessKey,
+    g: &GoProcess,
+    state: ProcessState,
+    detail: Option<&str>,
+    info: bool,
+) {
+    let (pid, binary, state) = (key.pid, &g.binary_name, state.as_str());
+    match (detail, info) {
+        (Some(d), true) => {
+            tracing::info!(pid, binary = %binary, state, detail = %d, "process state")
+        }
+        (None, true) => tracing::info!(pid, binary = %binary, state, "process state"),
+        (Some(d), false) => {
+            tracing::debug!(pid, binary = %binary, state, detail = %d, "process state")
+        }
+        (None, false) => tracing::debug!(pid, binary = %binary, state, "process state"),
+    }
 }
 
 /// Reads one Go process and updates its metrics. Failures stay with this process.
@@ -698,8 +737,10 @@ fn collect_go(
     } else if mode == ProfilerMode::Force
         && !symbols.method.proven_by_symbols()
         && !g.force_declined
+        && g.announced
     {
-        // Located from code references alone: force never writes there. Said once per process.
+        // Located from code references alone: force never writes there. Said once per process
+        // (once announced: a short-lived process is not worth the line).
         if let Ok(0) = reader.mem.read_u64(addrs.mem_profile_rate) {
             g.force_declined = true;
             tracing::info!(
