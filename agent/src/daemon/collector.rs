@@ -245,24 +245,27 @@ impl Collector {
             }
         }
         // Results of inspections that outlived an earlier cycle.
-        self.take_inspections(Instant::now());
+        self.take_inspections(Instant::now(), &mut Vec::new());
         let keys: Vec<ProcessKey> = self.table.iter().map(|(k, _)| k).collect();
-        let mut wanted: Vec<(BinaryIdentity, ProcPaths)> = Vec::new();
+        // The new binaries of this cycle, one process each (dropped with the cycle).
+        let mut wanted: Vec<InspectJob> = Vec::new();
+        let mut wanted_ids: HashSet<BinaryIdentity> = HashSet::new();
         for key in keys {
             if self.stopping() {
                 return;
             }
             if let Some(job) = self.step(key) {
-                if !wanted.iter().any(|(id, _)| *id == job.0) {
+                if wanted_ids.insert(job.0) {
                     wanted.push(job);
                 }
             }
         }
         let deadline = Instant::now() + self.shared.inspect_wait;
-        self.submit_inspections(wanted);
+        wanted.reverse();
+        self.submit_inspections(&mut wanted);
         // Read the processes known already while the inspections run.
         self.read_go_processes(|g| g.cycles > 0);
-        self.take_inspections(deadline);
+        self.take_inspections(deadline, &mut wanted);
         if self.stopping() {
             return;
         }
@@ -358,26 +361,28 @@ impl Collector {
         }
     }
 
-    /// Hands new binaries to the inspection pool (those not being inspected already); what does
-    /// not fit waits for a later cycle.
-    fn submit_inspections(&mut self, wanted: Vec<InspectJob>) {
+    /// Hands new binaries to the inspection pool (those not being inspected already), from the end
+    /// of `wanted`, while it has room; the rest stay in `wanted` (this cycle's list of new binaries)
+    /// for when it has room again.
+    fn submit_inspections(&mut self, wanted: &mut Vec<InspectJob>) {
         let Some(pool) = self.inspector.as_mut() else {
             return;
         };
-        for (id, paths) in wanted {
+        while let Some((id, paths)) = wanted.pop() {
             if self.inspecting.contains(&id) {
                 continue;
             }
-            if pool.try_submit((id, paths)).is_err() {
-                break;
+            if let Err(job) = pool.try_submit((id, paths)) {
+                wanted.push(job);
+                return;
             }
             self.inspecting.insert(id);
         }
     }
 
-    /// Takes inspection results until none is pending or `deadline` (checking the stop flag), and
-    /// classifies the processes waiting for them.
-    fn take_inspections(&mut self, deadline: Instant) {
+    /// Takes inspection results until none is pending or `deadline` (checking the stop flag),
+    /// classifies the processes waiting for them, and submits more of `wanted` as room frees.
+    fn take_inspections(&mut self, deadline: Instant, wanted: &mut Vec<InspectJob>) {
         loop {
             if self.stopping() {
                 return;
@@ -394,6 +399,7 @@ impl Collector {
                 Some((id, pid, r)) => {
                     self.inspecting.remove(&id);
                     self.inspected(id, pid, r);
+                    self.submit_inspections(wanted);
                 }
                 None if Instant::now() >= deadline => return,
                 None => {}
