@@ -193,7 +193,19 @@ impl Collector {
             INSPECT_THREADS,
             INSPECT_QUEUE,
             shared.stop.clone(),
-            |(id, paths): InspectJob| (id, paths.pid, binary_cache::inspect(&paths)),
+            |(id, paths): InspectJob| {
+                // A panic (a parser bug) fails this binary, not the pool's accounting.
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    binary_cache::inspect(&paths)
+                }))
+                .unwrap_or_else(|_| {
+                    Err(Refusal::Corrupt {
+                        pid: paths.pid,
+                        detail: "inspecting the executable panicked (a goheap bug)".into(),
+                    })
+                });
+                (id, paths.pid, r)
+            },
         )
         .map_err(|e| tracing::warn!(error = %e, "no inspection threads; inspecting inline"))
         .ok();
