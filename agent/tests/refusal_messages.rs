@@ -210,13 +210,26 @@ fn force_is_not_advised_where_it_cannot_write() {
     let st = agent.wait_state(stripped.pid, "profiling-disabled", Duration::from_secs(20));
     assert_eq!(st["profiling_forced"], false, "{st}");
     explains(st["detail"].as_str().unwrap_or_default());
-    let log = agent.log_text();
+    // Logged once the process is announced (its second cycle).
     let needle = format!("pid={}", stripped.pid);
-    let line = log
-        .lines()
-        .find(|l| l.contains(&needle) && l.contains("force mode"))
-        .unwrap_or_else(|| panic!("no force-mode line for the stripped process:\n{log}"));
+    let line = wait_for(
+        Duration::from_secs(20),
+        "the force-mode line of the stripped process",
+        || {
+            agent
+                .log_text()
+                .lines()
+                .find(|l| l.contains(&needle) && l.contains("force mode"))
+                .map(str::to_string)
+        },
+    );
     assert!(line.contains("code references"), "{line}");
+    let n = agent
+        .log_text()
+        .lines()
+        .filter(|l| l.contains(&needle) && l.contains("force mode"))
+        .count();
+    assert_eq!(n, 1, "said once");
 }
 
 /// Pid 1 of another user (and PID) namespace, seen by goheap running as root of its own user
