@@ -5,7 +5,7 @@ use std::fmt;
 /// Why goheap could not produce a profile for a process.
 ///
 /// Every variant maps to a distinct exit code (see [`Refusal::exit_code`]) documented in `--help` and the
-/// README. The `Display` text is the one line printed on stderr.
+/// README, except [`Refusal::Zombie`]: a more precise [`Refusal::ProcessExited`], with its code 9. The `Display` text is the one line printed on stderr.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
     /// No process with this pid exists (or it exited before we looked).
@@ -14,9 +14,14 @@ pub enum Refusal {
     /// The process exited while we were reading it.
     #[error("process {pid} exited while goheap was reading it; nothing to profile")]
     ProcessExited { pid: i32 },
-    /// The kernel refused access to the process's memory or executable.
-    #[error("permission denied reading process {pid} ({what}): goheap needs CAP_SYS_PTRACE over the target (run as root, or grant it: `sudo setcap cap_sys_ptrace+ep $(which goheap)`) and, for containers, the host PID namespace")]
-    PermissionDenied { pid: i32, what: String },
+    /// The process is a zombie: it exited, and its parent has not reaped it (`wait`) yet. It shares
+    /// exit code 9 with [`Refusal::ProcessExited`] (the outcome is the same: nothing left to read).
+    #[error("process {pid} is a zombie: it exited and its parent (pid {parent}) has not reaped it yet; nothing to profile")]
+    Zombie { pid: i32, parent: i32 },
+    /// The kernel refused access to the process's memory or executable; `why` says why as far as
+    /// goheap can tell, and what to do ([`crate::target::access::Denial`]).
+    #[error("permission denied reading process {pid} ({what}): {why}")]
+    PermissionDenied { pid: i32, what: String, why: String },
     /// The executable is not a Go program (no `.go.buildinfo`).
     #[error(
         "process {pid} ({exe}) is not a Go program (its executable has no .go.buildinfo section)"
@@ -25,9 +30,15 @@ pub enum Refusal {
     /// The executable is Go but the runtime's globals could not be located.
     #[error("cannot locate runtime.mbuckets in {exe}: the binary has no symbol table ({detail}); install its debug file under /usr/lib/debug/.build-id, or rebuild without -ldflags=-s")]
     NoSymbols { exe: String, detail: String },
-    /// The linker disabled memory profiling, or the program set MemProfileRate to 0.
-    #[error("heap profiling is disabled in process {pid} ({reason}); import runtime/pprof (or net/http/pprof) in the program, or run `goheap agent --go-heap-profiler=force` to enable it at runtime")]
-    ProfilingDisabled { pid: i32, reason: String },
+    /// The linker disabled memory profiling, or the program set MemProfileRate to 0. `force_works`:
+    /// the address of `runtime.MemProfileRate` is proven by a symbol table, so force mode may write
+    /// there (it never writes at an address recovered from code references alone).
+    #[error("heap profiling is disabled in process {pid} ({reason}); {}", profiling_remedy(*.force_works))]
+    ProfilingDisabled {
+        pid: i32,
+        reason: String,
+        force_works: bool,
+    },
     /// The Go version is outside what goheap understands and the memory did not check out.
     #[error(
         "unsupported Go version {version} in process {pid}: {detail} (goheap supports {})",
@@ -53,7 +64,7 @@ impl Refusal {
             Refusal::NoSymbols { .. } => exit_code::NO_SYMBOLS,
             Refusal::ProfilingDisabled { .. } => exit_code::PROFILING_DISABLED,
             Refusal::UnsupportedVersion { .. } => exit_code::UNSUPPORTED_VERSION,
-            Refusal::ProcessExited { .. } => exit_code::PROCESS_EXITED,
+            Refusal::ProcessExited { .. } | Refusal::Zombie { .. } => exit_code::PROCESS_EXITED,
             Refusal::Corrupt { .. } => exit_code::CORRUPT,
         }
     }
@@ -68,8 +79,18 @@ impl Refusal {
             Refusal::ProfilingDisabled { .. } => "profiling_disabled",
             Refusal::UnsupportedVersion { .. } => "unsupported",
             Refusal::ProcessExited { .. } => "exited",
+            Refusal::Zombie { .. } => "zombie",
             Refusal::Corrupt { .. } => "corrupt",
         }
+    }
+}
+
+/// What to do about disabled profiling: force mode only where it can write.
+fn profiling_remedy(force_works: bool) -> &'static str {
+    if force_works {
+        "import runtime/pprof (or net/http/pprof) in the program, or run `goheap agent --go-heap-profiler=force` to enable it at runtime"
+    } else {
+        "import runtime/pprof (or net/http/pprof) in the program; `--go-heap-profiler=force` cannot enable it here: this binary has no symbol table (built with -ldflags=-s), so the address of runtime.MemProfileRate comes from code references alone and goheap writes only at an address a symbol table proves (install the binary's debug file under /usr/lib/debug/.build-id, or build without -s, and force works)"
     }
 }
 
@@ -113,7 +134,10 @@ pub const EXIT_CODES: &[(i32, &str)] = &[
         exit_code::UNSUPPORTED_VERSION,
         "unsupported Go version (layout check failed)",
     ),
-    (exit_code::PROCESS_EXITED, "process exited during the read"),
+    (
+        exit_code::PROCESS_EXITED,
+        "process exited (during the read, or a zombie its parent has not reaped)",
+    ),
     (exit_code::CORRUPT, "inconsistent memory-profile data"),
 ];
 

@@ -48,6 +48,7 @@ fn codes_are_distinct_and_cover_every_refusal() {
         Refusal::PermissionDenied {
             pid: 1,
             what: String::new(),
+            why: String::new(),
         },
         Refusal::NotGo {
             pid: 1,
@@ -60,6 +61,7 @@ fn codes_are_distinct_and_cover_every_refusal() {
         Refusal::ProfilingDisabled {
             pid: 1,
             reason: String::new(),
+            force_works: true,
         },
         Refusal::UnsupportedVersion {
             pid: 1,

@@ -31,6 +31,13 @@ impl CachedBinary {
     }
 }
 
+/// Opens and inspects the executable of `paths` (the work a cache entry saves; no cache involved,
+/// so it may run on any thread).
+pub fn inspect(paths: &ProcPaths) -> Result<BinaryInfo, Refusal> {
+    let bin = open_binary(paths)?;
+    Ok(BinaryInfo::inspect(bin, TargetView::of(paths).as_ref()))
+}
+
 /// Caches of per-binary work, keyed by file identity (device, inode, size, mtime).
 #[derive(Default)]
 pub struct BinaryCache {
@@ -50,13 +57,21 @@ impl BinaryCache {
                 return Ok(e.clone());
             }
         }
-        let bin = open_binary(paths)?;
-        let id = bin.identity;
-        let info = BinaryInfo::inspect(bin, TargetView::of(paths).as_ref());
+        Ok(self.insert(inspect(paths)?))
+    }
+
+    /// The cached entry of the executable with identity `id`, if any.
+    pub fn lookup(&self, id: &BinaryIdentity) -> Option<Arc<CachedBinary>> {
+        self.entries.get(id).cloned()
+    }
+
+    /// Caches a binary inspected elsewhere (see [`inspect`]), counting the scan.
+    pub fn insert(&mut self, info: BinaryInfo) -> Arc<CachedBinary> {
+        let id = info.binary.identity;
         self.scans += 1;
         let entry = Arc::new(CachedBinary::new(info, self.symbols.clone()));
         self.entries.insert(id, entry.clone());
-        Ok(entry)
+        entry
     }
 
     /// Drops entries not in `keep`.

@@ -115,6 +115,85 @@ pub struct GoBinary {
     pub go_build_id: Option<String>,
 }
 
+/// Most section headers [`gnu_build_id`] looks at, and the most note bytes it reads per section.
+const BUILD_ID_MAX_SECTIONS: usize = MAX_SECTIONS;
+const BUILD_ID_MAX_NOTES: u64 = 64 << 10;
+
+/// The GNU build ID (hex) of any 64-bit ELF file (a shared library, say), read as the Go runtime's
+/// `elfBuildID` reads it for its heap profiles' mappings: the first `NT_GNU_BUILD_ID` note named
+/// `GNU` in an `SHT_NOTE` section. Bounded reads; `None` if there is none or the file is not ELF64.
+pub fn gnu_build_id(file: &File) -> Option<String> {
+    let mut h = [0u8; 64];
+    if file.read_at(&mut h, 0).ok()? != 64 || &h[..4] != b"\x7fELF" || h[4] != 2 {
+        return None;
+    }
+    let le = match h[5] {
+        1 => true,
+        2 => false,
+        _ => return None,
+    };
+    let u16_at = |b: &[u8], o: usize| -> Option<u64> {
+        let b: [u8; 2] = b.get(o..o + 2)?.try_into().ok()?;
+        Some(u64::from(if le {
+            u16::from_le_bytes(b)
+        } else {
+            u16::from_be_bytes(b)
+        }))
+    };
+    let u32_at = |b: &[u8], o: usize| -> Option<u64> {
+        let b: [u8; 4] = b.get(o..o + 4)?.try_into().ok()?;
+        Some(u64::from(if le {
+            u32::from_le_bytes(b)
+        } else {
+            u32::from_be_bytes(b)
+        }))
+    };
+    let u64_at = |b: &[u8], o: usize| -> Option<u64> {
+        let b: [u8; 8] = b.get(o..o + 8)?.try_into().ok()?;
+        Some(if le {
+            u64::from_le_bytes(b)
+        } else {
+            u64::from_be_bytes(b)
+        })
+    };
+    let shoff = u64_at(&h, 40)?;
+    if u16_at(&h, 58)? != 64 {
+        return None;
+    }
+    let shnum = (u16_at(&h, 60)? as usize).min(BUILD_ID_MAX_SECTIONS);
+    let mut table = vec![0u8; shnum * 64];
+    if file.read_at(&mut table, shoff).ok()? != table.len() {
+        return None;
+    }
+    for sh in table.chunks_exact(64) {
+        if u32_at(sh, 4)? != u64::from(elf::SHT_NOTE) {
+            continue;
+        }
+        let (off, size) = (u64_at(sh, 24)?, u64_at(sh, 32)?.min(BUILD_ID_MAX_NOTES));
+        let mut notes = vec![0u8; size as usize];
+        let n = file.read_at(&mut notes, off).ok()?;
+        notes.truncate(n);
+        let mut at = 0usize;
+        while at + 12 <= notes.len() {
+            let namesz = u32_at(&notes, at)? as usize;
+            let descsz = u32_at(&notes, at + 4)? as usize;
+            let kind = u32_at(&notes, at + 8)?;
+            let desc = at
+                .checked_add(12)?
+                .checked_add(namesz.checked_add(3)? & !3)?;
+            let next = desc.checked_add(descsz.checked_add(3)? & !3)?;
+            if namesz == 4
+                && kind == u64::from(elf::NT_GNU_BUILD_ID)
+                && notes.get(at + 12..at + 16) == Some(b"GNU\0")
+            {
+                return notes.get(desc..desc.checked_add(descsz)?).map(hex);
+            }
+            at = next;
+        }
+    }
+    None
+}
+
 impl GoBinary {
     /// Opens `path` (e.g. `/proc/PID/exe`) and reads its headers and Go version.
     pub fn open(path: &Path) -> Result<GoBinary, BinaryError> {
@@ -328,5 +407,37 @@ impl GoBinary {
         } else {
             u64::from_be_bytes(buf)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object::Object;
+
+    /// The same build ID as the `object` crate's full ELF parse, for a shared library and a Go
+    /// executable; none for a file that is not ELF.
+    #[test]
+    fn gnu_build_id_of_any_elf() {
+        for path in [
+            "/usr/lib/x86_64-linux-gnu/libc.so.6",
+            "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+            "/usr/bin/etcd",
+        ] {
+            let Ok(data) = std::fs::read(path) else {
+                continue;
+            };
+            let want = object::File::parse(&*data)
+                .unwrap()
+                .build_id()
+                .unwrap()
+                .map(hex);
+            let got = gnu_build_id(&File::open(path).unwrap());
+            assert_eq!(got, want, "{path}");
+            if path.contains("libc") {
+                assert!(got.is_some(), "Debian's libc has a build ID");
+            }
+        }
+        assert_eq!(gnu_build_id(&File::open("/etc/passwd").unwrap()), None);
     }
 }

@@ -5,6 +5,7 @@ use std::io::Write;
 use clap::Args;
 
 use super::Failure;
+use crate::target::access::Denial;
 use crate::target::discovery::{self, ProcessState};
 
 #[derive(Args)]
@@ -19,10 +20,12 @@ pub(crate) struct PsArgs {
 
 pub(crate) fn run(proc_root: &std::path::Path, args: PsArgs) -> Result<(), Failure> {
     let all = discovery::scan(proc_root);
-    let denied = all
+    let denied_pids: Vec<i32> = all
         .iter()
         .filter(|p| p.state == ProcessState::PermissionDenied)
-        .count();
+        .map(|p| p.pid)
+        .collect();
+    let denied = denied_pids.len();
     let rows: Vec<_> = all
         .into_iter()
         .filter(|p| args.all || p.state != ProcessState::PermissionDenied)
@@ -54,10 +57,10 @@ pub(crate) fn run(proc_root: &std::path::Path, args: PsArgs) -> Result<(), Failu
         }
     }
     if denied > 0 && !args.all {
-        let hint = if nix::unistd::geteuid().is_root() {
-            "not even root may read them: another user namespace, or a kernel policy"
-        } else {
-            "run as root or with CAP_SYS_PTRACE"
+        // goheap's own credentials and namespace decide for all of them alike.
+        let hint = match Denial::diagnose(proc_root, denied_pids[0]) {
+            Denial::NoPtraceCapability { root: false } => "run as root or with CAP_SYS_PTRACE",
+            d => d.short(),
         };
         eprintln!("goheap: {denied} processes could not be inspected (permission denied; {hint}); --all lists them");
     }

@@ -3,13 +3,14 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::binary::BinaryIdentity;
-use crate::binary::{BinaryCache, CachedBinary};
+use crate::binary::cache as binary_cache;
+use crate::binary::{BinaryCache, BinaryIdentity, BinaryInfo, CachedBinary};
 use crate::error::Refusal;
 use crate::runtime::snapshot::DEFAULT_MEM_PROFILE_RATE;
 use crate::target::discovery;
@@ -19,7 +20,8 @@ use crate::target::procfs::{self, ProcPaths};
 use crate::target::state::ProcessState;
 
 use super::metrics::{AgentMetrics, ProcessLabels};
-use super::output::OutputDir;
+use super::output::{OutputDir, OutputError};
+use super::pool::{self, Pool};
 use super::tracker::{self, DeltaTracker, IncrementalReader, ProcessKey, ProcessTable};
 use super::ProfilerMode;
 use crate::target::cgroup::{self, ContainerInfo};
@@ -32,9 +34,14 @@ pub struct Shared {
     pub metrics: AgentMetrics,
     pub view: Mutex<ProcessesView>,
     /// Time one process's bucket walk may take in a cycle (`--read-budget`).
-    pub walk_budget: std::time::Duration,
+    pub walk_budget: Duration,
     /// Byte budget of the symbol cache (`--symbol-cache-bytes`).
     pub symbol_cache_bytes: u64,
+    /// How long a cycle waits for new binaries to be inspected before it reads their processes
+    /// (a slower inspection is taken up by a later cycle).
+    pub inspect_wait: Duration,
+    /// Set when the agent is stopping: cycles, reads and inspections not started are skipped.
+    pub stop: Arc<AtomicBool>,
 }
 
 impl Shared {
@@ -52,6 +59,8 @@ impl Shared {
             view: Mutex::new(ProcessesView::default()),
             walk_budget: super::tracker::DEFAULT_WALK_BUDGET,
             symbol_cache_bytes: crate::symbolize::cache::DEFAULT_SYMBOL_CACHE_BYTES,
+            inspect_wait: Duration::from_secs(1),
+            stop: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -116,13 +125,21 @@ struct GoProcess {
     last_stats: ReadStats,
     series: bool,
     forced: bool,
+    /// Force mode declined to write (the address is not proven by a symbol table); logged once.
+    force_declined: bool,
     state: ProcessState,
     detail: Option<String>,
     inuse: (i64, i64),
+    /// Cycles this process was read in.
+    cycles: u32,
+    /// Its `found` line was logged (at its second cycle: a process that lives less than a cycle,
+    /// a compiler's say, stays out of the info log). Until then state changes are debug lines,
+    /// and so is its `gone`.
+    announced: bool,
 }
 
 enum Kind {
-    /// Not looked at yet (or its executable changed: exec).
+    /// Not looked at yet (or its executable changed: exec), or its binary is being inspected.
     Unclassified,
     /// Not a Go program (or a kernel thread); re-checked only if its executable changes.
     NotGo,
@@ -136,13 +153,28 @@ struct Tracked {
     kind: Kind,
 }
 
+/// An inspection of a new binary, run on the inspection pool: the identity it is for, the process
+/// whose executable is read (any process of the binary will do) and the outcome.
+type InspectJob = (BinaryIdentity, ProcPaths);
+type Inspected = (BinaryIdentity, i32, Result<BinaryInfo, Refusal>);
+
+/// Threads inspecting new binaries at once, and inspections queued behind them.
+const INSPECT_THREADS: usize = 2;
+const INSPECT_QUEUE: usize = 16;
+
 /// Runs collection cycles. Owned by the cycle loop; one cycle at a time.
 pub struct Collector {
     shared: Arc<Shared>,
-    output: Option<OutputDir>,
+    output: Option<Mutex<OutputDir>>,
     binaries: BinaryCache,
     not_go: HashSet<BinaryIdentity>,
     table: ProcessTable<Tracked>,
+    /// New binaries are inspected here, off the cycle: an inspection cannot be interrupted, so a
+    /// cycle waits for one only up to [`Shared::inspect_wait`] and takes the result in a later
+    /// cycle if it is slow. `None` if no thread could be started (then inspections run inline).
+    inspector: Option<Pool<InspectJob, Inspected>>,
+    /// Binaries being inspected (at most the pool's capacity).
+    inspecting: HashSet<BinaryIdentity>,
     self_pid: i32,
     scans_reported: u64,
     cycles: u64,
@@ -156,21 +188,54 @@ fn exe_identity(paths: &ProcPaths) -> Result<BinaryIdentity, std::io::ErrorKind>
 
 impl Collector {
     pub fn new(shared: Arc<Shared>, output: Option<OutputDir>) -> Collector {
+        let inspector = Pool::new(
+            "goheap-inspect",
+            INSPECT_THREADS,
+            INSPECT_QUEUE,
+            shared.stop.clone(),
+            |(id, paths): InspectJob| {
+                // A panic (a parser bug) fails this binary, not the pool's accounting.
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    binary_cache::inspect(&paths)
+                }))
+                .unwrap_or_else(|_| {
+                    Err(Refusal::Corrupt {
+                        pid: paths.pid,
+                        detail: "inspecting the executable panicked (a goheap bug)".into(),
+                    })
+                });
+                (id, paths.pid, r)
+            },
+        )
+        .map_err(|e| tracing::warn!(error = %e, "no inspection threads; inspecting inline"))
+        .ok();
         Collector {
             binaries: BinaryCache::with_symbol_budget(shared.symbol_cache_bytes),
             shared,
-            output,
+            output: output.map(Mutex::new),
             not_go: HashSet::new(),
             table: ProcessTable::default(),
+            inspector,
+            inspecting: HashSet::new(),
             self_pid: std::process::id() as i32,
             scans_reported: 0,
             cycles: 0,
         }
     }
 
-    /// One collection cycle.
+    fn stopping(&self) -> bool {
+        self.shared.stop.load(Ordering::Relaxed)
+    }
+
+    /// One collection cycle: processes already known are read while new binaries are inspected
+    /// (in parallel, each on its own thread); processes whose binary is ready within
+    /// [`Shared::inspect_wait`] are read in the same cycle, the others in a later one. Returns
+    /// early, unfinished, once the agent is stopping.
     pub fn cycle(&mut self) {
         let t0 = Instant::now();
+        if self.stopping() {
+            return;
+        }
         let root = self.shared.proc_root.clone();
         let live: Vec<ProcessKey> = discovery::list_pids(&root)
             .into_iter()
@@ -191,10 +256,37 @@ impl Collector {
                 self.end_go(key, &g);
             }
         }
+        // Results of inspections that outlived an earlier cycle.
+        self.take_inspections(Instant::now(), &mut Vec::new());
         let keys: Vec<ProcessKey> = self.table.iter().map(|(k, _)| k).collect();
+        // The new binaries of this cycle, one process each (dropped with the cycle).
+        let mut wanted: Vec<InspectJob> = Vec::new();
+        let mut wanted_ids: HashSet<BinaryIdentity> = HashSet::new();
         for key in keys {
-            self.step(key);
+            if self.stopping() {
+                return;
+            }
+            if let Some(job) = self.step(key) {
+                if wanted_ids.insert(job.0) {
+                    wanted.push(job);
+                }
+            }
         }
+        let deadline = Instant::now() + self.shared.inspect_wait;
+        wanted.reverse();
+        self.submit_inspections(&mut wanted);
+        // Read the processes known already while the inspections run.
+        self.read_go_processes(|g| g.cycles > 0);
+        self.take_inspections(deadline, &mut wanted);
+        if self.stopping() {
+            return;
+        }
+        // Then the ones classified in this cycle.
+        self.read_go_processes(|g| g.cycles == 0);
+        if self.stopping() {
+            return;
+        }
+        self.announce();
         self.finish_cycle(t0);
     }
 
@@ -202,38 +294,36 @@ impl Collector {
         if g.series {
             self.shared.metrics.remove_process(&g.labels);
         }
-        tracing::info!(
-            pid = key.pid,
-            binary = %g.binary_name,
-            state = "gone",
-            "process state"
-        );
+        if g.announced {
+            tracing::info!(pid = key.pid, binary = %g.binary_name, state = "gone", "process state");
+        } else {
+            tracing::debug!(pid = key.pid, binary = %g.binary_name, state = "gone", "process state");
+        }
     }
 
-    fn step(&mut self, key: ProcessKey) {
+    /// Checks one process's executable (exit, exec) and classifies it if it is new. Returns the
+    /// inspection its binary needs, if it is new to the agent.
+    fn step(&mut self, key: ProcessKey) -> Option<InspectJob> {
         let root = self.shared.proc_root.clone();
         let paths = ProcPaths::new(&root, key.pid);
         let id = match exe_identity(&paths) {
             Ok(id) => Some(id),
             Err(std::io::ErrorKind::PermissionDenied) => None,
             Err(_) => {
-                // Kernel thread, zombie, or gone: nothing to read. A Go process dying between the
-                // pid listing and here ends now (its series go with it), not at the next cycle.
-                let mut ended = None;
-                if let Some(t) = self.entry(key.pid) {
-                    if let Kind::Go(g) = std::mem::replace(&mut t.kind, Kind::NotGo) {
-                        ended = Some(g);
-                    }
-                }
-                if let Some(g) = ended {
+                // Kernel thread, zombie (exited, not reaped yet) or exiting: nothing to read. A Go
+                // process that was tracked has left: its series end now, not when it is reaped.
+                let old = self
+                    .entry(key.pid)
+                    .map(|t| std::mem::replace(&mut t.kind, Kind::NotGo));
+                if let Some(Kind::Go(g)) = old {
                     self.end_go(key, &g);
                 }
-                return;
+                return None;
             }
         };
         // exec: a new executable in the same process. Start over.
         let replaced = {
-            let Some(t) = self.entry(key.pid) else { return };
+            let t = self.entry(key.pid)?;
             if t.exe != id || (id.is_none() && !matches!(t.kind, Kind::Denied)) {
                 let old = std::mem::replace(&mut t.kind, Kind::Unclassified);
                 t.exe = id;
@@ -248,96 +338,226 @@ impl Collector {
         if let Some(g) = replaced {
             self.end_go(key, &g);
         }
-        let unclassified = matches!(
-            self.entry(key.pid).map(|t| &t.kind),
-            Some(Kind::Unclassified)
-        );
-        if unclassified {
-            let kind = self.classify(key, &paths, id);
-            if let Some(t) = self.entry(key.pid) {
-                t.kind = kind;
-            }
+        if !matches!(self.entry(key.pid)?.kind, Kind::Unclassified) {
+            return None;
         }
-        let mode = self.shared.mode;
-        let shared = self.shared.clone();
-        let mut output = self.output.take();
-        if let Some(Tracked {
-            kind: Kind::Go(g), ..
-        }) = self.entry(key.pid)
-        {
-            collect_go(&shared, mode, key, g, output.as_mut());
+        let Some(id) = id else {
+            self.set_kind(key.pid, Kind::Denied);
+            return None;
+        };
+        if self.not_go.contains(&id) {
+            self.set_kind(key.pid, Kind::NotGo);
+            return None;
         }
-        self.output = output;
+        if let Some(cached) = self.binaries.lookup(&id) {
+            let kind = self.go_kind(key, &paths, Ok(cached));
+            self.set_kind(key.pid, kind);
+            return None;
+        }
+        // New binary: inspected on the pool (or inline without one).
+        if self.inspector.is_none() {
+            let r = binary_cache::inspect(&paths);
+            self.inspected(id, key.pid, r);
+            return None;
+        }
+        Some((id, paths))
     }
 
     fn entry(&mut self, pid: i32) -> Option<&mut Tracked> {
         self.table.get_mut(pid)
     }
 
-    fn classify(&mut self, key: ProcessKey, paths: &ProcPaths, id: Option<BinaryIdentity>) -> Kind {
-        let Some(id) = id else { return Kind::Denied };
-        if self.not_go.contains(&id) {
-            return Kind::NotGo;
+    fn set_kind(&mut self, pid: i32, kind: Kind) {
+        if let Some(t) = self.entry(pid) {
+            t.kind = kind;
         }
-        let binary = procfs::exe_target(paths).unwrap_or_default();
-        let binary_name = binary_name(&binary);
-        let go = |cached: Option<Arc<CachedBinary>>, go_version: String, detail: Option<String>| {
-            let container = cgroup::read(&paths.root, key.pid);
-            let labels = ProcessLabels([
-                key.pid.to_string(),
-                binary_name.clone(),
-                go_version.clone(),
-                container.container_id.clone(),
-                container.pod_uid.clone(),
-            ]);
-            tracing::info!(
-                pid = key.pid,
-                binary = %binary,
-                go_version = %go_version,
-                container_id = %container.container_id,
-                pod_uid = %container.pod_uid,
-                state = "found",
-                "process state"
-            );
-            Kind::Go(Box::new(GoProcess {
-                cached,
-                binary: binary.clone(),
-                binary_name: binary_name.clone(),
-                go_version,
-                container,
-                labels,
-                reader: None,
-                addrs: None,
-                bias: 0,
-                deltas: DeltaTracker::default(),
-                last_stats: ReadStats::default(),
-                series: false,
-                forced: false,
-                state: ProcessState::Found,
-                detail,
-                inuse: (0, 0),
-            }))
+    }
+
+    /// Hands new binaries to the inspection pool (those not being inspected already), from the end
+    /// of `wanted`, while it has room; the rest stay in `wanted` (this cycle's list of new binaries)
+    /// for when it has room again.
+    fn submit_inspections(&mut self, wanted: &mut Vec<InspectJob>) {
+        let Some(pool) = self.inspector.as_mut() else {
+            return;
         };
-        match self.binaries.get(paths) {
-            Ok(cached) => {
-                let v = cached.info.binary.go_version_raw.clone();
-                go(Some(cached), v, None)
+        while let Some((id, paths)) = wanted.pop() {
+            if self.inspecting.contains(&id) {
+                continue;
+            }
+            if let Err(job) = pool.try_submit((id, paths)) {
+                wanted.push(job);
+                return;
+            }
+            self.inspecting.insert(id);
+        }
+    }
+
+    /// Takes inspection results until none is pending or `deadline` (checking the stop flag),
+    /// classifies the processes waiting for them, and submits more of `wanted` as room frees.
+    fn take_inspections(&mut self, deadline: Instant, wanted: &mut Vec<InspectJob>) {
+        loop {
+            if self.stopping() {
+                return;
+            }
+            let Some(pool) = self.inspector.as_mut() else {
+                return;
+            };
+            if pool.in_flight() == 0 {
+                return;
+            }
+            // Wake up now and then to notice a stop.
+            let until = deadline.min(Instant::now() + std::time::Duration::from_millis(50));
+            match pool.recv_until(until) {
+                Some((id, pid, r)) => {
+                    self.inspecting.remove(&id);
+                    self.inspected(id, pid, r);
+                    self.submit_inspections(wanted);
+                }
+                None if Instant::now() >= deadline => return,
+                None => {}
+            }
+        }
+    }
+
+    /// Applies the inspection of binary `id` (read through process `pid`) to every process of that
+    /// binary still waiting to be classified.
+    fn inspected(&mut self, id: BinaryIdentity, pid: i32, r: Result<BinaryInfo, Refusal>) {
+        let root = self.shared.proc_root.clone();
+        let waiting: Vec<ProcessKey> = self
+            .table
+            .iter()
+            .filter(|(_, t)| t.exe == Some(id) && matches!(t.kind, Kind::Unclassified))
+            .map(|(k, _)| k)
+            .collect();
+        match r {
+            Ok(info) => {
+                let cached = self.binaries.insert(info);
+                for key in waiting {
+                    let paths = ProcPaths::new(&root, key.pid);
+                    let kind = self.go_kind(key, &paths, Ok(cached.clone()));
+                    self.set_kind(key.pid, kind);
+                }
             }
             Err(Refusal::NotGo { .. }) => {
                 if self.not_go.len() < 100_000 {
                     self.not_go.insert(id);
                 }
-                Kind::NotGo
-            }
-            Err(Refusal::PermissionDenied { .. }) => Kind::Denied,
-            Err(Refusal::NoSuchProcess { .. }) | Err(Refusal::ProcessExited { .. }) => Kind::NotGo,
-            Err(r) => {
-                let state = ProcessState::of_refusal(&r);
-                let mut g = go(None, String::new(), Some(r.to_string()));
-                if let Kind::Go(p) = &mut g {
-                    set_state(key, p, state, Some(r.to_string()));
+                for key in waiting {
+                    self.set_kind(key.pid, Kind::NotGo);
                 }
-                g
+            }
+            // The process it was read through is gone or hidden: the others of this binary are
+            // inspected through another one next cycle.
+            Err(
+                Refusal::NoSuchProcess { .. }
+                | Refusal::ProcessExited { .. }
+                | Refusal::Zombie { .. },
+            ) => self.set_kind(pid, Kind::NotGo),
+            Err(Refusal::PermissionDenied { .. }) => self.set_kind(pid, Kind::Denied),
+            Err(r) => {
+                let detail = r.to_string();
+                let state = ProcessState::of_refusal(&r);
+                for key in waiting {
+                    let paths = ProcPaths::new(&root, key.pid);
+                    let mut kind = self.go_kind(key, &paths, Err(detail.clone()));
+                    if let Kind::Go(g) = &mut kind {
+                        set_state(key, g, state, Some(detail.clone()));
+                    }
+                    self.set_kind(key.pid, kind);
+                }
+            }
+        }
+    }
+
+    /// A newly classified Go process: of a located binary, or one whose inspection failed
+    /// (`Err(detail)`; it is listed with that state).
+    fn go_kind(
+        &self,
+        key: ProcessKey,
+        paths: &ProcPaths,
+        binary: Result<Arc<CachedBinary>, String>,
+    ) -> Kind {
+        let exe = procfs::exe_target(paths).unwrap_or_default();
+        let binary_name = binary_name(&exe);
+        let container = cgroup::read(&paths.root, key.pid);
+        let (cached, go_version, detail) = match binary {
+            Ok(c) => {
+                let v = c.info.binary.go_version_raw.clone();
+                (Some(c), v, None)
+            }
+            Err(d) => (None, String::new(), Some(d)),
+        };
+        let labels = ProcessLabels([
+            key.pid.to_string(),
+            binary_name.clone(),
+            go_version.clone(),
+            container.container_id.clone(),
+            container.pod_uid.clone(),
+        ]);
+        tracing::debug!(pid = key.pid, binary = %exe, go_version = %go_version, "new Go process");
+        Kind::Go(Box::new(GoProcess {
+            cached,
+            binary: exe,
+            binary_name,
+            go_version,
+            container,
+            labels,
+            reader: None,
+            addrs: None,
+            bias: 0,
+            deltas: DeltaTracker::default(),
+            last_stats: ReadStats::default(),
+            series: false,
+            forced: false,
+            force_declined: false,
+            state: ProcessState::Found,
+            detail,
+            inuse: (0, 0),
+            cycles: 0,
+            announced: false,
+        }))
+    }
+
+    /// Reads the Go processes `which` selects, several at once (see [`pool::for_each_bounded`]):
+    /// each read is bounded by the walk budget, so a slow or huge target holds back only its own
+    /// thread, by at most its budget.
+    fn read_go_processes(&mut self, which: impl Fn(&GoProcess) -> bool) {
+        let shared = self.shared.clone();
+        let output = self.output.as_ref();
+        let mode = shared.mode;
+        let work: Vec<(ProcessKey, &mut GoProcess)> = self
+            .table
+            .iter_mut()
+            .filter_map(|(k, t)| match &mut t.kind {
+                Kind::Go(g) if which(g) => Some((k, &mut **g)),
+                _ => None,
+            })
+            .collect();
+        pool::for_each_bounded(work, pool::read_threads(), &shared.stop, |(key, g)| {
+            collect_go(&shared, mode, key, g, output);
+            g.cycles = g.cycles.saturating_add(1);
+        });
+    }
+
+    /// Logs `found` (and the state reached) for processes still here at their second cycle.
+    fn announce(&mut self) {
+        for (key, t) in self.table.iter_mut() {
+            let Kind::Go(g) = &mut t.kind else { continue };
+            if g.announced || g.cycles < 2 {
+                continue;
+            }
+            g.announced = true;
+            tracing::info!(
+                pid = key.pid,
+                binary = %g.binary,
+                go_version = %g.go_version,
+                container_id = %g.container.container_id,
+                pod_uid = %g.container.pod_uid,
+                state = "found",
+                "process state"
+            );
+            if g.state != ProcessState::Found {
+                log_state(key, g, g.state, g.detail.as_deref(), true);
             }
         }
     }
@@ -425,20 +645,34 @@ fn process_info(key: ProcessKey, g: &GoProcess) -> ProcessInfo {
     }
 }
 
-/// Logs a state change (only changes: one line per transition, not per cycle).
+/// Logs a state change (only changes: one line per transition, not per cycle); at info level only
+/// once the process was announced.
 fn set_state(key: ProcessKey, g: &mut GoProcess, state: ProcessState, detail: Option<String>) {
     if g.state != state {
-        match &detail {
-            Some(d) => {
-                tracing::info!(pid = key.pid, binary = %g.binary_name, state = state.as_str(), detail = %d, "process state")
-            }
-            None => {
-                tracing::info!(pid = key.pid, binary = %g.binary_name, state = state.as_str(), "process state")
-            }
-        }
+        log_state(key, g, state, detail.as_deref(), g.announced);
     }
     g.state = state;
     g.detail = detail;
+}
+
+fn log_state(
+    key: ProcessKey,
+    g: &GoProcess,
+    state: ProcessState,
+    detail: Option<&str>,
+    info: bool,
+) {
+    let (pid, binary, state) = (key.pid, &g.binary_name, state.as_str());
+    match (detail, info) {
+        (Some(d), true) => {
+            tracing::info!(pid, binary = %binary, state, detail = %d, "process state")
+        }
+        (None, true) => tracing::info!(pid, binary = %binary, state, "process state"),
+        (Some(d), false) => {
+            tracing::debug!(pid, binary = %binary, state, detail = %d, "process state")
+        }
+        (None, false) => tracing::debug!(pid, binary = %binary, state, "process state"),
+    }
 }
 
 /// Reads one Go process and updates its metrics. Failures stay with this process.
@@ -447,7 +681,7 @@ fn collect_go(
     mode: ProfilerMode,
     key: ProcessKey,
     g: &mut GoProcess,
-    output: Option<&mut OutputDir>,
+    output: Option<&Mutex<OutputDir>>,
 ) {
     let m = &shared.metrics;
     let root = &shared.proc_root;
@@ -518,6 +752,22 @@ fn collect_go(
                 tracing::debug!(pid = key.pid, error = %e, "force mode: reading MemProfileRate")
             }
         }
+    } else if mode == ProfilerMode::Force
+        && !symbols.method.proven_by_symbols()
+        && !g.force_declined
+        && g.announced
+    {
+        // Located from code references alone: force never writes there. Said once per process
+        // (once announced: a short-lived process is not worth the line).
+        if let Ok(0) = reader.mem.read_u64(addrs.mem_profile_rate) {
+            g.force_declined = true;
+            tracing::info!(
+                pid = key.pid,
+                binary = %g.binary_name,
+                method = symbols.method.as_str(),
+                "force mode: not writing runtime.MemProfileRate (it is 0): its address was recovered from code references, not proven by a symbol table; install the binary's debug file under /usr/lib/debug/.build-id or build it without -ldflags=-s (or import runtime/pprof in the program)"
+            );
+        }
     }
     let result = reader.read(info, root);
     let stats = reader.stats();
@@ -564,10 +814,17 @@ fn collect_go(
                     reader.map(),
                     g.bias,
                 ) {
-                    Ok(p) => match out.write(&g.binary_name, key.pid, &p.encode_gzip()) {
+                    Ok(p) => match out
+                        .lock()
+                        .map_err(|_| OutputError::Poisoned)
+                        .and_then(|mut out| out.write(&g.binary_name, key.pid, &p.encode_gzip()))
+                    {
                         Ok(_) => m.output_files.inc(),
                         Err(e) => {
                             m.output_dropped.with_label_values(&[e.reason()]).inc();
+                            if matches!(e, OutputError::Io { .. }) {
+                                m.errors.with_label_values(&["output_not_writable"]).inc();
+                            }
                             tracing::debug!(pid = key.pid, error = %e, "delta profile not written");
                         }
                     },

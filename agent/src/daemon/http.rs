@@ -217,7 +217,7 @@ fn seconds_param(req: &Request) -> Result<Option<u64>, Response> {
 
 fn refusal_response(r: &Refusal) -> Response {
     match r {
-        Refusal::NoSuchProcess { .. } | Refusal::ProcessExited { .. } => {
+        Refusal::NoSuchProcess { .. } | Refusal::ProcessExited { .. } | Refusal::Zombie { .. } => {
             Response::text(StatusCode::NOT_FOUND, r.to_string())
         }
         _ => Response::text(StatusCode::CONFLICT, r.to_string()),

@@ -11,6 +11,7 @@ pub mod collector;
 pub mod http;
 pub mod metrics;
 pub mod output;
+pub mod pool;
 pub mod profiles;
 pub mod tracker;
 
@@ -138,8 +139,16 @@ pub fn run(proc_root: PathBuf, args: AgentArgs) -> anyhow::Result<()> {
         .enable_all()
         .thread_name("goheap-agent")
         .build()?;
-    runtime.block_on(run_async(proc_root, args))
+    let result = runtime.block_on(run_async(proc_root, args));
+    // Do not wait for a cycle still reading (or a profile still being built) on a blocking thread:
+    // it has been told to stop, and the process is exiting anyway.
+    runtime.shutdown_background();
+    result
 }
+
+/// How long a stopping agent waits for the cycle in progress to notice (between processes) and
+/// return before it exits regardless.
+const STOP_GRACE: Duration = Duration::from_millis(150);
 
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
@@ -162,10 +171,17 @@ async fn run_async(proc_root: PathBuf, args: AgentArgs) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let metrics = metrics::AgentMetrics::new()?;
     let output = match &args.output_dir {
-        Some(dir) => Some(output::OutputDir::open(
-            dir.clone(),
-            args.output_retain_bytes,
-        )?),
+        Some(dir) => {
+            let mut out = output::OutputDir::open(dir.clone(), args.output_retain_bytes)?;
+            // Said (once) and counted now, not only when the first profile is due.
+            if out.probe().is_err() {
+                metrics
+                    .errors
+                    .with_label_values(&["output_not_writable"])
+                    .inc();
+            }
+            Some(out)
+        }
         None => None,
     };
     let mut shared = collector::Shared::new(
@@ -176,6 +192,8 @@ async fn run_async(proc_root: PathBuf, args: AgentArgs) -> anyhow::Result<()> {
     );
     shared.walk_budget = args.read_budget;
     shared.symbol_cache_bytes = args.symbol_cache_bytes;
+    // A new binary's processes are read in the cycle that found them if it is inspected by then.
+    shared.inspect_wait = (args.interval / 2).min(Duration::from_secs(2));
     let shared = Arc::new(shared);
     tracing::info!(
         listen = %local,
@@ -185,27 +203,41 @@ async fn run_async(proc_root: PathBuf, args: AgentArgs) -> anyhow::Result<()> {
         output_dir = ?args.output_dir,
         "goheap agent started"
     );
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
     let server = tokio::spawn(http::serve(listener, shared.clone()));
     let mut collector = Some(collector::Collector::new(shared.clone(), output));
     let mut ticker = tokio::time::interval(args.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    loop {
+    // The cycle in progress, on a blocking thread (it reads /proc and remote memory). It is polled
+    // alongside the signals, so a signal is handled at once, not after the cycle.
+    let mut running: Option<tokio::task::JoinHandle<collector::Collector>> = None;
+    let signal = loop {
         tokio::select! {
-            _ = ticker.tick() => {
-                let Some(mut c) = collector.take() else { break };
-                // The cycle runs on a blocking thread: it reads /proc and remote memory.
-                match tokio::task::spawn_blocking(move || { c.cycle(); c }).await {
+            _ = ticker.tick(), if running.is_none() => {
+                let Some(mut c) = collector.take() else { break "none" };
+                running = Some(tokio::task::spawn_blocking(move || { c.cycle(); c }));
+            }
+            done = async { running.as_mut().expect("guarded").await }, if running.is_some() => {
+                running = None;
+                match done {
                     Ok(c) => collector = Some(c),
                     Err(e) => anyhow::bail!("collection cycle panicked: {e}"),
                 }
             }
-            _ = tokio::signal::ctrl_c() => break,
-            _ = term.recv() => break,
+            _ = interrupt.recv() => break "SIGINT",
+            _ = term.recv() => break "SIGTERM",
         }
-    }
-    tracing::info!("goheap agent stopping");
+    };
+    tracing::info!(signal, "goheap agent stopping");
+    // Cycles, reads and inspections not started yet are skipped from now on; the cycle in progress
+    // gets a moment to return, then is left behind.
+    shared.stop.store(true, std::sync::atomic::Ordering::SeqCst);
     server.abort();
+    if let Some(cycle) = running {
+        let _ = tokio::time::timeout(STOP_GRACE, cycle).await;
+    }
     Ok(())
 }
 

@@ -24,6 +24,8 @@ pub enum OutputError {
         path: String,
         source: std::io::Error,
     },
+    #[error("the output directory's lock was poisoned by a panic")]
+    Poisoned,
 }
 
 impl OutputError {
@@ -32,6 +34,7 @@ impl OutputError {
             OutputError::TooLarge { .. } => "too_large",
             OutputError::DiskFull { .. } => "low_disk_space",
             OutputError::Io { .. } => "io_error",
+            OutputError::Poisoned => "internal",
         }
     }
 }
@@ -42,6 +45,9 @@ pub struct OutputDir {
     retain_bytes: u64,
     files: VecDeque<(PathBuf, u64)>,
     total: u64,
+    /// The directory is not writable (the last write or probe failed with an I/O error): said
+    /// once, as a warning, until a write succeeds again.
+    unwritable: bool,
 }
 
 impl OutputDir {
@@ -70,6 +76,7 @@ impl OutputDir {
             retain_bytes,
             files: VecDeque::new(),
             total: 0,
+            unwritable: false,
         };
         for (_, p, len) in existing {
             out.total += len;
@@ -81,6 +88,46 @@ impl OutputDir {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Checks that a file can be created in the directory (an existing directory may be on a
+    /// read-only file system, or owned by someone else): creates and removes a hidden file. A failure
+    /// is warned about once, as a failed write is.
+    pub fn probe(&mut self) -> Result<(), OutputError> {
+        let tmp = self
+            .dir
+            .join(format!(".{PREFIX}probe-{}.tmp", std::process::id()));
+        let r = std::fs::write(&tmp, b"").map_err(|source| OutputError::Io {
+            path: tmp.display().to_string(),
+            source,
+        });
+        let _ = std::fs::remove_file(&tmp);
+        self.note(r)
+    }
+
+    /// Whether the directory is currently known not to be writable.
+    pub fn unwritable(&self) -> bool {
+        self.unwritable
+    }
+
+    /// Reports the first I/O failure (and the recovery after one) in the log.
+    fn note<T>(&mut self, r: Result<T, OutputError>) -> Result<T, OutputError> {
+        match &r {
+            Err(OutputError::Io { source, .. }) if !self.unwritable => {
+                self.unwritable = true;
+                tracing::warn!(
+                    dir = %self.dir.display(),
+                    error = %source,
+                    "--output-dir is not writable: delta profiles are not written (counted in goheap_agent_output_skipped_total{{reason=\"io_error\"}}) until it is"
+                );
+            }
+            Ok(_) if self.unwritable => {
+                self.unwritable = false;
+                tracing::info!(dir = %self.dir.display(), "--output-dir is writable again");
+            }
+            _ => {}
+        }
+        r
     }
 
     /// Bytes of goheap files currently kept.
@@ -114,6 +161,11 @@ impl OutputDir {
 
     /// Writes one profile (already gzipped). Returns its path.
     pub fn write(&mut self, binary: &str, pid: i32, data: &[u8]) -> Result<PathBuf, OutputError> {
+        let r = self.write_file(binary, pid, data);
+        self.note(r)
+    }
+
+    fn write_file(&mut self, binary: &str, pid: i32, data: &[u8]) -> Result<PathBuf, OutputError> {
         let size = data.len() as u64;
         if size > self.retain_bytes {
             return Err(OutputError::TooLarge {
@@ -191,6 +243,27 @@ mod tests {
         let again = OutputDir::open(dir.clone(), 1500).unwrap();
         assert_eq!(again.total_bytes(), 1000);
         assert!(!paths[3].exists() && paths[4].exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn io_failures_are_noted_until_a_write_succeeds() {
+        let dir = std::env::temp_dir().join(format!("goheap-output-probe-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut out = OutputDir::open(dir.clone(), 1 << 20).unwrap();
+        assert!(out.probe().is_ok() && !out.unwritable());
+        // The directory disappears (or becomes unwritable) after the start.
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(matches!(out.probe(), Err(OutputError::Io { .. })));
+        assert!(out.unwritable());
+        assert!(matches!(
+            out.write("bin", 1, b"x"),
+            Err(OutputError::Io { .. })
+        ));
+        assert!(out.unwritable());
+        std::fs::create_dir_all(&dir).unwrap();
+        out.write("bin", 1, b"x").unwrap();
+        assert!(!out.unwritable());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

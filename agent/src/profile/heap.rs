@@ -86,10 +86,11 @@ impl HeapProfileOptions {
                     end: m.end,
                     offset: m.offset,
                     file: m.path.clone(),
+                    // Shared libraries too, as the runtime's own profile has them.
                     build_id: if is_main {
                         build_id.clone()
                     } else {
-                        String::new()
+                        map.gnu_build_id_of(m).unwrap_or_default()
                     },
                     is_main,
                 }

@@ -10,7 +10,7 @@ use crate::runtime::walk::{
 };
 use crate::target::maps::MemoryMap;
 use crate::target::memory::RemoteMemory;
-use crate::target::open::{memory_refusal, RuntimeAddresses};
+use crate::target::open::{exited, memory_refusal, RuntimeAddresses};
 use crate::target::procfs::process_ended;
 
 /// The default `runtime.MemProfileRate` (one sample per 512 KiB).
@@ -92,7 +92,15 @@ pub fn check_mem_profile_rate(pid: i32, rate: u64, info: &BinaryInfo) -> Result<
         } else {
             format!("runtime.MemProfileRate is {}", rate as i64)
         };
-        return Err(Refusal::ProfilingDisabled { pid, reason });
+        let force_works = info
+            .symbols
+            .as_ref()
+            .is_some_and(|s| s.method.proven_by_symbols());
+        return Err(Refusal::ProfilingDisabled {
+            pid,
+            reason,
+            force_works,
+        });
     }
     // Live validation of addresses recovered from code references (no symbol table vouches for
     // them): the rate must be a plausible sampling period and the head must lead to well-formed
@@ -127,7 +135,7 @@ pub fn walk_refusal(pid: i32, e: WalkError, info: &BinaryInfo, proc_root: &Path)
         },
         WalkError::BadBucket { .. } => {
             if process_ended(proc_root, pid) {
-                Refusal::ProcessExited { pid }
+                exited(proc_root, pid)
             } else {
                 Refusal::Corrupt {
                     pid,

@@ -6,6 +6,9 @@ use serde::Serialize;
 
 use crate::binary::{BinaryCache, BinaryInfo};
 use crate::error::Refusal;
+use crate::target::access::Denial;
+use crate::target::memory::RemoteMemory;
+use crate::target::open::{memory_refusal, OpenedProcess};
 use crate::target::procfs::{self, ProcPaths};
 pub use crate::target::state::ProcessState;
 
@@ -35,8 +38,10 @@ pub fn list_pids(proc_root: &Path) -> Vec<i32> {
     pids
 }
 
-/// Classifies one process without reading its memory (only its executable, inspected once per
-/// binary through `binaries`). `None` if it is not a Go process or is gone.
+/// Classifies one process: its executable (inspected once per binary through `binaries`), then its
+/// live `runtime.MemProfileRate` (one 8-byte read), which alone says whether profiling is on: the
+/// program or force mode may have set it whatever the linker decided, and a program may set it to 0
+/// itself. `None` if it is not a Go process or is gone.
 pub fn summarize(
     binaries: &mut BinaryCache,
     proc_root: &Path,
@@ -45,7 +50,28 @@ pub fn summarize(
     let paths = ProcPaths::new(proc_root, pid);
     let binary_path = procfs::exe_target(&paths).unwrap_or_default();
     match binaries.get(&paths) {
-        Ok(cached) => Some(summary_from_info(pid, binary_path, &cached.info)),
+        Ok(cached) => {
+            let info = &cached.info;
+            let rate = if info.symbols.is_some() {
+                match live_mem_profile_rate(proc_root, pid, info) {
+                    Ok(rate) => Some(rate),
+                    Err(
+                        Refusal::NoSuchProcess { .. }
+                        | Refusal::ProcessExited { .. }
+                        | Refusal::Zombie { .. },
+                    ) => return None,
+                    Err(r) => {
+                        let mut row = summary_from_info(pid, binary_path, info, None);
+                        row.state = ProcessState::of_refusal(&r);
+                        row.detail = Some(r.to_string());
+                        return Some(row);
+                    }
+                }
+            } else {
+                None
+            };
+            Some(summary_from_info(pid, binary_path, info, rate))
+        }
         Err(Refusal::PermissionDenied { .. }) => Some(GoProcessSummary {
             pid,
             binary: if binary_path.is_empty() {
@@ -56,7 +82,7 @@ pub fn summarize(
             go_version: None,
             state: ProcessState::PermissionDenied,
             method: None,
-            detail: Some("CAP_SYS_PTRACE needed to read /proc/PID/exe".into()),
+            detail: Some(Denial::diagnose(proc_root, pid).short().into()),
         }),
         Err(Refusal::UnsupportedVersion { detail, .. }) => Some(GoProcessSummary {
             pid,
@@ -70,15 +96,37 @@ pub fn summarize(
     }
 }
 
-/// The `ps` row for a process whose binary was inspected.
-pub fn summary_from_info(pid: i32, binary: String, info: &BinaryInfo) -> GoProcessSummary {
+/// Reads `runtime.MemProfileRate` of `pid` now.
+pub fn live_mem_profile_rate(
+    proc_root: &Path,
+    pid: i32,
+    info: &BinaryInfo,
+) -> Result<u64, Refusal> {
+    let p = OpenedProcess::open(proc_root, pid, info)?;
+    p.mem
+        .read_u64(p.addrs.mem_profile_rate)
+        .map_err(|e| memory_refusal(pid, e, proc_root))
+}
+
+/// The `ps` row for a process whose binary was inspected and whose live `MemProfileRate` is `rate`
+/// (`None`: not read, because the runtime's globals were not located).
+pub fn summary_from_info(
+    pid: i32,
+    binary: String,
+    info: &BinaryInfo,
+    rate: Option<u64>,
+) -> GoProcessSummary {
+    let linker_disabled = info.linker_disabled_profiling == Some(true);
     let (state, detail) = if info.symbols.is_none() {
         (ProcessState::NoSymbolTable, info.symbols_error.clone())
-    } else if info.linker_disabled_profiling == Some(true) {
-        (
-            ProcessState::ProfilingDisabled,
-            Some("linker set runtime.disableMemoryProfiling".into()),
-        )
+    } else if rate == Some(0) {
+        // The linker's flag, when set, is why the rate is 0; else the program set it.
+        let why = if linker_disabled {
+            "linker set runtime.disableMemoryProfiling"
+        } else {
+            "runtime.MemProfileRate is 0"
+        };
+        (ProcessState::ProfilingDisabled, Some(why.to_string()))
     } else if !info.layout.tested {
         (
             ProcessState::Unsupported,
@@ -86,6 +134,13 @@ pub fn summary_from_info(pid: i32, binary: String, info: &BinaryInfo) -> GoProce
                 "{} is outside the tested range {}; goheap will try",
                 info.binary.go_version_raw,
                 crate::runtime::version::SUPPORTED_RANGE
+            )),
+        )
+    } else if let (true, Some(rate)) = (linker_disabled, rate) {
+        (
+            ProcessState::Readable,
+            Some(format!(
+                "runtime.MemProfileRate set to {rate} at run time; the linker had set runtime.disableMemoryProfiling"
             )),
         )
     } else {

@@ -33,14 +33,44 @@ pub enum MapsError {
 #[derive(Debug, Clone, Default)]
 pub struct MemoryMap {
     pub mappings: Vec<Mapping>,
+    /// The process's root directory (`/proc/PID/root`) when read from procfs: its mapped files
+    /// are found under it (inside a container they are not at the same path for the agent).
+    pub root: Option<std::path::PathBuf>,
 }
 
 impl MemoryMap {
     /// Reads `/proc/PID/maps` under `proc_root` (normally `/proc`).
     pub fn read(proc_root: &std::path::Path, pid: i32) -> Result<MemoryMap, MapsError> {
-        let text = std::fs::read_to_string(proc_root.join(pid.to_string()).join("maps"))
+        let dir = proc_root.join(pid.to_string());
+        let text = std::fs::read_to_string(dir.join("maps"))
             .map_err(|source| MapsError::Io { pid, source })?;
-        Self::parse(&text).ok_or(MapsError::TooMany(pid))
+        let mut map = Self::parse(&text).ok_or(MapsError::TooMany(pid))?;
+        map.root = Some(dir.join("root"));
+        Ok(map)
+    }
+
+    /// The GNU build ID of the file mapped by `m` (as the Go runtime puts it in its profiles'
+    /// mappings): the file is looked up as the process sees it (under its root), else at the same
+    /// path here, and used only if it is the mapped file itself (same device and inode).
+    pub fn gnu_build_id_of(&self, m: &Mapping) -> Option<String> {
+        use std::os::unix::fs::MetadataExt;
+        let path = m.path.strip_suffix(" (deleted)").unwrap_or(&m.path);
+        let rel = path.strip_prefix('/')?;
+        let candidates = self
+            .root
+            .iter()
+            .map(|r| r.join(rel))
+            .chain(std::iter::once(std::path::PathBuf::from(path)));
+        for p in candidates {
+            let Ok(f) = std::fs::File::open(&p) else {
+                continue;
+            };
+            let Ok(meta) = f.metadata() else { continue };
+            if meta.is_file() && meta.ino() == m.inode && split_dev(meta.dev()) == m.dev {
+                return crate::binary::elf::gnu_build_id(&f);
+            }
+        }
+        None
     }
 
     /// Parses maps text; malformed lines are skipped. `None` if there are too many lines.
@@ -55,7 +85,10 @@ impl MemoryMap {
             }
         }
         mappings.sort_by_key(|m| m.start);
-        Some(MemoryMap { mappings })
+        Some(MemoryMap {
+            mappings,
+            root: None,
+        })
     }
 
     /// True when `[addr, addr+len)` lies in readable mappings without gaps.

@@ -5,9 +5,12 @@ use std::path::Path;
 
 use crate::binary::{BinaryError, BinaryInfo, GoBinary, RuntimeSymbols};
 use crate::error::Refusal;
+use crate::target::access::Denial;
 use crate::target::maps::{split_dev, MemoryMap};
 use crate::target::memory::MemoryError;
-use crate::target::procfs::{exe_target, process_ended, process_flags, ProcPaths, PF_KTHREAD};
+use crate::target::procfs::{
+    exe_target, process_ended, process_flags, zombie_parent, ProcPaths, PF_KTHREAD,
+};
 
 /// Opens the executable of `pid` and maps failures to refusals.
 pub fn open_binary(paths: &ProcPaths) -> Result<GoBinary, Refusal> {
@@ -19,10 +22,11 @@ pub fn open_binary(paths: &ProcPaths) -> Result<GoBinary, Refusal> {
     match GoBinary::open(&exe) {
         Ok(b) => Ok(b),
         Err(BinaryError::Io { source, .. }) => match source.kind() {
-            std::io::ErrorKind::PermissionDenied => Err(Refusal::PermissionDenied {
+            std::io::ErrorKind::PermissionDenied => Err(permission_denied(
+                &paths.root,
                 pid,
-                what: exe.display().to_string(),
-            }),
+                exe.display().to_string(),
+            )),
             std::io::ErrorKind::NotFound => {
                 // Kernel threads have no exe; neither do user processes that are exiting (their
                 // memory is already released) or zombies.
@@ -32,7 +36,7 @@ pub fn open_binary(paths: &ProcPaths) -> Result<GoBinary, Refusal> {
                         pid,
                         exe: "(no executable: kernel thread)".into(),
                     }),
-                    Some(_) => Err(Refusal::ProcessExited { pid }),
+                    Some(_) => Err(exited(&paths.root, pid)),
                 }
             }
             _ => Err(Refusal::NotGo {
@@ -91,17 +95,35 @@ pub fn load_bias(info: &BinaryInfo, map: &MemoryMap) -> Option<u64> {
     map.load_bias(dev, info.binary.identity.ino, &info.binary.segments)
 }
 
+/// The refusal for access to `what` of `pid` denied by the kernel, saying why (see
+/// [`Denial::diagnose`]).
+pub fn permission_denied(proc_root: &Path, pid: i32, what: String) -> Refusal {
+    Refusal::PermissionDenied {
+        pid,
+        what,
+        why: Denial::diagnose(proc_root, pid).advice(pid),
+    }
+}
+
+/// The refusal for a process that has exited: [`Refusal::Zombie`] while its parent has not reaped
+/// it, else [`Refusal::ProcessExited`].
+pub fn exited(proc_root: &Path, pid: i32) -> Refusal {
+    match zombie_parent(proc_root, pid) {
+        Some(parent) => Refusal::Zombie { pid, parent },
+        None => Refusal::ProcessExited { pid },
+    }
+}
+
 /// Maps a memory error of process `pid` to a refusal.
 pub fn memory_refusal(pid: i32, e: MemoryError, proc_root: &Path) -> Refusal {
     match e {
-        MemoryError::ProcessGone(_) => Refusal::ProcessExited { pid },
-        MemoryError::PermissionDenied(_) => Refusal::PermissionDenied {
-            pid,
-            what: format!("{}/{pid}/mem", proc_root.display()),
-        },
+        MemoryError::ProcessGone(_) => exited(proc_root, pid),
+        MemoryError::PermissionDenied(_) => {
+            permission_denied(proc_root, pid, format!("{}/{pid}/mem", proc_root.display()))
+        }
         other => {
             if process_ended(proc_root, pid) {
-                Refusal::ProcessExited { pid }
+                exited(proc_root, pid)
             } else {
                 Refusal::Corrupt {
                     pid,
@@ -132,12 +154,13 @@ impl OpenedProcess {
             crate::target::maps::MapsError::Io { source, .. }
                 if source.kind() == std::io::ErrorKind::PermissionDenied =>
             {
-                Refusal::PermissionDenied {
+                permission_denied(
+                    proc_root,
                     pid,
-                    what: format!("{}/{pid}/maps", proc_root.display()),
-                }
+                    format!("{}/{pid}/maps", proc_root.display()),
+                )
             }
-            _ => Refusal::ProcessExited { pid },
+            _ => exited(proc_root, pid),
         })?;
         let bias = load_bias(info, &map).ok_or_else(|| Refusal::Corrupt {
             pid,

@@ -67,6 +67,17 @@ pub fn process_ended(proc_root: &Path, pid: i32) -> bool {
     matches!(state, "Z" | "X" | "x") || flags & PF_EXITING != 0
 }
 
+/// The parent of `pid` if `pid` is a zombie (state `Z` in `/proc/PID/stat`: it exited and its
+/// parent has not reaped it yet), `None` if it is not one or is gone.
+pub fn zombie_parent(proc_root: &Path, pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    if fields.next()? != "Z" {
+        return None;
+    }
+    fields.next()?.parse().ok()
+}
+
 /// `PF_KTHREAD` in the flags of `/proc/PID/stat` (include/linux/sched.h).
 pub const PF_KTHREAD: u64 = 0x0020_0000;
 
@@ -121,6 +132,9 @@ mod tests {
             root.join(pid.to_string()).exists(),
             "still a zombie, not reaped"
         );
+        assert_eq!(zombie_parent(root, pid), Some(me));
+        assert_eq!(zombie_parent(root, me), None);
         child.wait().unwrap();
+        assert_eq!(zombie_parent(root, pid), None);
     }
 }

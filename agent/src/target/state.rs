@@ -64,6 +64,7 @@ impl ProcessState {
             Refusal::UnsupportedVersion { .. } => ProcessState::Unsupported,
             Refusal::NoSuchProcess { .. }
             | Refusal::ProcessExited { .. }
+            | Refusal::Zombie { .. }
             | Refusal::NotGo { .. }
             | Refusal::Corrupt { .. } => ProcessState::Error,
         }

@@ -428,24 +428,7 @@ pub(super) fn find_moduledata(
             && at(10) == header_addr.wrapping_add(offs[3])
             && at(13) == header_addr.wrapping_add(offs[4])
     };
-    let mut candidates: Vec<u64> = relative_relocs()
-        .filter(|&(_, a)| a == header_addr)
-        .map(|(o, _)| o)
-        .collect();
-    for s in sections.iter().filter(|s| s.alloc && !s.exec) {
-        let Some(d) = s.data else { continue };
-        if s.addr % 8 != 0 || s.name == ".gopclntab" {
-            continue;
-        }
-        for (i, c) in d.chunks_exact(8).enumerate() {
-            if rd_u64(c, 0) == Some(header_addr) {
-                candidates.push(s.addr + i as u64 * 8);
-            }
-        }
-    }
-    candidates.sort_unstable();
-    candidates.dedup();
-    for md in candidates {
+    let check = |md: u64| -> Option<Vec<u64>> {
         let relocs: HashMap<u64, u64> = if relas.is_empty() {
             HashMap::new()
         } else {
@@ -454,8 +437,45 @@ pub(super) fn find_moduledata(
                 .collect()
         };
         let w = read_words(md, &relocs);
-        if plausible(&w) {
+        plausible(&w).then_some(w)
+    };
+    // PIE: the pointer to the pcHeader is a relocation.
+    let mut from_relocs: Vec<u64> = relative_relocs()
+        .filter(|&(_, a)| a == header_addr)
+        .map(|(o, _)| o)
+        .collect();
+    from_relocs.sort_unstable();
+    from_relocs.dedup();
+    for md in from_relocs {
+        if let Some(w) = check(md) {
             return Ok((md, w));
+        }
+    }
+    // Else a word holding the pcHeader's address. The linker puts runtime.firstmoduledata in
+    // .noptrdata (or .data, .data.rel.ro): those are scanned first, and the scan stops at the first
+    // plausible candidate, so it rarely reads more than them (scanning .rodata and the dynamic
+    // symbols too would make every page of them resident: tens of MiB for a large binary).
+    let rank = |name: &str| match name {
+        ".noptrdata" => 0,
+        ".data" => 1,
+        ".data.rel.ro" => 2,
+        _ => 3,
+    };
+    let mut scan: Vec<&SectionInfo<'_>> = sections
+        .iter()
+        .filter(|s| s.alloc && !s.exec && s.data.is_some())
+        .filter(|s| s.addr % 8 == 0 && s.name != ".gopclntab")
+        .collect();
+    scan.sort_by_key(|s| (rank(&s.name), s.addr));
+    for s in scan {
+        let Some(d) = s.data else { continue };
+        for (i, c) in d.chunks_exact(8).enumerate() {
+            if rd_u64(c, 0) == Some(header_addr) {
+                let md = s.addr + i as u64 * 8;
+                if let Some(w) = check(md) {
+                    return Ok((md, w));
+                }
+            }
         }
     }
     Err(PclntabError::ModuleDataNotFound(header_addr))
