@@ -12,4 +12,4 @@ export CARGO_TERM_COLOR=never
 bash fixtures/install-toolchains.sh
 GOHEAP_SKIP_INSTALL=1 bash fixtures/build.sh
 cargo build --workspace --all-targets --locked
-cargo test --workspace --locked -- --test-threads="${GOHEAP_TEST_THREADS:-2}"
+cargo test --workspace --locked --no-fail-fast -- --test-threads="${GOHEAP_TEST_THREADS:-2}"

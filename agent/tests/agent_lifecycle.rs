@@ -413,10 +413,12 @@ fn many_new_binaries_at_once_are_read_by_the_next_cycle() {
     use std::process::{Command, Stdio};
     let s = Scratch::new("newbins");
     let root = private_proc_root(&s, &[]);
-    let agent = Agent::start_with_interval(&s, "3s", &["--proc-root", root.to_str().unwrap()]);
+    // A long interval, so that starting 32 processes fits between two cycles even on a loaded
+    // machine (they took 5.5 s once with both cores busy).
+    let agent = Agent::start_with_interval(&s, "12s", &["--proc-root", root.to_str().unwrap()]);
     // Right after a cycle ends, so that all of them are there for the next one.
     let c0 = agent.cycles();
-    wait_for(Duration::from_secs(20), "a cycle to end", || {
+    wait_for(Duration::from_secs(40), "a cycle to end", || {
         (agent.cycles() > c0).then_some(())
     });
     let c1 = agent.cycles();
@@ -439,11 +441,11 @@ fn many_new_binaries_at_once_are_read_by_the_next_cycle() {
         }
     }
     assert!(
-        t0.elapsed() < Duration::from_millis(1500) && agent.cycles() == c1,
+        agent.cycles() == c1,
         "could not start them all between two cycles ({:?})",
         t0.elapsed()
     );
-    wait_for(Duration::from_secs(20), "the next cycle", || {
+    wait_for(Duration::from_secs(40), "the next cycle", || {
         (agent.cycles() > c1).then_some(())
     });
     let v = agent.processes();
