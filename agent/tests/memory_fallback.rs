@@ -200,13 +200,13 @@ fn profile_falls_back_to_pread() {
             "{name}: one refused process_vm_readv, then no more attempts"
         );
         // A one-shot read is one call per range either way (MemProfileRate, mProfCycle, mbuckets,
-        // then each bucket): the same reads, as pread.
+        // then the first bucket and the read windows below it): the same reads, as pread.
         assert_eq!(
             calls.pread_mem, normal_calls.vm_ok,
             "{name}: {calls:?}, unfiltered {normal_calls:?}"
         );
         assert!(
-            calls.pread_mem > 3 + reference.sample.len() / 2,
+            calls.pread_mem > 3,
             "{name}: {calls:?} for {} samples",
             reference.sample.len()
         );
@@ -364,12 +364,20 @@ fn agent_under_seccomp_reads_with_pread() {
     );
     assert!(n >= 10, "{n} buckets");
 
-    let (calls, bytes) = steady_cycle_cost(&filtered);
-    assert_eq!(calls, n + 3, "pread: one syscall per range ({n} buckets)");
-    assert_eq!(bytes, 20 + n * 128);
-    let (calls, bytes) = steady_cycle_cost(&plain);
-    assert_eq!(calls, 1, "process_vm_readv: one batch ({n} buckets)");
-    assert_eq!(bytes, 20 + n * 128);
+    // The same read plan either way: the three globals and the coalesced ranges of the records,
+    // one pread each under the filter, one process_vm_readv batch without it.
+    let (calls_f, bytes_f) = steady_cycle_cost(&filtered);
+    let (calls_p, bytes_p) = steady_cycle_cost(&plain);
+    assert_eq!(calls_p, 1, "process_vm_readv: one batch ({n} buckets)");
+    assert!(
+        (4..=n + 3).contains(&calls_f),
+        "pread: one syscall per range, at most one a record ({calls_f} for {n} buckets)"
+    );
+    assert_eq!(bytes_f, bytes_p, "the same ranges read either way");
+    assert!(
+        bytes_p >= 20 + n * 128,
+        "every record read ({bytes_p} bytes for {n} buckets)"
+    );
 
     let r = filtered.get(&format!("/debug/pprof/heap?pid={pid}"));
     assert_eq!(r.status, 200, "{}", r.text());
