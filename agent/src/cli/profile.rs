@@ -102,24 +102,9 @@ pub(crate) fn run(proc_root: &std::path::Path, args: ProfileArgs) -> Result<(), 
     Ok(())
 }
 
-/// `goheap-<name>-<pid>-<unix time>.pb.gz` in the current directory, `<name>` being the process's
-/// comm with characters other than `[A-Za-z0-9_-]` replaced by `_`.
+/// `goheap-<name>-<pid>-<unix time>.pb.gz` in the current directory.
 fn default_output(process_name: &str, pid: i32) -> PathBuf {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let name: String = process_name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    PathBuf::from(format!("goheap-{name}-{pid}-{now}.pb.gz"))
+    super::output::default_path("", process_name, pid, "pb.gz")
 }
 
 fn write_failure(e: WriteFailure, what: &str) -> Failure {
