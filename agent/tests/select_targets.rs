@@ -104,8 +104,19 @@ fn container_id() -> String {
 
 /// A copy of steadyalloc named `name` (so its comm and path differ), started allocating.
 fn start_copy(s: &Scratch, name: &str, cgroup: Option<&Path>) -> (Running, PathBuf) {
+    start_program(s, "steadyalloc", name, cgroup)
+}
+
+/// A copy of fixture `program` (steadyalloc or noprofile: both take `-rate-mib-per-sec` and
+/// `-ready`) named `name`, started allocating.
+fn start_program(
+    s: &Scratch,
+    program: &str,
+    name: &str,
+    cgroup: Option<&Path>,
+) -> (Running, PathBuf) {
     let bin = s.path(name);
-    std::fs::copy(fixture("steadyalloc", GO, "default"), &bin).unwrap();
+    std::fs::copy(fixture(program, GO, "default"), &bin).unwrap();
     let ready = s.path(&format!("{name}.ready"));
     let mut cmd = Command::new(&bin);
     cmd.args(["-rate-mib-per-sec", "16"])
@@ -115,6 +126,15 @@ fn start_copy(s: &Scratch, name: &str, cgroup: Option<&Path>) -> (Running, PathB
         join_cgroup_at_exec(&mut cmd, dir);
     }
     (start_and_wait(cmd, &ready, Duration::from_secs(30)), bin)
+}
+
+/// A run tag: every program name of a test starts with it, since other tests (and people) share
+/// the machine.
+fn run_tag(n: u64) -> String {
+    format!(
+        "{:04x}",
+        XorShift((u64::from(std::process::id()) << 8 | n) | 1).next_u64() & 0xffff
+    )
 }
 
 fn stderr_of(out: &Output) -> String {
@@ -382,4 +402,66 @@ fn name_and_container_choose_exactly_the_matching_go_processes() {
         "the windows end together (spread {spread} ns)"
     );
     drop(notgo);
+}
+
+/// Several chosen processes, one of which cannot be profiled (linker-disabled profiling): the
+/// others are still written, the failing one is its one refusal line, and the exit code is its
+/// (7); `--json` gives an array of the profiles written.
+#[test]
+fn a_failing_process_among_several_is_reported_and_the_others_written() {
+    let s = Scratch::new("select-mix");
+    let tag = run_tag(2);
+    let (ok, ok_bin) = start_program(&s, "steadyalloc", &format!("{tag}ok-mix"), None);
+    let (off, _) = start_program(&s, "noprofile", &format!("{tag}off-mix"), None);
+    let name = format!("^{tag}.*-mix$");
+    assert_eq!(ps_pids(&["--name", &name]), vec![ok.pid, off.pid]);
+
+    for (cmd, dir) in [("profile", "p"), ("record", "r")] {
+        let out_dir = s.path(dir);
+        std::fs::create_dir(&out_dir).unwrap();
+        let dir_arg = format!("{}/", out_dir.display());
+        let mut args = vec![cmd, "--name", &name, "-q", "-o", &dir_arg];
+        if cmd == "record" {
+            args.extend(["-d", "1s"]);
+        } else {
+            args.push("--json");
+        }
+        let out = goheap(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(exit_code::PROFILING_DISABLED),
+            "{cmd}: {}",
+            stderr_of(&out)
+        );
+        let line = one_line(&out);
+        assert!(
+            line.starts_with(&format!(
+                "goheap: heap profiling is disabled in process {}",
+                off.pid
+            )),
+            "{cmd}: {line}"
+        );
+        let files = profiles_in(&out_dir);
+        assert_eq!(
+            files.len(),
+            1,
+            "{cmd}: {:?}",
+            files.iter().map(|f| &f.0).collect::<Vec<_>>()
+        );
+        assert!(
+            files[0].0.contains(&format!("-{}-", ok.pid)),
+            "{}",
+            files[0].0
+        );
+        assert_eq!(
+            main_binary(&files[0].1),
+            ok_bin.canonicalize().unwrap().display().to_string()
+        );
+        if cmd == "profile" {
+            let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let arr = j.as_array().expect("an array for several processes");
+            assert_eq!(arr.len(), 1);
+            assert_eq!(arr[0]["pid"].as_i64(), Some(ok.pid as i64));
+        }
+    }
 }
