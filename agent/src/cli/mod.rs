@@ -43,12 +43,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Write the heap profile of one Go process (gzipped pprof, or a flame graph) and print a summary.
+    /// Write the heap profile of a Go process (gzipped pprof, or a flame graph) and print a summary;
+    /// --name / --container: one file per matching process.
     #[command(after_help = exit_codes_help())]
     Profile(ProfileCmd),
-    /// Record the allocations of one Go process during a window (like /debug/pprof/allocs?seconds=N).
+    /// Record the allocations of a Go process during a window (like /debug/pprof/allocs?seconds=N);
+    /// --name / --container: every matching process over the same window.
     #[command(
-        long_about = "Record the allocations of one Go process during a window, like the runtime's \
+        long_about = "Record the allocations of a Go process (or of every process --name or \
+--container chooses, over the same window, one file each) during a window, like the runtime's \
 /debug/pprof/allocs?seconds=N: the process is read at the start and at the end of the window (and \
 once a second in between, which is cheap), alloc_objects/alloc_space are what it allocated during \
 the window, inuse_objects/inuse_space what is in use at its end. Values are the runtime's scaled \
