@@ -75,6 +75,39 @@ fn unwritable_outputs_exit_11_and_leave_no_partial_file() {
     assert!(line.contains("mkdir -p"), "{line}");
     assert!(!missing.parent().unwrap().exists());
 
+    // A missing directory given as DIR/: said once, before anything is read.
+    let missing_dir = s.path("no-such-out");
+    let t0 = std::time::Instant::now();
+    let out = goheap(&[
+        "record",
+        "-p",
+        &pid,
+        "-d",
+        "5s",
+        "-o",
+        &format!("{}/", missing_dir.display()),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::OUTPUT),
+        "{}",
+        stderr_of(&out)
+    );
+    let e = stderr_of(&out);
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(
+        e.starts_with(&format!(
+            "goheap: cannot write {}/goheap-allocs-steadyalloc-{pid}-",
+            missing_dir.display()
+        )) && e.contains("does not exist"),
+        "{e}"
+    );
+    assert!(!missing_dir.exists());
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(5),
+        "refused before the 5 s window, not after recording it"
+    );
+
     // A regular file where the directory should be.
     let file = s.path("a-file");
     std::fs::write(&file, "x").unwrap();

@@ -177,6 +177,17 @@ pub(crate) fn destinations(
     };
     let as_dir = out.as_os_str().to_string_lossy().ends_with('/') || out.is_dir();
     if as_dir {
+        // Said once, before any process is read.
+        if !out.is_dir() {
+            let missing = out.join(default(&targets[0]));
+            let errno = if out.exists() {
+                libc::ENOTDIR
+            } else {
+                libc::ENOENT
+            };
+            let e = std::io::Error::from_raw_os_error(errno);
+            return Err(Failure::Output(OutputError::of(&missing, &e)));
+        }
         return Ok(targets.iter().map(|t| Some(out.join(default(t)))).collect());
     }
     if targets.len() > 1 {
