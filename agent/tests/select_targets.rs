@@ -10,7 +10,7 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use agent_common::*;
@@ -116,7 +116,7 @@ fn start_program(
     cgroup: Option<&Path>,
 ) -> (Running, PathBuf) {
     let bin = s.path(name);
-    std::fs::copy(fixture(program, GO, "default"), &bin).unwrap();
+    place(&fixture(program, GO, "default"), &bin);
     let ready = s.path(&format!("{name}.ready"));
     let mut cmd = Command::new(&bin);
     cmd.args(["-rate-mib-per-sec", "16"])
@@ -125,7 +125,43 @@ fn start_program(
     if let Some(dir) = cgroup {
         join_cgroup_at_exec(&mut cmd, dir);
     }
-    (start_and_wait(cmd, &ready, Duration::from_secs(30)), bin)
+    (spawn_ready(cmd, &ready), bin)
+}
+
+/// `from` under the name `to`: a hard link (the process's comm and exe path are then `to`'s, and
+/// no file is ever open for writing, so no exec can fail with ETXTBSY), or a copy on another file
+/// system.
+fn place(from: &Path, to: &Path) {
+    if std::fs::hard_link(from, to).is_err() {
+        std::fs::copy(from, to).unwrap();
+    }
+}
+
+/// Spawns `cmd` and waits for its `ready` file. A spawn failing with ETXTBSY (a copy made while a
+/// concurrent test forked still had a writable descriptor in that child) is retried.
+fn spawn_ready(mut cmd: Command, ready: &Path) -> Running {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut tries = 0;
+    let mut child = loop {
+        match cmd.spawn() {
+            Ok(c) => break c,
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("starting {cmd:?}: {e}"),
+        }
+    };
+    let pid = child.id() as i32;
+    wait_for(Duration::from_secs(30), &format!("{cmd:?} ready"), || {
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!("{cmd:?} exited with {st} before becoming ready");
+        }
+        ready.exists().then_some(())
+    });
+    Running { child, pid }
 }
 
 /// A run tag: every program name of a test starts with it, since other tests (and people) share
@@ -206,7 +242,7 @@ fn name_and_container_choose_exactly_the_matching_go_processes() {
     let svc = format!("^{tag}.*svc$");
     // Not Go, and its name matches too: never chosen.
     let sleeper = s.path(&format!("{tag}delta-svc"));
-    std::fs::copy("/bin/sleep", &sleeper).unwrap();
+    place(&Path::new("/bin/sleep").canonicalize().unwrap(), &sleeper);
     let notgo = Running {
         child: Command::new(&sleeper).arg("600").spawn().unwrap(),
         pid: 0,
