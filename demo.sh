@@ -69,3 +69,8 @@ for _ in $(seq 1 300); do [ -e "$work/aready" ] && break; sleep 0.1; done
 echo "== goheap record --pid $apid --duration 5s --format svg -o goheap-demo-allocs.svg"
 echo "(a program allocating 32 MiB/s: what it allocated during a 5-second window)"
 "$goheap" record --pid "$apid" --duration 5s --format svg -o "$window"
+echo
+echo "== done. Open the two flame graphs in a browser (hover for values, click to zoom, Ctrl-F to search):"
+echo "   the heap in use:             file://$flamegraph"
+echo "   a 5 s window of allocations: file://$window"
+echo "   e.g. xdg-open $window   (or copy them to a machine with a browser)"

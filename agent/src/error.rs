@@ -107,6 +107,9 @@ pub mod exit_code {
     pub const UNSUPPORTED_VERSION: i32 = 8;
     pub const PROCESS_EXITED: i32 = 9;
     pub const CORRUPT: i32 = 10;
+    pub const OUTPUT: i32 = 11;
+    pub const NO_MATCH: i32 = 12;
+    pub const SEVERAL_MATCH: i32 = 13;
 }
 
 /// Every exit code of the `goheap` binary with its one-line meaning: the single source of the table
@@ -139,6 +142,18 @@ pub const EXIT_CODES: &[(i32, &str)] = &[
         "process exited (during the read, or a zombie its parent has not reaped)",
     ),
     (exit_code::CORRUPT, "inconsistent memory-profile data"),
+    (
+        exit_code::OUTPUT,
+        "the output file cannot be written (missing directory, not writable, disk full)",
+    ),
+    (
+        exit_code::NO_MATCH,
+        "no Go process matches --name / --container",
+    ),
+    (
+        exit_code::SEVERAL_MATCH,
+        "several Go processes match where one is needed",
+    ),
 ];
 
 /// The exit-code table as printed after `--help`.

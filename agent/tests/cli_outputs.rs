@@ -1,6 +1,6 @@
-//! What the command line prints and writes, on real Go fixture processes: the exit codes 10
-//! (inconsistent memory-profile data) and 1 (unexpected error) of `goheap profile` with their one
-//! line on stderr, the default output file name, `--proc-root`, and the `goheap ps` table, `--json`
+//! What the command line prints and writes, on real Go fixture processes: exit code 10
+//! (inconsistent memory-profile data) of `goheap profile` with its one line on stderr (output
+//! errors, exit 11, are in output_errors.rs), the default output file name, `--proc-root`, and the `goheap ps` table, `--json`
 //! and `--all`.
 
 mod support;
@@ -134,52 +134,6 @@ fn corrupt_bucket_list_exits_10() {
 
 fn alive(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// An output path goheap cannot write is an unexpected error: exit 1, one line naming the path and
-/// the OS error, nothing on stdout, no summary.
-#[test]
-fn unwritable_output_exits_1() {
-    let bin = fixture("heapfixture", GO, "default");
-    let scratch = Scratch::new("exit1");
-    let running = start_small(&bin, &scratch, "exit1");
-    let pid = running.pid.to_string();
-
-    let missing = scratch.path("no-such-dir").join("x.pb.gz");
-    let out = goheap(&["profile", "-p", &pid, "-o", missing.to_str().unwrap()]);
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::INTERNAL),
-        "{}",
-        stderr_of(&out)
-    );
-    assert_eq!(
-        one_line(&out, "missing directory"),
-        format!(
-            "goheap: writing {}: No such file or directory (os error 2)",
-            missing.display()
-        )
-    );
-    assert!(out.stdout.is_empty());
-    assert!(!missing.parent().unwrap().exists());
-
-    // A directory where the file should go.
-    let dir = scratch.path("a-directory");
-    std::fs::create_dir(&dir).unwrap();
-    let out = goheap(&["profile", "-p", &pid, "-o", dir.to_str().unwrap()]);
-    assert_eq!(
-        out.status.code(),
-        Some(exit_code::INTERNAL),
-        "{}",
-        stderr_of(&out)
-    );
-    assert_eq!(
-        one_line(&out, "directory"),
-        format!(
-            "goheap: writing {}: Is a directory (os error 21)",
-            dir.display()
-        )
-    );
 }
 
 fn unix_now() -> u64 {

@@ -43,12 +43,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Write the heap profile of one Go process (gzipped pprof, or a flame graph) and print a summary.
+    /// Write the heap profile of a Go process (gzipped pprof, or a flame graph) and print a summary;
+    /// --name / --container: one file per matching process.
     #[command(after_help = exit_codes_help())]
     Profile(ProfileCmd),
-    /// Record the allocations of one Go process during a window (like /debug/pprof/allocs?seconds=N).
+    /// Record the allocations of a Go process during a window (like /debug/pprof/allocs?seconds=N);
+    /// --name / --container: every matching process over the same window.
     #[command(
-        long_about = "Record the allocations of one Go process during a window, like the runtime's \
+        long_about = "Record the allocations of a Go process (or of every process --name or \
+--container chooses, over the same window, one file each) during a window, like the runtime's \
 /debug/pprof/allocs?seconds=N: the process is read at the start and at the end of the window (and \
 once a second in between, which is cheap), alloc_objects/alloc_space are what it allocated during \
 the window, inuse_objects/inuse_space what is in use at its end. Values are the runtime's scaled \
@@ -104,20 +107,88 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Refused(r)) => {
+        Err(f) => ExitCode::from(report(&f) as u8),
+    }
+}
+
+/// Prints the failure's one line on stderr (unless already reported) and returns its exit code.
+pub(crate) fn report(f: &Failure) -> i32 {
+    match f {
+        Failure::Refused(r) => {
             eprintln!("goheap: {r}");
-            ExitCode::from(r.exit_code() as u8)
+            r.exit_code()
         }
-        Err(Failure::Other(e)) => {
+        Failure::Select(e) => {
+            eprintln!("goheap: {e}");
+            e.exit_code()
+        }
+        Failure::Output(e) => {
+            eprintln!("goheap: {e}");
+            exit_code::OUTPUT
+        }
+        Failure::Usage(line) => {
+            eprintln!("goheap: {line}");
+            exit_code::USAGE
+        }
+        Failure::Reported(code) => *code,
+        Failure::Other(e) => {
             eprintln!("goheap: {e:#}");
-            ExitCode::from(exit_code::INTERNAL as u8)
+            exit_code::INTERNAL
         }
     }
 }
 
-/// How a subcommand failed: a refusal (its own exit code) or anything else (exit 1).
+/// Which processes `profile` and `record` work on: exactly one of `--pid`, `--name`, `--container`
+/// (see [`crate::target::select`]).
+#[derive(clap::Args, Debug, Clone)]
+#[group(required = true, multiple = false)]
+pub(crate) struct TargetArgs {
+    /// Process id of the Go program.
+    #[arg(long, short = 'p')]
+    pub pid: Option<i32>,
+    /// Every Go process whose comm or executable path matches this regex (unanchored; e.g.
+    /// '^api-' or 'bin/api$'): one output file each.
+    #[arg(long, value_name = "REGEX")]
+    pub name: Option<String>,
+    /// Every Go process in a container whose id starts with these hex digits (from its cgroup):
+    /// one output file each.
+    #[arg(long, value_name = "ID-PREFIX")]
+    pub container: Option<String>,
+}
+
+impl TargetArgs {
+    /// The selector these arguments give.
+    pub(crate) fn selector(&self) -> Result<crate::target::select::Selector, Failure> {
+        crate::target::select::Selector::from_args(
+            self.pid,
+            self.name.as_deref(),
+            self.container.as_deref(),
+        )
+        .map_err(Failure::Select)?
+        .ok_or_else(|| Failure::Usage("give --pid, --name or --container".into()))
+    }
+
+    /// The chosen processes (see [`crate::target::select::select`]).
+    pub(crate) fn resolve(
+        &self,
+        proc_root: &std::path::Path,
+    ) -> Result<Vec<crate::target::select::Target>, Failure> {
+        crate::target::select::select(proc_root, &self.selector()?).map_err(Failure::Select)
+    }
+}
+
+/// How a subcommand failed: a refusal, a selection or output failure (their own exit codes), a
+/// usage error (2) or anything else (exit 1).
 pub(crate) enum Failure {
     Refused(Refusal),
+    /// No process, or several where one is needed, or a malformed selector.
+    Select(crate::target::select::SelectError),
+    /// The output file could not be written (exit 11).
+    Output(output::OutputError),
+    /// A combination of arguments that cannot work (exit 2); the line says what to do.
+    Usage(String),
+    /// Failures already printed (several processes); the exit code of the first.
+    Reported(i32),
     Other(anyhow::Error),
 }
 

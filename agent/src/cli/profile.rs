@@ -5,15 +5,17 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::Failure;
+use super::output::{OutputError, OutputFile};
+use super::{Failure, TargetArgs};
 use crate::profile::oneshot::{ProfileRequest, Profiler, WriteFailure};
 
 #[derive(Args)]
 pub(crate) struct ProfileArgs {
-    /// Process id of the Go program.
-    #[arg(long, short = 'p')]
-    pub pid: i32,
-    /// Output file (`-` for stdout). Default: goheap-<name>-<pid>-<unix time>.pb.gz in the current directory.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Output file (`-` for stdout), or a directory (`DIR/`) to write the default names into.
+    /// Default: goheap-<name>-<pid>-<unix time>.pb.gz (.svg, .folded) in the current directory, one
+    /// file per process. A file is only written whole (a temporary file renamed into place).
     #[arg(long, short = 'o')]
     pub output: Option<PathBuf>,
     /// Refuse stripped binaries whose runtime globals were found from code references only (no
@@ -25,11 +27,17 @@ pub(crate) struct ProfileArgs {
     pub quiet: bool,
 }
 
-pub(crate) fn run(proc_root: &std::path::Path, args: ProfileArgs) -> Result<(), Failure> {
+/// The streamed pprof of `pid` into `dest` (stdout when `None`), the summary on stderr.
+pub(crate) fn run(
+    proc_root: &std::path::Path,
+    pid: i32,
+    dest: Option<PathBuf>,
+    args: &ProfileArgs,
+) -> Result<(), Failure> {
     let mut profiler = Profiler::new(proc_root.to_path_buf());
     let read = profiler
         .read(&ProfileRequest {
-            pid: args.pid,
+            pid,
             require_symbol_table: args.require_symtab,
         })
         .map_err(Failure::Refused)?;
@@ -44,11 +52,6 @@ pub(crate) fn run(proc_root: &std::path::Path, args: ProfileArgs) -> Result<(), 
     if let Some(w) = &outcome.warning {
         eprintln!("goheap: warning: partial profile: {w}");
     }
-    let dest = match &args.output {
-        Some(p) if p.as_os_str() == "-" => None,
-        Some(p) => Some(p.clone()),
-        None => Some(default_output(&outcome.process_name, args.pid)),
-    };
     let summarize = !args.quiet;
     // The profile is encoded and gzipped straight into the file (or stdout) as it is built.
     let (written, summary) = match &dest {
@@ -60,29 +63,17 @@ pub(crate) fn run(proc_root: &std::path::Path, args: ProfileArgs) -> Result<(), 
             (c.bytes, s)
         }
         Some(path) => {
-            let what = path.display().to_string();
-            let writing =
-                |e: std::io::Error| Failure::Other(anyhow::anyhow!("writing {what}: {e}"));
-            // A file this run creates is removed again if the profile cannot be completed.
-            let (file, created) = match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(path)
-            {
-                Ok(f) => (f, true),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    (std::fs::File::create(path).map_err(writing)?, false)
+            // The file appears under its name only once complete (see OutputFile).
+            let mut file = OutputFile::create(path).map_err(Failure::Output)?;
+            let result = read.write_gzip(Counting::new(file.file()), summarize);
+            match result {
+                Ok((c, s)) => {
+                    let bytes = c.bytes;
+                    file.commit().map_err(Failure::Output)?;
+                    (bytes, s)
                 }
-                Err(e) => return Err(writing(e)),
-            };
-            match read.write_gzip(Counting::new(file), summarize) {
-                Ok((c, s)) => (c.bytes, s),
-                Err(e) => {
-                    if created {
-                        let _ = std::fs::remove_file(path);
-                    }
-                    return Err(write_failure(e, &what));
-                }
+                Err(WriteFailure::Refused(r)) => return Err(Failure::Refused(r)),
+                Err(WriteFailure::Io(e)) => return Err(Failure::Output(file.error(&e))),
             }
         }
     };
@@ -102,15 +93,10 @@ pub(crate) fn run(proc_root: &std::path::Path, args: ProfileArgs) -> Result<(), 
     Ok(())
 }
 
-/// `goheap-<name>-<pid>-<unix time>.pb.gz` in the current directory.
-fn default_output(process_name: &str, pid: i32) -> PathBuf {
-    super::output::default_path("", process_name, pid, "pb.gz")
-}
-
 fn write_failure(e: WriteFailure, what: &str) -> Failure {
     match e {
         WriteFailure::Refused(r) => Failure::Refused(r),
-        WriteFailure::Io(e) => Failure::Other(anyhow::anyhow!("writing {what}: {e}")),
+        WriteFailure::Io(e) => Failure::Output(OutputError::of(std::path::Path::new(what), &e)),
     }
 }
 

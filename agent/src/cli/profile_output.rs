@@ -63,9 +63,6 @@ struct JsonFunction<'a> {
 }
 
 pub(crate) fn run(proc_root: &Path, cmd: ProfileCmd) -> Result<(), Failure> {
-    if cmd.render.format == Format::Pprof && cmd.render.sample_index.is_none() && !cmd.json {
-        return profile::run(proc_root, cmd.base);
-    }
     if cmd.json && cmd.base.output.as_deref() == Some(Path::new("-")) {
         use clap::CommandFactory;
         let mut cli = super::Cli::command();
@@ -80,8 +77,64 @@ pub(crate) fn run(proc_root: &Path, cmd: ProfileCmd) -> Result<(), Failure> {
             )
             .exit();
     }
+    let targets = cmd.base.target.resolve(proc_root)?;
+    let dests = output::destinations(
+        cmd.base.output.as_deref(),
+        &targets,
+        "",
+        cmd.render.format.extension(),
+    )?;
+    let streamed =
+        cmd.render.format == Format::Pprof && cmd.render.sample_index.is_none() && !cmd.json;
+    let one = |pid: i32, dest: Option<std::path::PathBuf>| {
+        if streamed {
+            profile::run(proc_root, pid, dest, &cmd.base).map(|()| None)
+        } else {
+            run_one(proc_root, pid, dest, &cmd)
+        }
+    };
+    if targets.len() == 1 {
+        let (t, dest) = (&targets[0], dests.into_iter().next().flatten());
+        if let Some(j) = one(t.pid, dest)? {
+            print_json(&j)?;
+        }
+        return Ok(());
+    }
+    // Several processes: each is profiled in turn; a failure is reported and the others go on.
+    let mut first_failure = None;
+    let mut json = Vec::new();
+    for (t, dest) in targets.iter().zip(dests) {
+        match one(t.pid, dest) {
+            Ok(j) => json.extend(j),
+            Err(f) => {
+                let code = super::report(&f);
+                first_failure.get_or_insert(code);
+            }
+        }
+    }
+    if cmd.json {
+        print_json(&serde_json::Value::Array(json))?;
+    }
+    match first_failure {
+        None => Ok(()),
+        Some(code) => Err(Failure::Reported(code)),
+    }
+}
+
+fn print_json(j: &serde_json::Value) -> Result<(), Failure> {
+    let text = serde_json::to_string_pretty(j).map_err(|e| Failure::Other(e.into()))?;
+    output::write_to(None, format!("{text}\n").as_bytes())
+}
+
+/// One process's profile into `dest` (stdout when `None`): a flame graph, folded stacks or a
+/// pprof with another default sample type; with `--json` the summary is returned, not printed.
+fn run_one(
+    proc_root: &Path,
+    pid: i32,
+    dest: Option<std::path::PathBuf>,
+    cmd: &ProfileCmd,
+) -> Result<Option<serde_json::Value>, Failure> {
     let args = &cmd.base;
-    let pid = args.pid;
     let paths = ProcPaths::new(proc_root, pid);
     let mut cache = BinaryCache::default();
     let cached = cache.get(&paths).map_err(Failure::Refused)?;
@@ -114,9 +167,6 @@ pub(crate) fn run(proc_root: &Path, cmd: ProfileCmd) -> Result<(), Failure> {
     let title = format!("goheap profile: {process_name} (pid {pid})");
     let bytes = output::render(profile, &cmd.render, &title)?;
     let format = cmd.render.format;
-    let dest = output::destination(args.output.as_deref(), || {
-        output::default_path("", &process_name, pid, format.extension())
-    });
     output::write_to(dest.as_deref(), &bytes)?;
     if let (true, Some(s)) = (cmd.json, &summary) {
         let j = JsonSummary {
@@ -154,9 +204,9 @@ pub(crate) fn run(proc_root: &Path, cmd: ProfileCmd) -> Result<(), Failure> {
             output: dest.as_ref().map(|p| p.display().to_string()),
             output_bytes: bytes.len(),
         };
-        let text = serde_json::to_string_pretty(&j).map_err(|e| Failure::Other(e.into()))?;
-        output::write_to(None, format!("{text}\n").as_bytes())?;
-        return Ok(());
+        return Ok(Some(
+            serde_json::to_value(&j).map_err(|e| Failure::Other(e.into()))?,
+        ));
     }
     if let Some(s) = summary {
         let mut err = std::io::stderr().lock();
@@ -180,5 +230,5 @@ pub(crate) fn run(proc_root: &Path, cmd: ProfileCmd) -> Result<(), Failure> {
             let _ = writeln!(err, "{}", output::wrote_line(path, bytes.len(), format));
         }
     }
-    Ok(())
+    Ok(None)
 }

@@ -7,6 +7,7 @@ use clap::Args;
 use super::Failure;
 use crate::target::access::Denial;
 use crate::target::discovery::{self, ProcessState};
+use crate::target::select::Selector;
 
 #[derive(Args)]
 pub(crate) struct PsArgs {
@@ -16,10 +17,21 @@ pub(crate) struct PsArgs {
     /// Also list processes goheap is not allowed to inspect (they may or may not be Go).
     #[arg(long)]
     pub all: bool,
+    /// Only processes whose comm or executable path matches this regex.
+    #[arg(long, value_name = "REGEX", conflicts_with = "container")]
+    pub name: Option<String>,
+    /// Only processes in a container whose id starts with these hex digits (from the cgroup).
+    #[arg(long, value_name = "ID-PREFIX")]
+    pub container: Option<String>,
 }
 
 pub(crate) fn run(proc_root: &std::path::Path, args: PsArgs) -> Result<(), Failure> {
-    let all = discovery::scan(proc_root);
+    let filter = Selector::from_args(None, args.name.as_deref(), args.container.as_deref())
+        .map_err(Failure::Select)?;
+    let mut all = discovery::scan(proc_root);
+    if let Some(f) = &filter {
+        all.retain(|row| f.matches_row(proc_root, row));
+    }
     let denied_pids: Vec<i32> = all
         .iter()
         .filter(|p| p.state == ProcessState::PermissionDenied)

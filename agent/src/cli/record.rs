@@ -9,23 +9,26 @@ use std::time::{Duration, Instant, SystemTime};
 use clap::Args;
 
 use super::output::{self, RenderArgs, SampleIndex};
-use super::Failure;
+use super::{Failure, TargetArgs};
 use crate::binary::BinaryCache;
 use crate::error::Refusal;
 use crate::profile::summary::{human_bytes, summarize};
 use crate::profile::window::Recorder;
+use crate::runtime::snapshot::HeapSnapshot;
 
 #[derive(Args)]
 pub(crate) struct RecordArgs {
-    /// Process id of the Go program.
-    #[arg(long, short = 'p')]
-    pub pid: i32,
+    /// The process(es) to record; several (--name, --container) are recorded over the same window,
+    /// one output file each.
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Length of the window, 100ms to 24h (30s, 2m, 500ms; a bare number is seconds). Ctrl-C ends
     /// it early and still writes the profile.
     #[arg(long, short = 'd', default_value = "30s", value_parser = crate::daemon::parse_duration)]
     pub duration: Duration,
-    /// Output file (`-` for stdout). Default: goheap-allocs-<name>-<pid>-<unix time>.<pb.gz|svg|folded>
-    /// in the current directory.
+    /// Output file (`-` for stdout), or a directory (`DIR/`) to write the default names into.
+    /// Default: goheap-allocs-<name>-<pid>-<unix time>.<pb.gz|svg|folded> in the current directory,
+    /// one file per process. A file is only written whole (a temporary file renamed into place).
     #[arg(long, short = 'o')]
     pub output: Option<PathBuf>,
     #[command(flatten)]
@@ -78,13 +81,34 @@ const TICK: Duration = Duration::from_secs(1);
 /// How often the window checks for its end or Ctrl-C.
 const POLL: Duration = Duration::from_millis(50);
 
-pub(crate) fn run(proc_root: &Path, args: RecordArgs) -> Result<(), Failure> {
-    let pid = args.pid;
-    let mut cache = BinaryCache::default();
-    let mut rec = Recorder::open(proc_root, pid, &mut cache, args.require_symtab)
-        .map_err(Failure::Refused)?;
-    let cached = rec.cached.clone();
-    let info = &cached.info;
+/// One process's window.
+struct Window {
+    pid: i32,
+    process_name: String,
+    rec: Recorder,
+    /// The read at the window's start.
+    start: Option<HeapSnapshot>,
+    started: Instant,
+    warnings: Vec<String>,
+    ended_by: Option<String>,
+    /// No further read: the process exited, or a read failed (then `failed` is set).
+    done: bool,
+    failed: bool,
+    /// The last successful read, where the window ends.
+    last_read: (Instant, SystemTime),
+    dest: Option<PathBuf>,
+}
+
+/// Opens `pid` for recording and loads its symbol table, so the window's end is written at once.
+fn prepare(
+    proc_root: &Path,
+    pid: i32,
+    cache: &mut BinaryCache,
+    args: &RecordArgs,
+) -> Result<(Recorder, String), Failure> {
+    let rec =
+        Recorder::open(proc_root, pid, cache, args.require_symtab).map_err(Failure::Refused)?;
+    let info = &rec.cached.info;
     let process_name =
         crate::target::procfs::comm(proc_root, pid).unwrap_or_else(|| "process".into());
     if !info.layout.tested {
@@ -94,7 +118,6 @@ pub(crate) fn run(proc_root: &Path, args: RecordArgs) -> Result<(), Failure> {
             crate::runtime::version::SUPPORTED_RANGE
         );
     }
-    // The symbol table is loaded before the window, so the window's end is written at once.
     rec.cached
         .symbolizer()
         .map_err(|detail| {
@@ -104,79 +127,173 @@ pub(crate) fn run(proc_root: &Path, args: RecordArgs) -> Result<(), Failure> {
             })
         })?
         .release_pages();
+    Ok((rec, process_name))
+}
 
-    let mut warnings: Vec<String> = Vec::new();
-    let _sigint = SigintGuard::install();
-    if let Some(w) = rec.read_complete().map_err(Failure::Refused)? {
-        warnings.push(w);
+pub(crate) fn run(proc_root: &Path, args: RecordArgs) -> Result<(), Failure> {
+    let targets = args.target.resolve(proc_root)?;
+    let dests = output::destinations(
+        args.output.as_deref(),
+        &targets,
+        "allocs-",
+        args.render.format.extension(),
+    )?;
+    let single = targets.len() == 1;
+    // With several processes a failing one is reported and the others go on; the exit code is
+    // the first failure's.
+    let mut first_failure: Option<i32> = None;
+    let fail = |f: Failure, first: &mut Option<i32>| -> Result<(), Failure> {
+        if single {
+            return Err(f);
+        }
+        let code = super::report(&f);
+        first.get_or_insert(code);
+        Ok(())
+    };
+    let mut cache = BinaryCache::default();
+    let mut windows: Vec<Window> = Vec::new();
+    for (t, dest) in targets.iter().zip(dests) {
+        match prepare(proc_root, t.pid, &mut cache, &args) {
+            Ok((rec, process_name)) => windows.push(Window {
+                pid: t.pid,
+                process_name,
+                rec,
+                start: None,
+                started: Instant::now(),
+                warnings: Vec::new(),
+                ended_by: None,
+                done: false,
+                failed: false,
+                last_read: (Instant::now(), SystemTime::now()),
+                dest,
+            }),
+            Err(f) => fail(f, &mut first_failure)?,
+        }
     }
-    rec.start_window();
-    let start = rec.snapshot();
+
+    let _sigint = SigintGuard::install();
+    for w in windows.iter_mut() {
+        match w.rec.read_complete() {
+            Ok(warn) => w.warnings.extend(warn),
+            Err(r) => {
+                w.done = true;
+                w.failed = true;
+                fail(Failure::Refused(r), &mut first_failure)?;
+                continue;
+            }
+        }
+        w.rec.start_window();
+        w.start = Some(w.rec.snapshot());
+        w.started = Instant::now();
+        w.last_read = (w.started, SystemTime::now());
+    }
+    windows.retain(|w| !w.failed);
+    if windows.is_empty() {
+        return Err(Failure::Reported(
+            first_failure.unwrap_or(crate::error::exit_code::INTERNAL),
+        ));
+    }
     let started = Instant::now();
-    let started_wall = SystemTime::now();
     let progress = !args.quiet && std::io::stderr().is_terminal();
     let mut next_tick = started + TICK;
-    let mut ended_by: Option<String> = None;
-    let mut exited = false;
-    // The window ends at the last successful read.
-    let mut last_read = (started, started_wall);
+    let mut interrupted = false;
     loop {
         let now = Instant::now();
         let elapsed = now.duration_since(started);
-        if elapsed >= args.duration {
+        if elapsed >= args.duration || windows.iter().all(|w| w.done) {
             break;
         }
         if STOP.load(Ordering::SeqCst) {
-            ended_by = Some("interrupted".into());
+            interrupted = true;
             break;
         }
         if now >= next_tick {
             next_tick += TICK;
-            match rec.read() {
-                Ok(w) => {
-                    last_read = (Instant::now(), SystemTime::now());
-                    warnings.extend(w);
+            for w in windows.iter_mut().filter(|w| !w.done) {
+                match w.rec.read() {
+                    Ok(warn) => {
+                        w.last_read = (Instant::now(), SystemTime::now());
+                        w.warnings.extend(warn);
+                    }
+                    Err(Refusal::ProcessExited { .. }) | Err(Refusal::NoSuchProcess { .. }) => {
+                        w.ended_by = Some("the process exited".into());
+                        w.done = true;
+                    }
+                    Err(r) => {
+                        w.done = true;
+                        w.failed = true;
+                        fail(Failure::Refused(r), &mut first_failure)?;
+                    }
                 }
-                Err(Refusal::ProcessExited { .. }) | Err(Refusal::NoSuchProcess { .. }) => {
-                    ended_by = Some("the process exited".into());
-                    exited = true;
-                    break;
-                }
-                Err(r) => return Err(Failure::Refused(r)),
             }
             if progress {
-                let p = rec.progress();
                 let left = args.duration.saturating_sub(elapsed);
+                let (buckets, bytes) = windows
+                    .iter()
+                    .filter(|w| !w.failed)
+                    .map(|w| w.rec.progress())
+                    .fold((0usize, 0u64), |(b, a), p| {
+                        (b + p.buckets, a.saturating_add(p.allocated_bytes))
+                    });
+                let who = match windows.as_slice() {
+                    [w] => format!("pid {}", w.pid),
+                    ws => format!("{} processes", ws.len()),
+                };
                 eprint!(
-                    "\r\x1b[Krecording pid {pid}: {} elapsed, {} left, {} buckets, {} allocated",
+                    "\r\x1b[Krecording {who}: {} elapsed, {} left, {buckets} buckets, {} allocated",
                     secs(elapsed),
                     secs(left),
-                    p.buckets,
-                    human_bytes(p.allocated_bytes.min(i64::MAX as u64) as i64)
+                    human_bytes(bytes.min(i64::MAX as u64) as i64)
                 );
                 let _ = std::io::stderr().flush();
             }
         }
         std::thread::sleep(POLL.min(args.duration.saturating_sub(elapsed)));
     }
-    if !exited {
-        match rec.read_complete() {
-            Ok(w) => {
-                last_read = (Instant::now(), SystemTime::now());
-                warnings.extend(w);
-            }
-            Err(Refusal::ProcessExited { .. }) | Err(Refusal::NoSuchProcess { .. }) => {
-                ended_by = Some("the process exited".into());
-            }
-            Err(r) => return Err(Failure::Refused(r)),
-        }
-    }
-    let (ended, ended_wall) = last_read;
-    let duration = ended.duration_since(started);
     if progress {
         eprint!("\r\x1b[K");
     }
-    let mut profile = rec.window_profile(&start).map_err(Failure::Refused)?;
+    for w in windows.iter_mut().filter(|w| !w.failed) {
+        if interrupted && w.ended_by.is_none() {
+            w.ended_by = Some("interrupted".into());
+        }
+        if w.done {
+            continue;
+        }
+        match w.rec.read_complete() {
+            Ok(warn) => {
+                w.last_read = (Instant::now(), SystemTime::now());
+                w.warnings.extend(warn);
+            }
+            Err(Refusal::ProcessExited { .. }) | Err(Refusal::NoSuchProcess { .. }) => {
+                w.ended_by = Some("the process exited".into());
+            }
+            Err(r) => {
+                w.failed = true;
+                fail(Failure::Refused(r), &mut first_failure)?;
+            }
+        }
+    }
+    for w in windows.iter().filter(|w| !w.failed) {
+        if let Err(f) = write_window(w, &args) {
+            fail(f, &mut first_failure)?;
+        }
+    }
+    match first_failure {
+        None => Ok(()),
+        Some(code) => Err(Failure::Reported(code)),
+    }
+}
+
+/// Writes one window's profile to its destination and prints its summary.
+fn write_window(w: &Window, args: &RecordArgs) -> Result<(), Failure> {
+    let (pid, process_name) = (w.pid, &w.process_name);
+    let Some(start) = &w.start else {
+        return Ok(());
+    };
+    let (ended, ended_wall) = w.last_read;
+    let duration = ended.duration_since(w.started);
+    let mut profile = w.rec.window_profile(start).map_err(Failure::Refused)?;
     profile.time_nanos = ended_wall
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
@@ -191,23 +308,20 @@ pub(crate) fn run(proc_root: &Path, args: RecordArgs) -> Result<(), Failure> {
     );
     let bytes = output::render(profile, &args.render, &title)?;
     let format = args.render.format;
-    let dest = output::destination(args.output.as_deref(), || {
-        output::default_path("allocs-", &process_name, pid, format.extension())
-    });
-    output::write_to(dest.as_deref(), &bytes)?;
+    output::write_to(w.dest.as_deref(), &bytes)?;
     if !args.quiet {
         let mut err = std::io::stderr().lock();
-        for w in &warnings {
-            let _ = writeln!(err, "goheap: warning: partial profile: {w}");
+        for warn in &w.warnings {
+            let _ = writeln!(err, "goheap: warning: partial profile: {warn}");
         }
-        let how = match &ended_by {
+        let how = match &w.ended_by {
             Some(why) => format!(" (ended early: {why})"),
             None => String::new(),
         };
         let _ = writeln!(
             err,
             "pid {pid} ({process_name}), {}: recorded {}{how}\nallocated: {} in {} objects   in use at the end: {} in {} objects (scaled estimates)\ntop allocating functions during the window (alloc_space, flat):",
-            info.binary.go_version_raw,
+            w.rec.cached.info.binary.go_version_raw,
             secs(duration),
             human_bytes(s.alloc_bytes),
             s.alloc_objects,
@@ -219,7 +333,7 @@ pub(crate) fn run(proc_root: &Path, args: RecordArgs) -> Result<(), Failure> {
             "{}",
             output::top_lines(&s, "no sampled allocations in the window")
         );
-        if let Some(path) = &dest {
+        if let Some(path) = &w.dest {
             let _ = writeln!(err, "{}", output::wrote_line(path, bytes.len(), format));
         }
     }

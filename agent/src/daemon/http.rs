@@ -12,7 +12,9 @@
 //! | `/healthz` | `ok` |
 //! | `/processes` | JSON: node, cycle count, Go processes and their state |
 //! | `/debug/pprof/heap?pid=P` | the heap profile now, as `goheap profile` writes it |
-//! | `/debug/pprof/allocs?pid=P&seconds=N` | allocations during the next N seconds (delta profile) |
+//! | `/debug/pprof/allocs?pid=P` | the same profile opening as alloc_space; `duration_nanos` = the process's age |
+//! | `/debug/pprof/allocs?pid=P&seconds=N` | allocations during the next N seconds (delta profile; `duration_nanos` = the window) |
+//! | `/debug/pprof/` | HTML index of the node's Go processes with links to their profiles |
 //!
 //! Bad parameters are 400 with a one-line reason, an unknown pid 404, a Go process that cannot be
 //! profiled 409, and `--go-heap-profiler=disabled` makes profile endpoints 403.
@@ -259,6 +261,7 @@ async fn route(
                 body: serde_json::to_vec_pretty(&body).unwrap_or_default(),
             }
         }
+        "/debug/pprof/" | "/debug/pprof" => index(shared),
         "/debug/pprof/heap" => profile_endpoint(req, shared, jobs, false).await,
         "/debug/pprof/allocs" => profile_endpoint(req, shared, jobs, true).await,
         // The raw path: a valid URI has no control characters, so the reason stays on one line.
@@ -266,6 +269,56 @@ async fn route(
             StatusCode::NOT_FOUND,
             format!("no such endpoint {}", http_req.uri().path()),
         ),
+    }
+}
+
+/// `/debug/pprof/`: an HTML index like Go's handler's, one row per Go process the agent tracks
+/// (pid, state, Go version, binary) with links to its heap and allocs profiles.
+fn index(shared: &Arc<Shared>) -> Response {
+    let view = shared.view.lock().map(|v| v.clone()).unwrap_or_default();
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    let mut rows = String::new();
+    for p in view.processes.values() {
+        let links = if p.cached.is_some() && shared.mode != ProfilerMode::Disabled {
+            format!(
+                "<a href=\"/debug/pprof/heap?pid={0}\">heap</a> <a href=\"/debug/pprof/allocs?pid={0}\">allocs</a> <a href=\"/debug/pprof/allocs?pid={0}&amp;seconds=30\">allocs 30s</a>",
+                p.pid
+            )
+        } else {
+            esc(p.detail.as_deref().unwrap_or("not profilable"))
+        };
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{links}</td></tr>\n",
+            p.pid,
+            p.state.as_str(),
+            esc(&p.go_version),
+            esc(&p.binary),
+        ));
+    }
+    let node = shared
+        .node_name
+        .as_deref()
+        .map(|n| format!(" on {}", esc(n)))
+        .unwrap_or_default();
+    let body = format!(
+        "<html>\n<head>\n<title>/debug/pprof/</title>\n</head>\n<body>\n/debug/pprof/ (goheap agent{node})<br>\n<br>\n\
+Go processes ({n}, as of cycle {cycles}):\n<table>\n<thead><td>pid</td><td>state</td><td>go</td><td>binary</td><td>profiles</td></thead>\n{rows}</table>\n<br>\n\
+<p>heap: a sampling of memory allocations of live objects, and of all past allocations (opens as inuse_space).<br>\n\
+allocs: the same profile opening as alloc_space; add &amp;seconds=N for the allocations of the next N seconds (1 to {MAX_ALLOCS_SECONDS}).<br>\n\
+Also: <a href=\"/processes\">/processes</a> (JSON), <a href=\"/metrics\">/metrics</a>.</p>\n</body>\n</html>\n",
+        n = view.processes.len(),
+        cycles = view.cycles,
+    );
+    Response {
+        status: StatusCode::OK,
+        content_type: "text/html; charset=utf-8",
+        headers: Vec::new(),
+        body: body.into_bytes(),
     }
 }
 
@@ -328,7 +381,11 @@ async fn profile_endpoint(
                 if procfs::start_time(&root, pid) != Some(start_time) {
                     return Err(Refusal::NoSuchProcess { pid });
                 }
-                profiles::heap(&root, pid, &cached)
+                if allocs {
+                    profiles::allocs(&root, pid, &cached)
+                } else {
+                    profiles::heap(&root, pid, &cached)
+                }
             })
             .await
         }
@@ -340,10 +397,11 @@ async fn profile_endpoint(
                     return Response::text(StatusCode::INTERNAL_SERVER_ERROR, "profile task failed")
                 }
             };
+            let first_at = std::time::Instant::now();
             tokio::time::sleep(Duration::from_secs(s)).await;
             tokio::task::spawn_blocking(move || {
                 let second = read()?;
-                profiles::delta(pid, &cached, &first, &second)
+                profiles::delta(pid, &cached, &first, &second, first_at.elapsed())
             })
             .await
         }

@@ -40,8 +40,10 @@ pub enum LogFormat {
 /// Flags of `goheap agent`; each is also settable by environment variable.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AgentArgs {
-    /// Address to serve /metrics, /healthz, /processes and /debug/pprof/{heap,allocs} on.
-    #[arg(long, env = "GOHEAP_LISTEN", default_value = "0.0.0.0:9465")]
+    /// Address to serve /metrics, /healthz, /processes and /debug/pprof/ on, written as Go
+    /// programs take it: HOST:PORT with an IP, [IPv6] or a host name (resolved; its first IPv4
+    /// address, else its first), or :PORT for every address.
+    #[arg(long, env = "GOHEAP_LISTEN", default_value = "0.0.0.0:9465", value_parser = parse_listen)]
     pub listen: std::net::SocketAddr,
     /// Time between collection cycles, 100ms to 24h (e.g. 30s, 2s, 1m; a bare number is seconds).
     #[arg(long, env = "GOHEAP_INTERVAL", default_value = "30s", value_parser = parse_duration)]
@@ -113,6 +115,56 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+/// Parses a listen address as Go's `net.Listen("tcp", addr)` takes it: `HOST:PORT` where HOST is
+/// an IPv4 address, a bracketed IPv6 address (`[::1]:9465`), a host name (resolved with the system
+/// resolver; like Go, one address is used: the first IPv4 one, else the first), or empty (`:9465`:
+/// every address — `[::]`, which on Linux also accepts IPv4, or `0.0.0.0` where IPv6 is off).
+/// PORT is a number from 0 to 65535 (0: any free port).
+pub fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+    let bad = |why: &str| {
+        format!("invalid listen address {s:?}: {why} (e.g. :9465, 0.0.0.0:9465, localhost:9465, [::1]:9465)")
+    };
+    let (host, port) = s.rsplit_once(':').ok_or_else(|| bad("missing :PORT"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| bad("the port must be a number from 0 to 65535"))?;
+    if host.is_empty() {
+        let v6 = std::path::Path::new("/proc/net/if_inet6").exists();
+        let ip = if v6 {
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        };
+        return Ok(SocketAddr::new(ip, port));
+    }
+    if let Some(inner) = host.strip_prefix('[') {
+        let inner = inner
+            .strip_suffix(']')
+            .ok_or_else(|| bad("an IPv6 address needs its closing ]"))?;
+        let ip: Ipv6Addr = inner
+            .parse()
+            .map_err(|_| bad("not an IPv6 address between [ ]"))?;
+        return Ok(SocketAddr::new(IpAddr::V6(ip), port));
+    }
+    if host.contains(':') {
+        return Err(bad("put an IPv6 address in brackets, like [::1]:9465"));
+    }
+    if let Ok(ip) = host.parse::<Ipv4Addr>() {
+        return Ok(SocketAddr::new(IpAddr::V4(ip), port));
+    }
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| bad(&format!("cannot resolve host {host:?}: {e}")))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| bad(&format!("host {host:?} has no address")))
 }
 
 /// Parses an interval: `30s`, `2s`, `500ms`, `1m`, `1h`, or a bare number of seconds; 100ms to 24h.
@@ -244,6 +296,43 @@ async fn run_async(proc_root: PathBuf, args: AgentArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listen_addresses_as_go_takes_them() {
+        use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+        let v4 = |a: [u8; 4], p| SocketAddr::new(IpAddr::V4(Ipv4Addr::from(a)), p);
+        assert_eq!(parse_listen("0.0.0.0:9465"), Ok(v4([0, 0, 0, 0], 9465)));
+        assert_eq!(parse_listen("127.0.0.1:0"), Ok(v4([127, 0, 0, 1], 0)));
+        assert_eq!(parse_listen("localhost:9465"), Ok(v4([127, 0, 0, 1], 9465)));
+        assert_eq!(
+            parse_listen("[::1]:9465"),
+            Ok("[::1]:9465".parse::<SocketAddr>().unwrap())
+        );
+        let any = parse_listen(":9465").unwrap();
+        assert!(any.ip().is_unspecified() && any.port() == 9465, "{any}");
+        // This machine's own name resolves (through /etc/hosts or the resolver).
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        let host = host.trim();
+        let mine = parse_listen(&format!("{host}:9465")).unwrap();
+        assert_eq!(mine.port(), 9465);
+        for bad in [
+            "9465",
+            "localhost",
+            ":http-alt",
+            ":70000",
+            "::1:9465",
+            "[::1:9465",
+            "[nothost]:1",
+            "no-such-host.invalid:9465",
+        ] {
+            let e = parse_listen(bad).unwrap_err();
+            assert!(
+                e.starts_with(&format!("invalid listen address {bad:?}")),
+                "{e}"
+            );
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
+    }
 
     #[test]
     fn durations() {

@@ -10,4 +10,5 @@ pub mod maps;
 pub mod memory;
 pub mod open;
 pub mod procfs;
+pub mod select;
 pub mod state;
