@@ -401,6 +401,13 @@ fn container_and_pod_labels_end_to_end() {
             ("go_version", format!("go{GO}")),
             ("container_id", p.container_id.clone()),
             ("pod_uid", p.pod_uid.clone()),
+            // No kubelet log directory here (the default /var/log has no containers/ or pods/):
+            // no Kubernetes names, so the service is the binary's name.
+            ("namespace", String::new()),
+            ("pod", String::new()),
+            ("container", String::new()),
+            ("service_name", "heapfixture".to_string()),
+            ("node", String::new()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
