@@ -180,6 +180,11 @@ const PER_PROCESS: [&str; 4] = [
     "container_go_alloc_objects_total",
 ];
 
+/// Whether a JSON label value is the pid (label values are strings).
+fn is_pid(v: &Value, pid: i32) -> bool {
+    v.as_str() == Some(pid.to_string().as_str())
+}
+
 fn json_labels(v: &Value) -> BTreeMap<String, String> {
     v.as_object()
         .unwrap_or_else(|| panic!("labels object: {v}"))
@@ -198,7 +203,7 @@ fn target_group(agent: &Agent, pid: i32) -> Option<Value> {
         .as_array()
         .expect("/targets is a list of target groups")
         .iter()
-        .find(|g| g["labels"]["pid"] == pid.to_string())
+        .find(|g| is_pid(&g["labels"]["pid"], pid))
         .cloned()
 }
 
@@ -414,7 +419,7 @@ scrape_configs:
                 ["goheap-metrics", "goheap-heap"].iter().all(|job| {
                     active.iter().any(|t| {
                         t["labels"]["job"] == *job
-                            && t["labels"]["pid"] == pid.to_string()
+                            && is_pid(&t["labels"]["pid"], *pid)
                             && (*job != "goheap-metrics" || t["health"] == "up")
                     })
                 })
@@ -430,7 +435,7 @@ scrape_configs:
         ] {
             let t = targets
                 .iter()
-                .find(|t| t["labels"]["job"] == job && t["labels"]["pid"] == pid.to_string())
+                .find(|t| t["labels"]["job"] == job && is_pid(&t["labels"]["pid"], pid))
                 .unwrap();
             assert_eq!(
                 t["scrapeUrl"],

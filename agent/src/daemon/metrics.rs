@@ -204,7 +204,7 @@ impl AgentMetrics {
                 if keep.is_empty() {
                     return None;
                 }
-                f.set_metric(keep.into());
+                f.set_metric(keep);
                 Some(f)
             })
             .collect();

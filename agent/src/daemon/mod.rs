@@ -3,8 +3,9 @@
 //! Every `--interval` the [`collector::Collector`] scans `/proc`, tracks each Go process (keyed by pid
 //! and start time), reads its memory-profile buckets incrementally ([`tracker::IncrementalReader`]),
 //! turns per-bucket counter deltas into Prometheus counters ([`metrics`]) and optionally delta pprof
-//! files ([`output`]). A small HTTP server ([`http`]) serves `/metrics`, `/processes`, `/healthz` and
-//! `/debug/pprof/{heap,allocs}` on the same listener; profiles are built on blocking threads so the
+//! files ([`output`]). A small HTTP server ([`http`]) serves `/metrics`, `/processes`, `/targets`,
+//! `/healthz` and `/debug/pprof/{heap,allocs}` on the same listener, every per-process output under
+//! one label set ([`labels`]); profiles are built on blocking threads so the
 //! cycle loop never waits for them.
 
 pub mod collector;
@@ -41,7 +42,7 @@ pub enum LogFormat {
 /// Flags of `goheap agent`; each is also settable by environment variable.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AgentArgs {
-    /// Address to serve /metrics, /healthz, /processes and /debug/pprof/{heap,allocs} on.
+    /// Address to serve /metrics, /healthz, /processes, /targets and /debug/pprof/{heap,allocs} on.
     #[arg(long, env = "GOHEAP_LISTEN", default_value = "0.0.0.0:9465")]
     pub listen: std::net::SocketAddr,
     /// Time between collection cycles, 100ms to 24h (e.g. 30s, 2s, 1m; a bare number is seconds).

@@ -107,12 +107,12 @@ impl KubeletNames {
         let now = (mtime(&containers), mtime(&pods));
         // File times are coarse (a clock tick): an entry made in the tick of the last listing
         // leaves the time unchanged, so a listing only counts as current 2 s after the change.
-        let settled = |t: Option<SystemTime>| {
-            t.map_or(true, |t| {
-                self.listed_at
-                    .and_then(|l| l.duration_since(t).ok())
-                    .is_some_and(|d| d >= std::time::Duration::from_secs(2))
-            })
+        let settled = |t: Option<SystemTime>| match t {
+            None => true,
+            Some(t) => self
+                .listed_at
+                .and_then(|l| l.duration_since(t).ok())
+                .is_some_and(|d| d >= std::time::Duration::from_secs(2)),
         };
         if self.mtimes == Some(now) && settled(now.0) && settled(now.1) {
             return;
