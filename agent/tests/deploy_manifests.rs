@@ -1001,6 +1001,42 @@ fn daemonset_is_least_privilege() {
     assert_eq!(rbac, 0, "the agent needs no RBAC");
 }
 
+/// `--kubelet-log-dir` names a directory whose `pods/` and `containers/` are the read-only
+/// hostPath mounts of the same host directories (else the agent would find no names).
+#[test]
+fn kubelet_log_dir_is_mounted_from_the_host_read_only() {
+    let daemonset = the_manifest("DaemonSet").doc;
+    let container = agent_container(&daemonset);
+    let dir = agent_flags(container)
+        .into_iter()
+        .find(|(f, _)| f == "--kubelet-log-dir")
+        .and_then(|(_, v)| v)
+        .expect("--kubelet-log-dir=DIR in the DaemonSet args");
+    let volumes = pod_spec(&daemonset)["volumes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for sub in ["pods", "containers"] {
+        let path = format!("{dir}/{sub}");
+        let mount = container["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["mountPath"] == path.as_str())
+            .unwrap_or_else(|| panic!("no volumeMount at {path}"));
+        assert_eq!(mount["readOnly"], true, "{path}");
+        let volume = volumes
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .unwrap_or_else(|| panic!("no volume for the mount at {path}"));
+        assert_eq!(
+            str_at(volume, "/hostPath/path"),
+            format!("/var/log/{sub}"),
+            "{path} must be the node's /var/log/{sub}"
+        );
+    }
+}
+
 #[test]
 fn namespace_enforces_privileged_and_audits_baseline() {
     let namespace = the_manifest("Namespace").doc;
