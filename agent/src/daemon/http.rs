@@ -612,6 +612,21 @@ mod tests {
     }
 
     #[test]
+    fn advertised_address_order() {
+        let metrics = super::super::metrics::AgentMetrics::new().unwrap();
+        let mut shared = Shared::new(std::env::temp_dir(), ProfilerMode::Enabled, None, metrics);
+        shared.listen = Some("0.0.0.0:9465".parse().unwrap());
+        assert_eq!(advertised(&shared, Some("10.1.2.3:9465")), "10.1.2.3:9465");
+        // A Host that is not host:port is not echoed.
+        for bad in ["evil\"]:1", "no-port", "a/b:1"] {
+            assert_eq!(advertised(&shared, Some(bad)), "0.0.0.0:9465", "{bad}");
+        }
+        assert_eq!(advertised(&shared, None), "0.0.0.0:9465");
+        shared.advertise = Some("node-a:9465".into());
+        assert_eq!(advertised(&shared, Some("10.1.2.3:9465")), "node-a:9465");
+    }
+
+    #[test]
     fn disabled_mode_forbids_profiles() {
         let (_rt, port) = start(ProfilerMode::Disabled, LIMITS);
         let mut s = connect(port);
