@@ -456,7 +456,11 @@ fn kustomization_lists_every_core_manifest_but_not_the_servicemonitor() {
 #[test]
 fn servicemonitor_selects_the_agent_service_port() {
     let sm = the_manifest("ServiceMonitor").doc;
-    let service = the_manifest("Service").doc;
+    let service = all_manifests()
+        .into_iter()
+        .find(|m| m.kind() == "Service" && m.doc["metadata"]["name"] == "goheap")
+        .expect("the headless Service goheap")
+        .doc;
     assert_eq!(str_at(&sm, "/apiVersion"), SERVICE_MONITOR_API_VERSION);
     assert!(!str_at(&sm, "/metadata/name").is_empty());
     let namespace = str_at(&service, "/metadata/namespace");
@@ -676,6 +680,20 @@ fn agent_flags(container: &Value) -> Vec<(String, Option<String>)> {
         .collect()
 }
 
+/// The args as the kubelet passes them: `$(POD_IP)` (the downward API's `status.podIP`)
+/// substituted with an example pod IP; any other `$(...)` fails the test.
+fn kubelet_expanded(args: Vec<String>) -> Vec<String> {
+    let args: Vec<String> = args
+        .into_iter()
+        .map(|a| a.replace("$(POD_IP)", "10.244.1.17"))
+        .collect();
+    assert!(
+        args.iter().all(|a| !a.contains("$(")),
+        "an arg refers to a variable this test does not substitute: {args:?}"
+    );
+    args
+}
+
 #[test]
 fn daemonset_args_are_accepted_by_goheap_agent() {
     let daemonset = the_manifest("DaemonSet").doc;
@@ -699,8 +717,9 @@ fn daemonset_args_are_accepted_by_goheap_agent() {
         }
     }
     // clap parses (and value-checks) every argument before it acts on --help, so this run
-    // fails if any manifest argument or value is rejected by the real parser.
-    let args = strings(&container["args"]);
+    // fails if any manifest argument or value is rejected by the real parser. `$(POD_IP)` is
+    // what the kubelet substitutes from the downward API (an example pod IP here).
+    let args = kubelet_expanded(strings(&container["args"]));
     let out = goheap_command()
         .args(&args)
         .arg("--help")
@@ -737,10 +756,13 @@ fn daemonset_env_vars_are_read_by_goheap_agent() {
         names.contains(&"NODE_NAME"),
         "NODE_NAME must be set from the downward API"
     );
+    let args = strings(&container["args"]);
     for name in &names {
+        // Read by the agent, or substituted by the kubelet into an arg (`$(NAME)`).
+        let in_arg = args.iter().any(|a| a.contains(&format!("$({name})")));
         assert!(
-            help.contains(&format!("[env: {name}=")),
-            "goheap agent does not read env {name}"
+            in_arg || help.contains(&format!("[env: {name}=")),
+            "goheap agent does not read env {name}, and no arg uses it"
         );
     }
     let node_name = env
@@ -823,24 +845,32 @@ fn probes_ports_and_scrape_annotations_match_the_listen_address() {
         Some("/metrics")
     );
 
-    let service = the_manifest("Service").doc;
-    let pod_labels = string_map(&daemonset["spec"]["template"]["metadata"]["labels"]);
-    for (k, v) in string_map(&service["spec"]["selector"]) {
+    // Every Service (the headless one for Prometheus, the node-local one for /targets) selects
+    // the agent pods on the agent's port.
+    for service in all_manifests()
+        .into_iter()
+        .filter(|m| m.kind() == "Service")
+    {
+        let service = service.doc;
+        let pod_labels = string_map(&daemonset["spec"]["template"]["metadata"]["labels"]);
+        for (k, v) in string_map(&service["spec"]["selector"]) {
+            assert_eq!(
+                pod_labels.get(&k),
+                Some(&v),
+                "Service selector {k}={v} does not match the pods"
+            );
+        }
+        let service_port = service["spec"]["ports"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["name"] == "http"))
+            .expect("Service port named http");
         assert_eq!(
-            pod_labels.get(&k),
-            Some(&v),
-            "Service selector {k}={v} does not match the pods"
+            resolve_port(&service_port["targetPort"], container),
+            listen_port
         );
     }
-    let service_port = service["spec"]["ports"]
-        .as_array()
-        .and_then(|p| p.iter().find(|p| p["name"] == "http"))
-        .expect("Service port named http");
-    assert_eq!(
-        resolve_port(&service_port["targetPort"], container),
-        listen_port
-    );
 
+    let pod_labels = string_map(&daemonset["spec"]["template"]["metadata"]["labels"]);
     let selector = string_map(&daemonset["spec"]["selector"]["matchLabels"]);
     for (k, v) in &selector {
         assert_eq!(
@@ -876,13 +906,40 @@ fn daemonset_is_least_privilege() {
         spec["automountServiceAccountToken"], false,
         "the agent needs no API token"
     );
+    // Volumes: emptyDir, or the kubelet's two log directories as read-only hostPaths (their
+    // entry names give Kubernetes names); nothing else of the host.
+    let mounts: Vec<Value> = every_container(&daemonset)
+        .iter()
+        .flat_map(|c| c["volumeMounts"].as_array().cloned().unwrap_or_default())
+        .collect();
     for volume in spec["volumes"].as_array().into_iter().flatten() {
         let name = volume["name"].as_str().unwrap_or("?");
-        let volume = volume.as_object().expect("volume mapping");
-        assert!(
-            volume.keys().all(|k| k == "name" || k == "emptyDir"),
-            "volume {name}: only emptyDir volumes are allowed (no hostPath)"
-        );
+        let keys: Vec<&String> = volume.as_object().expect("volume mapping").keys().collect();
+        if volume.get("hostPath").is_some() {
+            let path = str_at(volume, "/hostPath/path");
+            assert!(
+                ["/var/log/pods", "/var/log/containers"].contains(&path),
+                "volume {name}: hostPath {path} (only the kubelet's log directories)"
+            );
+            assert_eq!(
+                str_at(volume, "/hostPath/type"),
+                "Directory",
+                "volume {name}"
+            );
+            let used: Vec<&Value> = mounts.iter().filter(|m| m["name"] == name).collect();
+            assert!(!used.is_empty(), "volume {name} is not mounted");
+            for m in used {
+                assert_eq!(
+                    m["readOnly"], true,
+                    "volume {name} must be mounted read-only"
+                );
+            }
+        } else {
+            assert!(
+                keys.iter().all(|k| *k == "name" || *k == "emptyDir"),
+                "volume {name}: only emptyDir or the kubelet's log directories are allowed"
+            );
+        }
     }
     let pod_seccomp = spec
         .pointer("/securityContext/seccompProfile/type")
@@ -942,6 +999,42 @@ fn daemonset_is_least_privilege() {
         .filter(|m| m.api_version().starts_with("rbac.authorization.k8s.io/"))
         .count();
     assert_eq!(rbac, 0, "the agent needs no RBAC");
+}
+
+/// `--kubelet-log-dir` names a directory whose `pods/` and `containers/` are the read-only
+/// hostPath mounts of the same host directories (else the agent would find no names).
+#[test]
+fn kubelet_log_dir_is_mounted_from_the_host_read_only() {
+    let daemonset = the_manifest("DaemonSet").doc;
+    let container = agent_container(&daemonset);
+    let dir = agent_flags(container)
+        .into_iter()
+        .find(|(f, _)| f == "--kubelet-log-dir")
+        .and_then(|(_, v)| v)
+        .expect("--kubelet-log-dir=DIR in the DaemonSet args");
+    let volumes = pod_spec(&daemonset)["volumes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for sub in ["pods", "containers"] {
+        let path = format!("{dir}/{sub}");
+        let mount = container["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["mountPath"] == path.as_str())
+            .unwrap_or_else(|| panic!("no volumeMount at {path}"));
+        assert_eq!(mount["readOnly"], true, "{path}");
+        let volume = volumes
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .unwrap_or_else(|| panic!("no volume for the mount at {path}"));
+        assert_eq!(
+            str_at(volume, "/hostPath/path"),
+            format!("/var/log/{sub}"),
+            "{path} must be the node's /var/log/{sub}"
+        );
+    }
 }
 
 #[test]
@@ -1089,7 +1182,7 @@ fn start_agent_with_credentials(
         .expect("runAsUser is set explicitly");
     let gid = sc["runAsGroup"].as_u64().unwrap_or(uid);
     let port = free_port();
-    let mut args: Vec<String> = strings(&container["args"])
+    let mut args: Vec<String> = kubelet_expanded(strings(&container["args"]))
         .into_iter()
         .filter(|a| !a.starts_with("--listen"))
         .collect();

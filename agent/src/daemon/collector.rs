@@ -25,6 +25,7 @@ use super::pool::{self, Pool};
 use super::tracker::{self, DeltaTracker, IncrementalReader, ProcessKey, ProcessTable};
 use super::ProfilerMode;
 use crate::target::cgroup::{self, ContainerInfo};
+use crate::target::k8s::{KubeNames, KubeletNames};
 
 /// State shared between the cycle loop and the HTTP server.
 pub struct Shared {
@@ -42,6 +43,12 @@ pub struct Shared {
     pub inspect_wait: Duration,
     /// Set when the agent is stopping: cycles, reads and inspections not started are skipped.
     pub stop: Arc<AtomicBool>,
+    /// The kubelet's log root (`--kubelet-log-dir`) for Kubernetes names; `None`: no names.
+    pub kubelet_log_dir: Option<PathBuf>,
+    /// `host:port` that `/targets` names (`--advertise-address`); `None`: the request's `Host`.
+    pub advertise: Option<String>,
+    /// The address the listener is bound to (the last fallback of `/targets`).
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 impl Shared {
@@ -61,6 +68,9 @@ impl Shared {
             symbol_cache_bytes: crate::symbolize::cache::DEFAULT_SYMBOL_CACHE_BYTES,
             inspect_wait: Duration::from_secs(1),
             stop: Arc::new(AtomicBool::new(false)),
+            kubelet_log_dir: None,
+            advertise: None,
+            listen: None,
         }
     }
 
@@ -97,6 +107,8 @@ pub struct ProcessInfo {
     pub method: Option<&'static str>,
     pub container_id: String,
     pub pod_uid: String,
+    /// The process's label set, as on its `/metrics` series and its `/targets` group.
+    pub labels: ProcessLabels,
     pub buckets: usize,
     pub mem_profile_rate: u64,
     /// Scaled estimates (as the metrics).
@@ -117,6 +129,8 @@ struct GoProcess {
     binary_name: String,
     go_version: String,
     container: ContainerInfo,
+    /// Kubernetes names (kubelet log layout); looked up again each cycle while incomplete.
+    names: KubeNames,
     labels: ProcessLabels,
     reader: Option<IncrementalReader<VmReader>>,
     addrs: Option<RuntimeAddresses>,
@@ -178,6 +192,7 @@ pub struct Collector {
     self_pid: i32,
     scans_reported: u64,
     cycles: u64,
+    kube: KubeletNames,
 }
 
 fn exe_identity(paths: &ProcPaths) -> Result<BinaryIdentity, std::io::ErrorKind> {
@@ -209,7 +224,9 @@ impl Collector {
         )
         .map_err(|e| tracing::warn!(error = %e, "no inspection threads; inspecting inline"))
         .ok();
+        let kube = KubeletNames::new(shared.kubelet_log_dir.clone());
         Collector {
+            kube,
             binaries: BinaryCache::with_symbol_budget(shared.symbol_cache_bytes),
             shared,
             output: output.map(Mutex::new),
@@ -276,18 +293,56 @@ impl Collector {
         wanted.reverse();
         self.submit_inspections(&mut wanted);
         // Read the processes known already while the inspections run.
+        self.resolve_names();
         self.read_go_processes(|g| g.cycles > 0);
         self.take_inspections(deadline, &mut wanted);
         if self.stopping() {
             return;
         }
         // Then the ones classified in this cycle.
+        self.resolve_names();
         self.read_go_processes(|g| g.cycles == 0);
         if self.stopping() {
             return;
         }
         self.announce();
         self.finish_cycle(t0);
+    }
+
+    /// Looks up the Kubernetes names of Go processes in a container whose names are not complete
+    /// yet (the kubelet may list a container after its process started). New names replace the
+    /// process's labels; its series under the old labels are removed (the next read sets them
+    /// again from the totals).
+    fn resolve_names(&mut self) {
+        let cycle = self.cycles;
+        let node = self.shared.node_name.clone().unwrap_or_default();
+        for (key, t) in self.table.iter_mut() {
+            let Kind::Go(g) = &mut t.kind else { continue };
+            let c = &g.container;
+            let incomplete = (!c.container_id.is_empty() && g.names.container.is_empty())
+                || (!c.pod_uid.is_empty() && g.names.pod.is_empty());
+            if !incomplete {
+                continue;
+            }
+            let names = self.kube.lookup(&c.container_id, &c.pod_uid, cycle);
+            if names == g.names {
+                continue;
+            }
+            let labels = ProcessLabels::new(
+                key.pid,
+                &g.binary_name,
+                &g.go_version,
+                &g.container,
+                &names,
+                &node,
+            );
+            if g.series {
+                self.shared.metrics.remove_process(&g.labels);
+                g.series = false;
+            }
+            g.names = names;
+            g.labels = labels;
+        }
     }
 
     fn end_go(&self, key: ProcessKey, g: &GoProcess) {
@@ -487,13 +542,14 @@ impl Collector {
             }
             Err(d) => (None, String::new(), Some(d)),
         };
-        let labels = ProcessLabels([
-            key.pid.to_string(),
-            binary_name.clone(),
-            go_version.clone(),
-            container.container_id.clone(),
-            container.pod_uid.clone(),
-        ]);
+        let labels = ProcessLabels::new(
+            key.pid,
+            &binary_name,
+            &go_version,
+            &container,
+            &KubeNames::default(),
+            self.shared.node_name.as_deref().unwrap_or(""),
+        );
         tracing::debug!(pid = key.pid, binary = %exe, go_version = %go_version, "new Go process");
         Kind::Go(Box::new(GoProcess {
             cached,
@@ -501,6 +557,7 @@ impl Collector {
             binary_name,
             go_version,
             container,
+            names: KubeNames::default(),
             labels,
             reader: None,
             addrs: None,
@@ -634,6 +691,7 @@ fn process_info(key: ProcessKey, g: &GoProcess) -> ProcessInfo {
             .map(|s| s.method.as_str()),
         container_id: g.container.container_id.clone(),
         pod_uid: g.container.pod_uid.clone(),
+        labels: g.labels.clone(),
         buckets: g.reader.as_ref().map(|r| r.buckets().len()).unwrap_or(0),
         mem_profile_rate: g.reader.as_ref().map(|r| r.mem_profile_rate()).unwrap_or(0),
         alloc_bytes_total: g.deltas.alloc_bytes_total,

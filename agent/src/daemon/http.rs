@@ -8,7 +8,8 @@
 //!
 //! | path | answer |
 //! |---|---|
-//! | `/metrics` | Prometheus text format 0.0.4 |
+//! | `/metrics` | Prometheus text format 0.0.4 (`?pid=P`: only that process's series) |
+//! | `/targets` | Prometheus `http_sd_config` JSON: one target group per readable Go process |
 //! | `/healthz` | `ok` |
 //! | `/processes` | JSON: node, cycle count, Go processes and their state |
 //! | `/debug/pprof/heap?pid=P` | the heap profile now, as `goheap profile` writes it |
@@ -239,12 +240,33 @@ async fn route(
     let req = Request::from_uri(http_req.uri());
     match req.path.as_str() {
         "/healthz" => Response::text(StatusCode::OK, "ok"),
-        "/metrics" => Response {
-            status: StatusCode::OK,
-            content_type: "text/plain; version=0.0.4; charset=utf-8",
-            headers: Vec::new(),
-            body: shared.metrics.encode(),
-        },
+        "/metrics" => {
+            let body = match param(&req, "pid") {
+                None => shared.metrics.encode(),
+                Some(_) => match pid_param(&req) {
+                    Ok(pid) => shared.metrics.encode_pid(pid),
+                    Err(r) => return r,
+                },
+            };
+            Response {
+                status: StatusCode::OK,
+                content_type: "text/plain; version=0.0.4; charset=utf-8",
+                headers: Vec::new(),
+                body,
+            }
+        }
+        "/targets" => {
+            let host = http_req
+                .headers()
+                .get(hyper::header::HOST)
+                .and_then(|h| h.to_str().ok());
+            Response {
+                status: StatusCode::OK,
+                content_type: "application/json",
+                headers: Vec::new(),
+                body: targets(shared, host),
+            }
+        }
         "/processes" => {
             let view = shared.view.lock().map(|v| v.clone()).unwrap_or_default();
             let body = serde_json::json!({
@@ -320,6 +342,63 @@ Also: <a href=\"/processes\">/processes</a> (JSON), <a href=\"/metrics\">/metric
         headers: Vec::new(),
         body: body.into_bytes(),
     }
+}
+
+/// Whether `s` is `host:port`: a DNS name or IPv4 address, or `[IPv6]`, and a port; at most 255
+/// bytes (what `/targets` may echo from a `Host` header or `--advertise-address`).
+pub fn valid_host_port(s: &str) -> bool {
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return false;
+    };
+    let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        v6.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+    };
+    s.len() <= 255 && host_ok && port.parse::<u16>().is_ok_and(|p| p > 0)
+}
+
+/// The address scrapers reach this agent at: `--advertise-address`, else the request's `Host`
+/// (if it is `host:port`), else the listen address.
+fn advertised(shared: &Shared, host: Option<&str>) -> String {
+    if let Some(a) = &shared.advertise {
+        return a.clone();
+    }
+    if let Some(h) = host.filter(|h| valid_host_port(h)) {
+        return h.to_string();
+    }
+    shared
+        .listen
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "localhost:9465".into())
+}
+
+/// `/targets`: one `http_sd_config` target group per readable Go process, labelled with its
+/// [`super::labels::ProcessLabels`] plus `__param_pid` (so the scrape URL carries `?pid=`) and
+/// `__metrics_path__` `/metrics` (a Prometheus job then scrapes that process's series; profile
+/// scrapers set their own paths).
+fn targets(shared: &Shared, host: Option<&str>) -> Vec<u8> {
+    let address = advertised(shared, host);
+    let view = shared.view.lock().map(|v| v.clone()).unwrap_or_default();
+    let groups: Vec<serde_json::Value> = view
+        .processes
+        .values()
+        .filter(|p| p.state == crate::target::state::ProcessState::Readable)
+        .map(|p| {
+            let mut labels: serde_json::Map<String, serde_json::Value> = p
+                .labels
+                .pairs()
+                .map(|(k, v)| (k.to_string(), v.into()))
+                .collect();
+            labels.insert("__param_pid".into(), p.pid.to_string().into());
+            labels.insert("__metrics_path__".into(), "/metrics".into());
+            serde_json::json!({ "targets": [address], "labels": labels })
+        })
+        .collect();
+    serde_json::to_vec_pretty(&groups).unwrap_or_default()
 }
 
 async fn profile_endpoint(
@@ -557,6 +636,14 @@ mod tests {
         assert_eq!(v["node"], "test-node");
         assert_eq!(v["mode"], "enabled");
         assert!(v["processes"].as_array().unwrap().is_empty());
+        let a = exchange(&mut s, "GET", "/targets");
+        assert_eq!(a.header("content-type"), Some("application/json"));
+        assert_eq!(a.body, b"[]");
+        assert!(valid_host_port("10.0.0.1:9465") && valid_host_port("[::1]:80"));
+        assert!(valid_host_port("goheap.goheap.svc:9465"));
+        for bad in ["x", "a b:1", "h:0", "h:99999", "[zz]:1", "\"x\":1"] {
+            assert!(!valid_host_port(bad), "{bad}");
+        }
         for (target, status) in [
             ("/debug/pprof/heap", 400),
             ("/debug/pprof/heap?pid=abc", 400),
@@ -566,6 +653,7 @@ mod tests {
             ("/debug/pprof/allocs?pid=1&seconds=301", 400),
             ("/debug/pprof/allocs?pid=%0A1", 400),
             ("/nope%0A", 404),
+            ("/metrics?pid=x", 400),
         ] {
             let a = exchange(&mut s, "GET", target);
             assert_eq!(a.status, status, "{target}");
@@ -579,6 +667,21 @@ mod tests {
         }
         // The HEAD answer carried no body: the connection is still in step.
         assert_eq!(exchange(&mut s, "GET", "/healthz").status, 200);
+    }
+
+    #[test]
+    fn advertised_address_order() {
+        let metrics = super::super::metrics::AgentMetrics::new().unwrap();
+        let mut shared = Shared::new(std::env::temp_dir(), ProfilerMode::Enabled, None, metrics);
+        shared.listen = Some("0.0.0.0:9465".parse().unwrap());
+        assert_eq!(advertised(&shared, Some("10.1.2.3:9465")), "10.1.2.3:9465");
+        // A Host that is not host:port is not echoed.
+        for bad in ["evil\"]:1", "no-port", "a/b:1"] {
+            assert_eq!(advertised(&shared, Some(bad)), "0.0.0.0:9465", "{bad}");
+        }
+        assert_eq!(advertised(&shared, None), "0.0.0.0:9465");
+        shared.advertise = Some("node-a:9465".into());
+        assert_eq!(advertised(&shared, Some("10.1.2.3:9465")), "node-a:9465");
     }
 
     #[test]

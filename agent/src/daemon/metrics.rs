@@ -5,18 +5,9 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-/// Label names of the per-process series, in order.
-pub const PROCESS_LABELS: [&str; 5] = ["pid", "binary", "go_version", "container_id", "pod_uid"];
-
-/// Label values of one process (same order as [`PROCESS_LABELS`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProcessLabels(pub [String; 5]);
-
-impl ProcessLabels {
-    fn refs(&self) -> [&str; 5] {
-        [&self.0[0], &self.0[1], &self.0[2], &self.0[3], &self.0[4]]
-    }
-}
+pub use super::labels::ProcessLabels;
+/// Label names of the per-process series, in order (the one label set, [`super::labels`]).
+pub const PROCESS_LABELS: [&str; 10] = super::labels::NAMES;
 
 /// Every metric the agent exports.
 pub struct AgentMetrics {
@@ -169,7 +160,7 @@ impl AgentMetrics {
         inuse_bytes: i64,
         inuse_objects: i64,
     ) {
-        let l = labels.refs();
+        let l = labels.values();
         let c = self.alloc_bytes.with_label_values(&l);
         c.inc_by(alloc_bytes_total.saturating_sub(c.get()));
         let c = self.alloc_objects.with_label_values(&l);
@@ -180,7 +171,7 @@ impl AgentMetrics {
 
     /// Removes the per-process series (the process exited or was replaced).
     pub fn remove_process(&self, labels: &ProcessLabels) {
-        let l = labels.refs();
+        let l = labels.values();
         let _ = self.alloc_bytes.remove_label_values(&l);
         let _ = self.alloc_objects.remove_label_values(&l);
         let _ = self.inuse_bytes.remove_label_values(&l);
@@ -189,9 +180,41 @@ impl AgentMetrics {
 
     /// The text exposition format 0.0.4.
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_families(self.registry.gather())
+    }
+
+    /// Only the per-process series of `pid` (what `/metrics?pid=N` serves: one scrape target per
+    /// process, as `/targets` lists them); no self-metrics.
+    pub fn encode_pid(&self, pid: i32) -> Vec<u8> {
+        let pid = pid.to_string();
+        let families = self
+            .registry
+            .gather()
+            .into_iter()
+            .filter_map(|mut f| {
+                let keep: Vec<_> = f
+                    .take_metric()
+                    .into_iter()
+                    .filter(|m| {
+                        m.get_label()
+                            .iter()
+                            .any(|l| l.get_name() == "pid" && l.get_value() == pid)
+                    })
+                    .collect();
+                if keep.is_empty() {
+                    return None;
+                }
+                f.set_metric(keep);
+                Some(f)
+            })
+            .collect();
+        self.encode_families(families)
+    }
+
+    fn encode_families(&self, families: Vec<prometheus::proto::MetricFamily>) -> Vec<u8> {
         let mut buf = Vec::new();
         let enc = TextEncoder::new();
-        if let Err(e) = enc.encode(&self.registry.gather(), &mut buf) {
+        if let Err(e) = enc.encode(&families, &mut buf) {
             tracing::warn!(error = %e, "encoding metrics");
         }
         buf

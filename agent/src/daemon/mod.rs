@@ -3,12 +3,14 @@
 //! Every `--interval` the [`collector::Collector`] scans `/proc`, tracks each Go process (keyed by pid
 //! and start time), reads its memory-profile buckets incrementally ([`tracker::IncrementalReader`]),
 //! turns per-bucket counter deltas into Prometheus counters ([`metrics`]) and optionally delta pprof
-//! files ([`output`]). A small HTTP server ([`http`]) serves `/metrics`, `/processes`, `/healthz` and
-//! `/debug/pprof/{heap,allocs}` on the same listener; profiles are built on blocking threads so the
+//! files ([`output`]). A small HTTP server ([`http`]) serves `/metrics`, `/processes`, `/targets`,
+//! `/healthz` and `/debug/pprof/{heap,allocs}` on the same listener, every per-process output under
+//! one label set ([`labels`]); profiles are built on blocking threads so the
 //! cycle loop never waits for them.
 
 pub mod collector;
 pub mod http;
+pub mod labels;
 pub mod metrics;
 pub mod output;
 pub mod pool;
@@ -40,8 +42,8 @@ pub enum LogFormat {
 /// Flags of `goheap agent`; each is also settable by environment variable.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AgentArgs {
-    /// Address to serve /metrics, /healthz, /processes and /debug/pprof/ on, written as Go
-    /// programs take it: HOST:PORT with an IP, [IPv6] or a host name (resolved; its first IPv4
+    /// Address to serve /metrics, /healthz, /processes, /targets and /debug/pprof/ on, written as
+    /// Go programs take it: HOST:PORT with an IP, [IPv6] or a host name (resolved; its first IPv4
     /// address, else its first), or :PORT for every address.
     #[arg(long, env = "GOHEAP_LISTEN", default_value = "0.0.0.0:9465", value_parser = parse_listen)]
     pub listen: std::net::SocketAddr,
@@ -70,12 +72,32 @@ pub struct AgentArgs {
     /// binary's table is loaded when one of its profiles is first requested, e.g. 64MiB, 0 = none).
     #[arg(long, env = "GOHEAP_SYMBOL_CACHE_BYTES", default_value = "64MiB", value_parser = parse_bytes)]
     pub symbol_cache_bytes: u64,
-    /// Node name reported in /processes (set from the downward API in Kubernetes).
+    /// Node name reported in /processes and as the `node` label (set from the downward API in Kubernetes).
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,
+    /// host:port that /targets gives scrapers for this agent (in Kubernetes the pod IP and port);
+    /// default: the Host header of the /targets request, else the listen address.
+    #[arg(long, env = "GOHEAP_ADVERTISE_ADDRESS", value_parser = parse_advertise)]
+    pub advertise_address: Option<String>,
+    /// The kubelet's log root, read (directory listings only) for pod, namespace and container
+    /// names: its containers/ and pods/ entries; missing directories mean no names ("" = off).
+    #[arg(long, env = "GOHEAP_KUBELET_LOG_DIR", default_value = "/var/log")]
+    pub kubelet_log_dir: PathBuf,
     /// Log format.
     #[arg(long, env = "GOHEAP_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+}
+
+/// Parses `--advertise-address`: `host:port` (a DNS name, IPv4 or `[IPv6]`), at most 255 bytes.
+pub fn parse_advertise(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if http::valid_host_port(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "invalid advertise address {s:?}: expected host:port (e.g. 10.1.2.3:9465)"
+        ))
+    }
 }
 
 /// Parses a walk budget: a duration from 0 to 60s.
@@ -243,6 +265,10 @@ async fn run_async(proc_root: PathBuf, args: AgentArgs) -> anyhow::Result<()> {
         metrics,
     );
     shared.walk_budget = args.read_budget;
+    shared.advertise = args.advertise_address.clone();
+    shared.listen = Some(local);
+    shared.kubelet_log_dir =
+        (!args.kubelet_log_dir.as_os_str().is_empty()).then(|| args.kubelet_log_dir.clone());
     shared.symbol_cache_bytes = args.symbol_cache_bytes;
     // A new binary's processes are read in the cycle that found them if it is inspected by then.
     shared.inspect_wait = (args.interval / 2).min(Duration::from_secs(2));

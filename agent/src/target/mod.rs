@@ -6,6 +6,7 @@
 pub mod access;
 pub mod cgroup;
 pub mod discovery;
+pub mod k8s;
 pub mod maps;
 pub mod memory;
 pub mod open;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 #[path = "../support/mod.rs"]
 pub mod support;
 pub use support::*;
+pub mod cgroups;
 
 /// The Go version whose fixtures the agent tests use.
 pub const GO: &str = GO_1_23;
