@@ -331,6 +331,10 @@ fn kubernetes_names_reach_metrics_processes_and_targets() {
     let one = series(&one.text());
     assert_eq!(one.len(), 4, "{one:?}");
     assert!(one.iter().all(|(_, l)| *l == f.want(node)), "{one:?}");
+    // A pid the agent does not track is a 404 with its reason, not an empty 200.
+    let unknown = agent.get(&format!("/metrics?pid={}", i32::MAX));
+    assert_eq!(unknown.status, 404, "{}", unknown.text());
+    assert!(unknown.text().contains("is tracked"), "{}", unknown.text());
     drop(agent);
     drop(fixtures);
     drop(cgroups);

@@ -244,7 +244,11 @@ async fn route(
             let body = match param(&req, "pid") {
                 None => shared.metrics.encode(),
                 Some(_) => match pid_param(&req) {
-                    Ok(pid) => shared.metrics.encode_pid(pid),
+                    Ok(pid) if shared.process(pid).is_some() => shared.metrics.encode_pid(pid),
+                    Ok(pid) => return Response::text(
+                        StatusCode::NOT_FOUND,
+                        format!("no Go process with pid {pid} is tracked (see /processes or /targets; new processes appear after the next cycle)"),
+                    ),
                     Err(r) => return r,
                 },
             };
