@@ -34,6 +34,11 @@ pub(crate) struct RecordArgs {
     /// .symtab or debug file).
     #[arg(long)]
     pub require_symtab: bool,
+    /// When the target's runtime.MemProfileRate is 0 (the linker disabled heap profiling), write
+    /// 524288 into it in this one process before the window starts — only at an address a symbol
+    /// table or debug file proves (refused for -s -w binaries); a non-zero rate is never written.
+    #[arg(long)]
+    pub enable_profiling: bool,
     /// Print neither progress nor the summary.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -105,6 +110,9 @@ pub(crate) fn run(proc_root: &Path, args: RecordArgs) -> Result<(), Failure> {
         })?
         .release_pages();
 
+    if args.enable_profiling {
+        enable_profiling(&mut rec, args.quiet)?;
+    }
     let mut warnings: Vec<String> = Vec::new();
     let _sigint = SigintGuard::install();
     if let Some(w) = rec.read_complete().map_err(Failure::Refused)? {
@@ -222,6 +230,26 @@ pub(crate) fn run(proc_root: &Path, args: RecordArgs) -> Result<(), Failure> {
         if let Some(path) = &dest {
             let _ = writeln!(err, "{}", output::wrote_line(path, bytes.len(), format));
         }
+    }
+    Ok(())
+}
+
+/// `--enable-profiling` (record and top): sets `runtime.MemProfileRate` where it is 0 and says so
+/// on stderr (unless `quiet`).
+pub(crate) fn enable_profiling(rec: &mut Recorder, quiet: bool) -> Result<(), Failure> {
+    use crate::profile::window::EnableOutcome;
+    match rec.enable_profiling().map_err(Failure::Refused)? {
+        EnableOutcome::Written { addr } if !quiet => eprintln!(
+            "goheap: --enable-profiling: set runtime.MemProfileRate to 524288 in pid {} (it was 0; address {addr:#x}, located by {})",
+            rec.pid,
+            rec.cached
+                .info
+                .symbols
+                .as_ref()
+                .map(|s| s.method.as_str())
+                .unwrap_or("symbol table")
+        ),
+        _ => {}
     }
     Ok(())
 }

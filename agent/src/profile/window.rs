@@ -14,12 +14,12 @@ use pprof_proto::Profile;
 
 use crate::binary::{BinaryCache, BinaryInfo, CachedBinary};
 use crate::daemon::tracker::{self, DeltaTracker, IncrementalReader};
-use crate::error::Refusal;
+use crate::error::{Hex, Refusal};
 use crate::profile::oneshot::build_profile;
-use crate::runtime::snapshot::HeapSnapshot;
+use crate::runtime::snapshot::{check_mem_profile_rate, HeapSnapshot, DEFAULT_MEM_PROFILE_RATE};
 use crate::runtime::walk::MemProfileRecord;
-use crate::target::memory::VmReader;
-use crate::target::open::OpenedProcess;
+use crate::target::memory::{write_u64_proven, RemoteMemory, VmReader};
+use crate::target::open::{memory_refusal, OpenedProcess};
 use crate::target::procfs::ProcPaths;
 
 /// Time one read may spend walking buckets before it continues on the next read (the CLI reads one
@@ -36,8 +36,20 @@ pub struct Recorder {
     reader: IncrementalReader<VmReader>,
     deltas: DeltaTracker,
     bias: u64,
+    /// Run-time address of `runtime.MemProfileRate`.
+    mem_profile_rate_addr: u64,
     /// The tracker's total at the start of the window.
     base_total: u64,
+}
+
+/// What [`Recorder::enable_profiling`] found or did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnableOutcome {
+    /// `runtime.MemProfileRate` already held this (non-zero) sampling period: nothing was written.
+    AlreadyOn(u64),
+    /// It held 0, and [`DEFAULT_MEM_PROFILE_RATE`] (bytes per sample) was written at this run-time
+    /// address and read back.
+    Written { addr: u64 },
 }
 
 /// What [`Recorder::progress`] reports while recording.
@@ -75,8 +87,60 @@ impl Recorder {
             reader,
             deltas: DeltaTracker::default(),
             bias,
+            mem_profile_rate_addr: p.addrs.mem_profile_rate,
             base_total: 0,
         })
+    }
+
+    /// `--enable-profiling`: when the live `runtime.MemProfileRate` is 0, writes
+    /// [`DEFAULT_MEM_PROFILE_RATE`] there — the one write goheap makes into a target, under force
+    /// mode's rule: only at an address proven by a symbol table (`.symtab` or a debug file). A
+    /// binary located from code references alone is refused with [`Refusal::ProfilingDisabled`]
+    /// (`force_works: false`, whose line says why and what to do); a non-zero rate is never
+    /// written. Call before the first read.
+    pub fn enable_profiling(&mut self) -> Result<EnableOutcome, Refusal> {
+        let info = &self.cached.info;
+        let addr = self.mem_profile_rate_addr;
+        let refuse = |e| memory_refusal(self.pid, e, &self.proc_root);
+        let rate = self.reader.mem.read_u64(addr).map_err(refuse)?;
+        if rate != 0 {
+            return Ok(EnableOutcome::AlreadyOn(rate));
+        }
+        let proven = info
+            .symbols
+            .as_ref()
+            .is_some_and(|s| s.method.proven_by_symbols());
+        if !proven {
+            // The refusal of a disabled rate where force cannot write (it says why).
+            check_mem_profile_rate(self.pid, rate, info)?;
+            return Err(Refusal::Corrupt {
+                pid: self.pid,
+                detail: "runtime.MemProfileRate read 0 but was not refused".into(),
+            });
+        }
+        // An 8-byte word in a mapping the process can read (the executable's data segment).
+        if !self.reader.map().is_readable(addr, 8) {
+            return Err(Refusal::Corrupt {
+                pid: self.pid,
+                detail: format!(
+                    "runtime.MemProfileRate's address {} is not mapped in the process",
+                    Hex(addr)
+                ),
+            });
+        }
+        write_u64_proven(&self.proc_root, self.pid, addr, DEFAULT_MEM_PROFILE_RATE)
+            .map_err(refuse)?;
+        let now = self.reader.mem.read_u64(addr).map_err(refuse)?;
+        if now != DEFAULT_MEM_PROFILE_RATE {
+            return Err(Refusal::Corrupt {
+                pid: self.pid,
+                detail: format!(
+                    "wrote {DEFAULT_MEM_PROFILE_RATE} into runtime.MemProfileRate at {} but read back {now}",
+                    Hex(addr)
+                ),
+            });
+        }
+        Ok(EnableOutcome::Written { addr })
     }
 
     /// Reads the process once (cheap after the first read). Returns a warning when the list could
