@@ -92,7 +92,7 @@ pub(crate) fn profiling_remedy(force_works: bool) -> &'static str {
     if force_works {
         "rerun with --enable-profiling (`goheap record|top --enable-profiling`) to set it to 524288 in this process, run `goheap agent --go-heap-profiler=force` to enable it at runtime, or import runtime/pprof (or net/http/pprof) in the program"
     } else {
-        "--enable-profiling and `--go-heap-profiler=force` cannot enable it here: this binary has no symbol table (built with -ldflags=-s), so the address of runtime.MemProfileRate comes from code references alone, and goheap writes only at an address a symbol table proves (with profiling off the process holds no buckets that could confirm the address); install the binary's debug file under /usr/lib/debug/.build-id or rebuild without -s -w, then --enable-profiling works, or import runtime/pprof (or net/http/pprof) in the program"
+        "--enable-profiling and `--go-heap-profiler=force` cannot enable it here: this binary has no symbol table (built with -ldflags=-s), so the address of runtime.MemProfileRate comes from code references alone and goheap writes only at an address a symbol table proves; install the binary's debug file under /usr/lib/debug/.build-id or rebuild without -s -w (then --enable-profiling works), import runtime/pprof (or net/http/pprof) in the program, or accept the recovered address with --enable-profiling-from-code (goheap record|top: it writes only when the code references, the file and the live process agree)"
     }
 }
 

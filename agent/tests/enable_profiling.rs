@@ -121,9 +121,20 @@ fn wait_stopped(pid: i32) {
 /// samples (one standard deviation 1.4%).
 #[test]
 fn enabled_window_matches_the_programs_own_count() {
-    let s = Scratch::new("enable-rate");
+    window_matches_own_count("default", "--enable-profiling");
+}
+
+/// The same for the stripped (`-s -w`) twin with `--enable-profiling-from-code`: the write at the
+/// recovered address enables profiling, and the window matches the program's own count.
+#[test]
+fn enabled_from_code_window_matches_the_programs_own_count() {
+    window_matches_own_count("stripped", "--enable-profiling-from-code");
+}
+
+fn window_matches_own_count(mode: &str, flag: &str) {
+    let s = Scratch::new(&format!("enable-rate-{mode}"));
     let stats = s.path("np.stats");
-    let np = start_noprofile(&s, GO, "default", "np", 128.0, Some(&stats));
+    let np = start_noprofile(&s, GO, mode, "np", 128.0, Some(&stats));
     assert_eq!(ps_state(np.pid)["state"], "profiling-disabled");
     // The program's own count, as often as it writes it, while recording.
     let stop = Arc::new(AtomicBool::new(false));
@@ -153,7 +164,7 @@ fn enabled_window_matches_the_programs_own_count() {
         "record",
         "-p",
         &np.pid.to_string(),
-        "--enable-profiling",
+        flag,
         "--duration",
         "20s",
         "-o",
@@ -187,7 +198,7 @@ fn enabled_window_matches_the_programs_own_count() {
         .sum();
     let ratio = recorded / exact;
     println!(
-        "ACCURACY goheap record --enable-profiling 20s: alloc_space {recorded:.0} B, runtime /gc/heap/allocs:bytes delta {exact:.0} B, ratio {ratio:.4}"
+        "ACCURACY goheap record {flag} ({mode}) 20s: alloc_space {recorded:.0} B, runtime /gc/heap/allocs:bytes delta {exact:.0} B, ratio {ratio:.4}"
     );
     assert!(
         (0.95..=1.05).contains(&ratio),
@@ -232,9 +243,11 @@ fn without_the_flag_exit_7_names_it() {
 }
 
 /// The stripped (`-s -w`) twin of every Go version: its globals come from code references only,
-/// so `--enable-profiling` refuses (exit 7) with the reason and what to do, and the process's
-/// memory is byte-for-byte unchanged. Its `default` twin, stopped the same way, is written (so the
-/// comparison would see a write).
+/// so `--enable-profiling` refuses (exit 7) with the reason and what to do (naming
+/// `--enable-profiling-from-code`), and the process's memory is byte-for-byte unchanged; with
+/// `--enable-profiling-from-code` exactly one mapping changes and the process then profiles its
+/// allocations (`main.churn` appears), so the word written was `runtime.MemProfileRate`. Its
+/// `default` twin, stopped the same way, is written by `--enable-profiling`.
 #[test]
 fn stripped_twins_are_refused_and_never_written() {
     let s = Scratch::new("enable-stripped");
@@ -266,6 +279,7 @@ fn stripped_twins_are_refused_and_never_written() {
                 "/usr/lib/debug/.build-id",
                 "rebuild without -s -w",
                 "runtime/pprof",
+                "--enable-profiling-from-code",
             ] {
                 assert!(
                     err.contains(want),
@@ -277,6 +291,38 @@ fn stripped_twins_are_refused_and_never_written() {
             before,
             hash_writable_memory(st.pid),
             "go{version}: the stripped process's memory changed"
+        );
+        // The separate flag accepts the recovered address (every check holds for these twins)
+        // and writes exactly one word: then the process profiles its allocations.
+        let out = goheap(&[
+            "record",
+            "-p",
+            &pid,
+            "--enable-profiling-from-code",
+            "-d",
+            "200ms",
+            "-o",
+            "-",
+        ]);
+        let err = stderr_of(&out);
+        assert!(out.status.success(), "go{version}: {err}");
+        assert!(
+            err.contains("set runtime.MemProfileRate to 524288") && err.contains("code-reference"),
+            "go{version}: {err}"
+        );
+        let after = hash_writable_memory(st.pid);
+        let changed = before
+            .iter()
+            .filter(|(k, v)| after.get(k) != Some(v))
+            .count();
+        assert_eq!(changed, 1, "go{version}: one mapping changes");
+        signal(st.pid, libc::SIGCONT);
+        let out = goheap(&["top", "-p", &pid, "--once", "-i", "500ms"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "go{version}: {}", stderr_of(&out));
+        assert!(
+            text.contains("MemProfileRate 524288") && text.contains("main.churn"),
+            "go{version}: profiling is on after the write: {text}"
         );
 
         let plain = start_noprofile(&s, version, "default", &format!("np-{version}"), 2.0, None);
@@ -360,4 +406,56 @@ fn a_non_zero_rate_is_never_written() {
     );
     assert_eq!(before, hash_writable_memory(sa.pid), "memory changed");
     signal(sa.pid, libc::SIGCONT);
+}
+
+/// `--enable-profiling-from-code` refuses where the evidence does not hold: the stripped
+/// heapfixture sets `MemProfileRate = 0` itself (`-rate 0`), so the linker did not disable
+/// profiling (`disableMemoryProfiling` is false in the file) — exit 7 saying so, and the stopped
+/// process's memory is unchanged. `--enable-profiling` refuses it too (no symbol table).
+#[test]
+fn from_code_refuses_a_rate_the_program_set_to_zero() {
+    let s = Scratch::new("enable-fromcode-refused");
+    let ready = s.path("hf.ready");
+    let mut cmd = Command::new(fixture("heapfixture", GO, "stripped"));
+    cmd.env("GOGC", "off")
+        .args(["-scale", "0.01", "-rate", "0", "-ready"])
+        .arg(&ready);
+    let hf = start_and_wait(cmd, &ready, Duration::from_secs(60));
+    let pid = hf.pid.to_string();
+    signal(hf.pid, libc::SIGSTOP);
+    wait_stopped(hf.pid);
+    let before = hash_writable_memory(hf.pid);
+    let out = goheap(&[
+        "record",
+        "-p",
+        &pid,
+        "--enable-profiling-from-code",
+        "-d",
+        "200ms",
+        "-o",
+        "-",
+    ]);
+    let err = stderr_of(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::PROFILING_DISABLED),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("--enable-profiling-from-code refused")
+            && err.contains("the linker did not disable profiling")
+            && err.contains("the program set the rate to 0 itself"),
+        "{err}"
+    );
+    let out = goheap(&["top", "-p", &pid, "--enable-profiling", "--once"]);
+    let err = stderr_of(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(exit_code::PROFILING_DISABLED),
+        "{err}"
+    );
+    assert!(err.contains("cannot enable it here"), "{err}");
+    assert_eq!(before, hash_writable_memory(hf.pid), "memory changed");
+    signal(hf.pid, libc::SIGCONT);
 }

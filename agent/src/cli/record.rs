@@ -39,6 +39,12 @@ pub(crate) struct RecordArgs {
     /// table or debug file proves (refused for -s -w binaries); a non-zero rate is never written.
     #[arg(long)]
     pub enable_profiling: bool,
+    /// Like --enable-profiling, and also for stripped (-s -w) binaries, at the address of
+    /// runtime.MemProfileRate recovered from code references, when every check holds (two
+    /// references agree, the file holds 524288 there, runtime.disableMemoryProfiling is true in
+    /// the file and in the process, the live rate is 0); otherwise refused with the failed check.
+    #[arg(long)]
+    pub enable_profiling_from_code: bool,
     /// Print neither progress nor the summary.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -110,8 +116,8 @@ pub(crate) fn run(proc_root: &Path, args: RecordArgs) -> Result<(), Failure> {
         })?
         .release_pages();
 
-    if args.enable_profiling {
-        enable_profiling(&mut rec, args.quiet)?;
+    if args.enable_profiling || args.enable_profiling_from_code {
+        enable_profiling(&mut rec, args.enable_profiling_from_code, args.quiet)?;
     }
     let mut warnings: Vec<String> = Vec::new();
     let _sigint = SigintGuard::install();
@@ -234,11 +240,15 @@ pub(crate) fn run(proc_root: &Path, args: RecordArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `--enable-profiling` (record and top): sets `runtime.MemProfileRate` where it is 0 and says so
-/// on stderr (unless `quiet`).
-pub(crate) fn enable_profiling(rec: &mut Recorder, quiet: bool) -> Result<(), Failure> {
+/// `--enable-profiling` (record and top; `from_code`: `--enable-profiling-from-code`): sets
+/// `runtime.MemProfileRate` where it is 0 and says so on stderr (unless `quiet`).
+pub(crate) fn enable_profiling(
+    rec: &mut Recorder,
+    from_code: bool,
+    quiet: bool,
+) -> Result<(), Failure> {
     use crate::profile::window::EnableOutcome;
-    match rec.enable_profiling().map_err(Failure::Refused)? {
+    match rec.enable_profiling(from_code).map_err(Failure::Refused)? {
         EnableOutcome::Written { addr } if !quiet => eprintln!(
             "goheap: --enable-profiling: set runtime.MemProfileRate to 524288 in pid {} (it was 0; address {addr:#x}, located by {})",
             rec.pid,

@@ -49,6 +49,11 @@ pub(crate) struct TopArgs {
     /// proves (refused for -s -w binaries); a non-zero rate is never written.
     #[arg(long)]
     pub enable_profiling: bool,
+    /// Like --enable-profiling, and also for stripped (-s -w) binaries, at the address of
+    /// runtime.MemProfileRate recovered from code references, when every check holds (see
+    /// `goheap record --help`); otherwise refused with the failed check.
+    #[arg(long)]
+    pub enable_profiling_from_code: bool,
 }
 
 fn parse_interval(s: &str) -> Result<Duration, String> {
@@ -392,8 +397,8 @@ pub(crate) fn run(proc_root: &Path, args: TopArgs) -> Result<(), Failure> {
             })
         })?
         .release_pages();
-    if args.enable_profiling {
-        super::record::enable_profiling(&mut rec, false)?;
+    if args.enable_profiling || args.enable_profiling_from_code {
+        super::record::enable_profiling(&mut rec, args.enable_profiling_from_code, false)?;
     }
     let _signals = SignalGuard::install();
     let first_warning = rec.read_complete().map_err(Failure::Refused)?;

@@ -96,9 +96,11 @@ impl Recorder {
     /// [`DEFAULT_MEM_PROFILE_RATE`] there — the one write goheap makes into a target, under force
     /// mode's rule: only at an address proven by a symbol table (`.symtab` or a debug file). A
     /// binary located from code references alone is refused with [`Refusal::ProfilingDisabled`]
-    /// (`force_works: false`, whose line says why and what to do); a non-zero rate is never
-    /// written. Call before the first read.
-    pub fn enable_profiling(&mut self) -> Result<EnableOutcome, Refusal> {
+    /// (`force_works: false`, whose line says why and what to do), unless `from_code` (the
+    /// separate `--enable-profiling-from-code`) accepts a recovered address that passes every
+    /// check of [`Recorder::code_reference_evidence`]. A non-zero rate is never written. Call
+    /// before the first read.
+    pub fn enable_profiling(&mut self, from_code: bool) -> Result<EnableOutcome, Refusal> {
         let info = &self.cached.info;
         let addr = self.mem_profile_rate_addr;
         let refuse = |e| memory_refusal(self.pid, e, &self.proc_root);
@@ -111,12 +113,23 @@ impl Recorder {
             .as_ref()
             .is_some_and(|s| s.method.proven_by_symbols());
         if !proven {
-            // The refusal of a disabled rate where force cannot write (it says why).
-            check_mem_profile_rate(self.pid, rate, info)?;
-            return Err(Refusal::Corrupt {
-                pid: self.pid,
-                detail: "runtime.MemProfileRate read 0 but was not refused".into(),
-            });
+            if !from_code {
+                // The refusal of a disabled rate where force cannot write (it says why).
+                check_mem_profile_rate(self.pid, rate, info)?;
+                return Err(Refusal::Corrupt {
+                    pid: self.pid,
+                    detail: "runtime.MemProfileRate read 0 but was not refused".into(),
+                });
+            }
+            if let Err(why) = self.code_reference_evidence() {
+                return Err(Refusal::ProfilingDisabled {
+                    pid: self.pid,
+                    reason: format!(
+                        "--enable-profiling-from-code refused: {why}, so the recovered address of runtime.MemProfileRate is not safe to write"
+                    ),
+                    force_works: false,
+                });
+            }
         }
         // An 8-byte word in a mapping the process can read (the executable's data segment).
         if !self.reader.map().is_readable(addr, 8) {
@@ -141,6 +154,58 @@ impl Recorder {
             });
         }
         Ok(EnableOutcome::Written { addr })
+    }
+
+    /// Whether an address of `runtime.MemProfileRate` recovered from code references (no symbol
+    /// table) may be written by `--enable-profiling-from-code`; `Err` says which check failed.
+    /// Every one must hold, besides what the recovery itself required (two independent references
+    /// agreeing: the 8-byte store in `schedinit`/`runtime.init` right after the load of a bool,
+    /// and `profilealloc`'s 8-byte load):
+    /// 1. that bool, `runtime.disableMemoryProfiling`, was recovered at its own address, and the
+    ///    file holds `true` there (the linker disabled profiling);
+    /// 2. the live bool is still 1 in the process;
+    /// 3. the file holds the default 524288 at the rate's address (`.noptrdata`, Go ≥ 1.20), or,
+    ///    for Go 1.19 where it lives in `.noptrbss`, the recovery found the initialiser storing
+    ///    that constant;
+    /// 4. the live rate is 0 (the caller read it).
+    pub fn code_reference_evidence(&self) -> Result<(), String> {
+        let info = &self.cached.info;
+        let Some(symbols) = info.symbols.as_ref() else {
+            return Err("the runtime's globals were not located".into());
+        };
+        let Some(flag) = symbols.disable_memory_profiling else {
+            return Err("no disableMemoryProfiling test before a MemProfileRate store was found in the runtime's code (only one code reference locates the rate)".into());
+        };
+        if info.linker_disabled_profiling != Some(true) {
+            return Err("the file does not hold true in runtime.disableMemoryProfiling (the linker did not disable profiling: the program set the rate to 0 itself, and goheap does not override that without a symbol table)".into());
+        }
+        let flag_at = flag.wrapping_add(self.bias);
+        match self.reader.mem.read_u64(flag_at).map(|v| v & 0xff) {
+            Ok(1) => {}
+            Ok(v) => {
+                return Err(format!(
+                    "runtime.disableMemoryProfiling at its recovered address {} holds {v} in the process, not 1",
+                    Hex(flag_at)
+                ))
+            }
+            Err(e) => {
+                return Err(format!(
+                    "runtime.disableMemoryProfiling at its recovered address {} cannot be read: {e}",
+                    Hex(flag_at)
+                ))
+            }
+        }
+        let file_rate = info.binary.read_initialized(symbols.mem_profile_rate, 8);
+        let go_1_19 = info.binary.go_version.minor < 20;
+        let default_in_file = file_rate == Some(DEFAULT_MEM_PROFILE_RATE);
+        let zero_bss_1_19 = go_1_19 && file_rate == Some(0);
+        if !(default_in_file || zero_bss_1_19) {
+            return Err(format!(
+                "the file holds {file_rate:?} at the recovered address {} of runtime.MemProfileRate, not the default {DEFAULT_MEM_PROFILE_RATE}",
+                Hex(symbols.mem_profile_rate)
+            ));
+        }
+        Ok(())
     }
 
     /// Reads the process once (cheap after the first read). Returns a warning when the list could
