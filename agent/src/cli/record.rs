@@ -35,7 +35,7 @@ pub(crate) struct RecordArgs {
     #[arg(long)]
     pub require_symtab: bool,
     /// When the target's runtime.MemProfileRate is 0 (the linker disabled heap profiling), write
-    /// 524288 into it in this one process before the window starts — only at an address a symbol
+    /// 524288 into it in this one process before the window starts, only at an address a symbol
     /// table or debug file proves (refused for -s -w binaries); a non-zero rate is never written.
     #[arg(long)]
     pub enable_profiling: bool,

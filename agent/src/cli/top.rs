@@ -45,7 +45,7 @@ pub(crate) struct TopArgs {
     #[arg(long)]
     pub require_symtab: bool,
     /// When the target's runtime.MemProfileRate is 0 (the linker disabled heap profiling), write
-    /// 524288 into it in this one process first — only at an address a symbol table or debug file
+    /// 524288 into it in this one process first, only at an address a symbol table or debug file
     /// proves (refused for -s -w binaries); a non-zero rate is never written.
     #[arg(long)]
     pub enable_profiling: bool,
