@@ -236,6 +236,60 @@ fn target_exit_restores_the_terminal() {
     assert!(!screen.contains("q quit"), "{screen}");
 }
 
+/// The pid of the `goheap top -p TARGET` process (found in /proc by its command line).
+fn top_pid(target: i32) -> i32 {
+    wait_for(Duration::from_secs(10), "the goheap top process", || {
+        std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+            let target = target.to_string();
+            (args.len() > 3
+                && args[0] == goheap_bin().as_os_str().as_encoded_bytes()
+                && args[1] == b"top"
+                && args[3] == target.as_bytes())
+            .then_some(pid)
+        })
+    })
+}
+
+/// Ctrl-C (a key in raw mode) and SIGTERM (a signal) both end the view with status 0 and the
+/// shell's screen back, raw mode off.
+#[test]
+fn ctrl_c_and_sigterm_restore_the_terminal() {
+    let s = Scratch::new("top-signals");
+    let sa = start_steadyalloc(&s, "sa", 8.0);
+    let tmux = Tmux::start(&s);
+    let line = format!(
+        "{} top -p {} -i 300ms; echo EXIT=$?",
+        goheap_bin().display(),
+        sa.pid
+    );
+    tmux.type_line(&line);
+    tmux.wait_screen("the table", |t| {
+        t.contains("q quit") && !table(t).is_empty()
+    });
+    tmux.keys(&["C-c"]);
+    let screen = tmux.wait_screen("the exit status", exit_line);
+    assert_eq!(exit_status(&screen), Some("EXIT=0"), "{screen}");
+    assert!(!screen.contains("q quit"), "{screen}");
+
+    tmux.type_line("clear");
+    tmux.wait_screen("a cleared screen", |t| !t.contains("EXIT="));
+    tmux.type_line(&line);
+    tmux.wait_screen("the table", |t| {
+        t.contains("q quit") && !table(t).is_empty()
+    });
+    let pid = top_pid(sa.pid);
+    // SAFETY: kill(2) on the goheap process this test started (through tmux).
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let screen = tmux.wait_screen("the exit status", exit_line);
+    assert_eq!(exit_status(&screen), Some("EXIT=0"), "{screen}");
+    assert!(!screen.contains("q quit"), "{screen}");
+    tmux.type_line("echo cooked-$((40+2))");
+    tmux.wait_screen("the shell echoing again", |t| t.contains("cooked-42"));
+}
+
 /// Parses a cell like `17.5 MiB/s` or `512 B/s` into bytes per second.
 fn bytes_per_s(num: &str, unit: &str) -> f64 {
     let n: f64 = num
