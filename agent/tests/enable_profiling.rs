@@ -213,11 +213,12 @@ fn window_matches_own_count(mode: &str, flag: &str) {
 }
 
 /// Without the flag, `record`, `top` and `profile` refuse the linker-disabled fixture with exit 7,
-/// and the one line names `--enable-profiling`; nothing is written into the process.
+/// and the one line names `--enable-profiling`; nothing is written into the process. Then `top
+/// --enable-profiling` enables it and shows `main.churn`.
 #[test]
 fn without_the_flag_exit_7_names_it() {
     let s = Scratch::new("enable-noflag");
-    let np = start_noprofile(&s, GO, "default", "np", 2.0, None);
+    let np = start_noprofile(&s, GO, "default", "np", 32.0, None);
     let pid = np.pid.to_string();
     signal(np.pid, libc::SIGSTOP);
     wait_stopped(np.pid);
@@ -240,6 +241,27 @@ fn without_the_flag_exit_7_names_it() {
     }
     assert_eq!(before, hash_writable_memory(np.pid), "memory changed");
     signal(np.pid, libc::SIGCONT);
+    // `top` with the flag: enabled, and the next interval shows the program's allocator.
+    let out = goheap(&[
+        "top",
+        "-p",
+        &pid,
+        "--enable-profiling",
+        "--once",
+        "-i",
+        "2s",
+    ]);
+    let err = stderr_of(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("--enable-profiling: set runtime.MemProfileRate to 524288"),
+        "{err}"
+    );
+    assert!(
+        text.contains("MemProfileRate 524288") && text.contains("main.churn"),
+        "{text}"
+    );
 }
 
 /// The stripped (`-s -w`) twin of every Go version: its globals come from code references only,
@@ -252,7 +274,14 @@ fn without_the_flag_exit_7_names_it() {
 fn stripped_twins_are_refused_and_never_written() {
     let s = Scratch::new("enable-stripped");
     for version in GO_VERSIONS {
-        let st = start_noprofile(&s, version, "stripped", &format!("st-{version}"), 2.0, None);
+        let st = start_noprofile(
+            &s,
+            version,
+            "stripped",
+            &format!("st-{version}"),
+            16.0,
+            None,
+        );
         let pid = st.pid.to_string();
         signal(st.pid, libc::SIGSTOP);
         wait_stopped(st.pid);
@@ -317,7 +346,7 @@ fn stripped_twins_are_refused_and_never_written() {
             .count();
         assert_eq!(changed, 1, "go{version}: one mapping changes");
         signal(st.pid, libc::SIGCONT);
-        let out = goheap(&["top", "-p", &pid, "--once", "-i", "500ms"]);
+        let out = goheap(&["top", "-p", &pid, "--once", "-i", "1s"]);
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "go{version}: {}", stderr_of(&out));
         assert!(
