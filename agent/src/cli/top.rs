@@ -674,6 +674,52 @@ mod tests {
         }
     }
 
+    /// Flat values go to the leaf, cumulative ones to every distinct function of the stack once
+    /// (a recursive frame is not counted twice); rates are per second of the interval.
+    #[test]
+    fn flat_and_cumulative_by_function() {
+        use pprof_proto::{FrameLine, ProfileBuilder};
+        let mut b = ProfileBuilder::new();
+        for t in [
+            "alloc_objects",
+            "alloc_space",
+            "inuse_objects",
+            "inuse_space",
+        ] {
+            b.add_sample_type(t, "count");
+        }
+        let mut loc = |b: &mut ProfileBuilder, key: u64, name: &str| {
+            let function = b.function(name, name, "x.go", 1);
+            b.location(
+                key,
+                None,
+                key,
+                &[FrameLine {
+                    function,
+                    line: 1,
+                    column: 0,
+                }],
+            )
+            .unwrap()
+        };
+        let (leaf, rec, main) = (
+            loc(&mut b, 1, "leaf"),
+            loc(&mut b, 2, "rec"),
+            loc(&mut b, 3, "main"),
+        );
+        // leaf <- rec <- rec <- main: 4 objects, 400 B allocated, 100 B in use.
+        b.add_sample(&[leaf, rec, rec, main], &[4, 400, 1, 100], &[])
+            .unwrap();
+        // rec <- main: 2 objects, 60 B allocated.
+        b.add_sample(&[rec, main], &[2, 60, 0, 0], &[]).unwrap();
+        let (rows, totals) = rows_of(&b.build(), 2.0).unwrap();
+        let get = |n: &str| rows.iter().find(|r| r.name == n).unwrap().values;
+        assert_eq!(get("leaf"), [200.0, 200.0, 2.0, 100.0, 1.0, 100.0]);
+        assert_eq!(get("rec"), [30.0, 230.0, 1.0, 0.0, 0.0, 100.0]);
+        assert_eq!(get("main"), [0.0, 230.0, 0.0, 0.0, 0.0, 100.0]);
+        assert_eq!(totals, [230.0, 3.0, 100.0, 1.0]);
+    }
+
     #[test]
     fn sorting_follows_the_key() {
         let mut rows = vec![
