@@ -688,7 +688,7 @@ mod tests {
         ] {
             b.add_sample_type(t, "count");
         }
-        let mut loc = |b: &mut ProfileBuilder, key: u64, name: &str| {
+        let loc = |b: &mut ProfileBuilder, key: u64, name: &str| {
             let function = b.function(name, name, "x.go", 1);
             b.location(
                 key,
