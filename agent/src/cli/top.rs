@@ -153,9 +153,10 @@ impl Header {
             (Some(c), None) => format!("GC cycles {c}"),
             _ => "GC cycles unknown".into(),
         };
+        // The path last: a narrow terminal cuts it, not the numbers.
         format!(
-            "pid {} ({}) {}  {}  MemProfileRate {}  {gc}  buckets {}",
-            self.pid, self.name, self.exe, self.go_version, f.mem_profile_rate, f.buckets
+            "pid {} ({})  {}  MemProfileRate {}  {gc}  buckets {}  {}",
+            self.pid, self.name, self.go_version, f.mem_profile_rate, f.buckets, self.exe
         )
     }
 }
@@ -526,8 +527,8 @@ fn draw(f: &mut ratatui::Frame, v: &View) {
         Some(fr) => vec![Line::from(v.header.line(fr)), Line::from(totals_line(fr))],
         None => vec![
             Line::from(format!(
-                "pid {} ({}) {}  {}",
-                v.header.pid, v.header.name, v.header.exe, v.header.go_version
+                "pid {} ({})  {}  {}",
+                v.header.pid, v.header.name, v.header.go_version, v.header.exe
             )),
             Line::from(format!(
                 "reading: the first interval ends in {:.1}s",
