@@ -85,12 +85,14 @@ impl Refusal {
     }
 }
 
-/// What to do about disabled profiling: force mode only where it can write.
-fn profiling_remedy(force_works: bool) -> &'static str {
+/// What to do about disabled profiling. `force_works`: the address of `runtime.MemProfileRate` is
+/// proven by a symbol table, so `--enable-profiling` (record, top) and the agent's force mode may
+/// write there; otherwise the line says why neither writes and what would make them work.
+pub(crate) fn profiling_remedy(force_works: bool) -> &'static str {
     if force_works {
-        "import runtime/pprof (or net/http/pprof) in the program, or run `goheap agent --go-heap-profiler=force` to enable it at runtime"
+        "rerun with --enable-profiling (`goheap record|top --enable-profiling`) to set it to 524288 in this process, run `goheap agent --go-heap-profiler=force` to enable it at runtime, or import runtime/pprof (or net/http/pprof) in the program"
     } else {
-        "import runtime/pprof (or net/http/pprof) in the program; `--go-heap-profiler=force` cannot enable it here: this binary has no symbol table (built with -ldflags=-s), so the address of runtime.MemProfileRate comes from code references alone and goheap writes only at an address a symbol table proves (install the binary's debug file under /usr/lib/debug/.build-id, or build without -s, and force works)"
+        "--enable-profiling and `--go-heap-profiler=force` cannot enable it here: this binary has no symbol table (built with -ldflags=-s), so the address of runtime.MemProfileRate comes from code references alone and goheap writes only at an address a symbol table proves; install the binary's debug file under /usr/lib/debug/.build-id or rebuild without -s -w (then --enable-profiling works), import runtime/pprof (or net/http/pprof) in the program, or accept the recovered address with --enable-profiling-from-code (goheap record|top: it writes only when the code references, the file and the live process agree)"
     }
 }
 

@@ -15,12 +15,14 @@ mod profile;
 mod profile_output;
 mod ps;
 mod record;
+mod top;
 
 use completions::{CompletionsArgs, ManArgs};
 use diff::DiffArgs;
 use profile_output::ProfileCmd;
 use ps::PsArgs;
 use record::RecordArgs;
+use top::TopArgs;
 
 #[derive(Parser)]
 #[command(
@@ -60,6 +62,18 @@ one cycle. Ctrl-C ends the window early and still writes the profile.",
         after_help = exit_codes_help()
     )]
     Record(RecordArgs),
+    /// A live view of one Go process's allocations by function (like py-spy top).
+    #[command(
+        long_about = "A live view of one Go process's allocations by function, like py-spy top: \
+every --interval the process is read (cheaply, as `goheap record` does) and each function's \
+allocation rate over the last interval (bytes/s and objects/s, flat and cumulative) and what it \
+holds in use are shown, with the process's totals, Go version, MemProfileRate and GC cycles in the \
+header. Values are the runtime's scaled estimates, published at the end of each GC cycle. Keys: 1-6 \
+or s change the sort column, p or space pause, q quits. When stdout is not a terminal, or with \
+--once, plain-text snapshots are printed, one per interval.",
+        after_help = exit_codes_help()
+    )]
+    Top(TopArgs),
     /// Compare two profiles: a differential flame graph (growth red, shrinkage blue) or a pprof diff.
     #[command(
         long_about = "Compare two profiles (e.g. two `goheap profile` files of one program, or two \
@@ -97,6 +111,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Profile(args) => profile_output::run(&cli.proc_root, args),
         Command::Record(args) => record::run(&cli.proc_root, args),
+        Command::Top(args) => top::run(&cli.proc_root, args),
         Command::Diff(args) => diff::run(args),
         Command::Ps(args) => ps::run(&cli.proc_root, args),
         Command::Completions(args) => completions::completions(args),

@@ -37,6 +37,17 @@ pub(crate) struct RecordArgs {
     /// .symtab or debug file).
     #[arg(long)]
     pub require_symtab: bool,
+    /// When the target's runtime.MemProfileRate is 0 (the linker disabled heap profiling), write
+    /// 524288 into it in this one process before the window starts, only at an address a symbol
+    /// table or debug file proves (refused for -s -w binaries); a non-zero rate is never written.
+    #[arg(long)]
+    pub enable_profiling: bool,
+    /// Like --enable-profiling, and also for stripped (-s -w) binaries, at the address of
+    /// runtime.MemProfileRate recovered from code references, when every check holds (two
+    /// references agree, the file holds 524288 there, runtime.disableMemoryProfiling is true in
+    /// the file and in the process, the live rate is 0); otherwise refused with the failed check.
+    #[arg(long)]
+    pub enable_profiling_from_code: bool,
     /// Print neither progress nor the summary.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -106,7 +117,7 @@ fn prepare(
     cache: &mut BinaryCache,
     args: &RecordArgs,
 ) -> Result<(Recorder, String), Failure> {
-    let rec =
+    let mut rec =
         Recorder::open(proc_root, pid, cache, args.require_symtab).map_err(Failure::Refused)?;
     let info = &rec.cached.info;
     let process_name =
@@ -127,6 +138,9 @@ fn prepare(
             })
         })?
         .release_pages();
+    if args.enable_profiling || args.enable_profiling_from_code {
+        enable_profiling(&mut rec, args.enable_profiling_from_code, args.quiet)?;
+    }
     Ok((rec, process_name))
 }
 
@@ -336,6 +350,30 @@ fn write_window(w: &Window, args: &RecordArgs) -> Result<(), Failure> {
         if let Some(path) = &w.dest {
             let _ = writeln!(err, "{}", output::wrote_line(path, bytes.len(), format));
         }
+    }
+    Ok(())
+}
+
+/// `--enable-profiling` (record and top; `from_code`: `--enable-profiling-from-code`): sets
+/// `runtime.MemProfileRate` where it is 0 and says so on stderr (unless `quiet`).
+pub(crate) fn enable_profiling(
+    rec: &mut Recorder,
+    from_code: bool,
+    quiet: bool,
+) -> Result<(), Failure> {
+    use crate::profile::window::EnableOutcome;
+    match rec.enable_profiling(from_code).map_err(Failure::Refused)? {
+        EnableOutcome::Written { addr } if !quiet => eprintln!(
+            "goheap: --enable-profiling: set runtime.MemProfileRate to 524288 in pid {} (it was 0; address {addr:#x}, located by {})",
+            rec.pid,
+            rec.cached
+                .info
+                .symbols
+                .as_ref()
+                .map(|s| s.method.as_str())
+                .unwrap_or("symbol table")
+        ),
+        _ => {}
     }
     Ok(())
 }

@@ -14,12 +14,12 @@ use pprof_proto::Profile;
 
 use crate::binary::{BinaryCache, BinaryInfo, CachedBinary};
 use crate::daemon::tracker::{self, DeltaTracker, IncrementalReader};
-use crate::error::Refusal;
+use crate::error::{Hex, Refusal};
 use crate::profile::oneshot::build_profile;
-use crate::runtime::snapshot::HeapSnapshot;
+use crate::runtime::snapshot::{check_mem_profile_rate, HeapSnapshot, DEFAULT_MEM_PROFILE_RATE};
 use crate::runtime::walk::MemProfileRecord;
-use crate::target::memory::VmReader;
-use crate::target::open::OpenedProcess;
+use crate::target::memory::{write_u64_proven, RemoteMemory, VmReader};
+use crate::target::open::{memory_refusal, OpenedProcess};
 use crate::target::procfs::ProcPaths;
 
 /// Time one read may spend walking buckets before it continues on the next read (the CLI reads one
@@ -36,8 +36,20 @@ pub struct Recorder {
     reader: IncrementalReader<VmReader>,
     deltas: DeltaTracker,
     bias: u64,
+    /// Run-time address of `runtime.MemProfileRate`.
+    mem_profile_rate_addr: u64,
     /// The tracker's total at the start of the window.
     base_total: u64,
+}
+
+/// What [`Recorder::enable_profiling`] found or did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnableOutcome {
+    /// `runtime.MemProfileRate` already held this (non-zero) sampling period: nothing was written.
+    AlreadyOn(u64),
+    /// It held 0, and [`DEFAULT_MEM_PROFILE_RATE`] (bytes per sample) was written at this run-time
+    /// address and read back.
+    Written { addr: u64 },
 }
 
 /// What [`Recorder::progress`] reports while recording.
@@ -75,8 +87,125 @@ impl Recorder {
             reader,
             deltas: DeltaTracker::default(),
             bias,
+            mem_profile_rate_addr: p.addrs.mem_profile_rate,
             base_total: 0,
         })
+    }
+
+    /// `--enable-profiling`: when the live `runtime.MemProfileRate` is 0, writes
+    /// [`DEFAULT_MEM_PROFILE_RATE`] there — the one write goheap makes into a target, under force
+    /// mode's rule: only at an address proven by a symbol table (`.symtab` or a debug file). A
+    /// binary located from code references alone is refused with [`Refusal::ProfilingDisabled`]
+    /// (`force_works: false`, whose line says why and what to do), unless `from_code` (the
+    /// separate `--enable-profiling-from-code`) accepts a recovered address that passes every
+    /// check of [`Recorder::code_reference_evidence`]. A non-zero rate is never written. Call
+    /// before the first read.
+    pub fn enable_profiling(&mut self, from_code: bool) -> Result<EnableOutcome, Refusal> {
+        let info = &self.cached.info;
+        let addr = self.mem_profile_rate_addr;
+        let refuse = |e| memory_refusal(self.pid, e, &self.proc_root);
+        let rate = self.reader.mem.read_u64(addr).map_err(refuse)?;
+        if rate != 0 {
+            return Ok(EnableOutcome::AlreadyOn(rate));
+        }
+        let proven = info
+            .symbols
+            .as_ref()
+            .is_some_and(|s| s.method.proven_by_symbols());
+        if !proven {
+            if !from_code {
+                // The refusal of a disabled rate where force cannot write (it says why).
+                check_mem_profile_rate(self.pid, rate, info)?;
+                return Err(Refusal::Corrupt {
+                    pid: self.pid,
+                    detail: "runtime.MemProfileRate read 0 but was not refused".into(),
+                });
+            }
+            if let Err(why) = self.code_reference_evidence() {
+                return Err(Refusal::ProfilingDisabled {
+                    pid: self.pid,
+                    reason: format!(
+                        "--enable-profiling-from-code refused: {why}, so the recovered address of runtime.MemProfileRate is not safe to write"
+                    ),
+                    force_works: false,
+                });
+            }
+        }
+        // An 8-byte word in a mapping the process can read (the executable's data segment).
+        if !self.reader.map().is_readable(addr, 8) {
+            return Err(Refusal::Corrupt {
+                pid: self.pid,
+                detail: format!(
+                    "runtime.MemProfileRate's address {} is not mapped in the process",
+                    Hex(addr)
+                ),
+            });
+        }
+        write_u64_proven(&self.proc_root, self.pid, addr, DEFAULT_MEM_PROFILE_RATE)
+            .map_err(refuse)?;
+        let now = self.reader.mem.read_u64(addr).map_err(refuse)?;
+        if now != DEFAULT_MEM_PROFILE_RATE {
+            return Err(Refusal::Corrupt {
+                pid: self.pid,
+                detail: format!(
+                    "wrote {DEFAULT_MEM_PROFILE_RATE} into runtime.MemProfileRate at {} but read back {now}",
+                    Hex(addr)
+                ),
+            });
+        }
+        Ok(EnableOutcome::Written { addr })
+    }
+
+    /// Whether an address of `runtime.MemProfileRate` recovered from code references (no symbol
+    /// table) may be written by `--enable-profiling-from-code`; `Err` says which check failed.
+    /// Every one must hold, besides what the recovery itself required (two independent references
+    /// agreeing: the 8-byte store in `schedinit`/`runtime.init` right after the load of a bool,
+    /// and `profilealloc`'s 8-byte load):
+    /// 1. that bool, `runtime.disableMemoryProfiling`, was recovered at its own address, and the
+    ///    file holds `true` there (the linker disabled profiling);
+    /// 2. the live bool is still 1 in the process;
+    /// 3. the file holds the default 524288 at the rate's address (`.noptrdata`, Go ≥ 1.20), or,
+    ///    for Go 1.19 where it lives in `.noptrbss`, the recovery found the initialiser storing
+    ///    that constant;
+    /// 4. the live rate is 0 (the caller read it).
+    pub fn code_reference_evidence(&self) -> Result<(), String> {
+        let info = &self.cached.info;
+        let Some(symbols) = info.symbols.as_ref() else {
+            return Err("the runtime's globals were not located".into());
+        };
+        let Some(flag) = symbols.disable_memory_profiling else {
+            return Err("no disableMemoryProfiling test before a MemProfileRate store was found in the runtime's code (only one code reference locates the rate)".into());
+        };
+        if info.linker_disabled_profiling != Some(true) {
+            return Err("the file does not hold true in runtime.disableMemoryProfiling (the linker did not disable profiling: the program set the rate to 0 itself, and goheap does not override that without a symbol table)".into());
+        }
+        let flag_at = flag.wrapping_add(self.bias);
+        match self.reader.mem.read_u64(flag_at).map(|v| v & 0xff) {
+            Ok(1) => {}
+            Ok(v) => {
+                return Err(format!(
+                    "runtime.disableMemoryProfiling at its recovered address {} holds {v} in the process, not 1",
+                    Hex(flag_at)
+                ))
+            }
+            Err(e) => {
+                return Err(format!(
+                    "runtime.disableMemoryProfiling at its recovered address {} cannot be read: {e}",
+                    Hex(flag_at)
+                ))
+            }
+        }
+        let file_rate = info.binary.read_initialized(symbols.mem_profile_rate, 8);
+        let go_1_19 = info.binary.go_version.minor < 20;
+        let default_in_file = file_rate == Some(DEFAULT_MEM_PROFILE_RATE);
+        let zero_bss_1_19 = go_1_19 && file_rate == Some(0);
+        if !(default_in_file || zero_bss_1_19) {
+            return Err(format!(
+                "the file holds {file_rate:?} at the recovered address {} of runtime.MemProfileRate, not the default {DEFAULT_MEM_PROFILE_RATE}",
+                Hex(symbols.mem_profile_rate)
+            ));
+        }
+        Ok(())
     }
 
     /// Reads the process once (cheap after the first read). Returns a warning when the list could
