@@ -501,3 +501,33 @@ fn a_failing_process_among_several_is_reported_and_the_others_written() {
         }
     }
 }
+
+/// `top` shows one process: `--name` matching two is refused with both listed (exit 13); matching
+/// one, it is the process `top --once` shows.
+#[test]
+fn top_takes_exactly_one_process() {
+    let s = Scratch::new("select-top");
+    let tag = run_tag(7);
+    let (one, _b1) = start_copy(&s, &format!("{tag}one-svc"), None);
+    let (two, _b2) = start_copy(&s, &format!("{tag}two-svc"), None);
+
+    let both = goheap(&["top", "--name", &format!("^{tag}.*svc$"), "--once"]);
+    assert_eq!(
+        both.status.code(),
+        Some(exit_code::SEVERAL_MATCH),
+        "{both:?}"
+    );
+    let line = one_line(&both);
+    assert!(
+        line.contains(&one.pid.to_string()) && line.contains(&two.pid.to_string()),
+        "{line}"
+    );
+
+    let out = goheap(&["top", "--name", &format!("^{tag}two"), "--once", "-i", "1s"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(&format!("pid {} ({tag}two-svc) ", two.pid)),
+        "{text}"
+    );
+}

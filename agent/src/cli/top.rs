@@ -24,10 +24,18 @@ use crate::profile::window::Recorder;
 use crate::runtime::snapshot::HeapSnapshot;
 
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).multiple(false).args(["pid", "name", "container"])))]
 pub(crate) struct TopArgs {
     /// Process id of the Go program.
     #[arg(long, short = 'p')]
-    pub pid: i32,
+    pub pid: Option<i32>,
+    /// The one Go process whose comm or executable path matches this regex (several matches are
+    /// refused with their list: top shows one process).
+    #[arg(long, value_name = "REGEX")]
+    pub name: Option<String>,
+    /// The one Go process in a container whose id starts with these hex digits (from its cgroup).
+    #[arg(long, value_name = "ID-PREFIX")]
+    pub container: Option<String>,
     /// Time between two reads (and refreshes), 100ms to 1h; rates are over the last interval.
     #[arg(long, short = 'i', default_value = "1s", value_parser = parse_interval)]
     pub interval: Duration,
@@ -374,7 +382,16 @@ impl Watch {
 }
 
 pub(crate) fn run(proc_root: &Path, args: TopArgs) -> Result<(), Failure> {
-    let pid = args.pid;
+    let selector = crate::target::select::Selector::from_args(
+        args.pid,
+        args.name.as_deref(),
+        args.container.as_deref(),
+    )
+    .map_err(Failure::Select)?
+    .ok_or_else(|| Failure::Usage("give --pid, --name or --container".into()))?;
+    let pid = crate::target::select::select_one(proc_root, &selector)
+        .map_err(Failure::Select)?
+        .pid;
     let mut cache = BinaryCache::default();
     let mut rec = Recorder::open(proc_root, pid, &mut cache, args.require_symtab)
         .map_err(Failure::Refused)?;
