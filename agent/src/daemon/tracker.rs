@@ -286,13 +286,10 @@ impl<M: RemoteMemory> IncrementalReader<M> {
         if self.addrs.mprof_cycle.is_some() {
             self.cycle = Some(u32::from_le_bytes(cycle_buf) >> 1);
         }
-        let mut out = ReadOutcome::default();
-        for (i, b) in self.buckets.iter_mut().enumerate() {
-            match self.plan.record(i, &self.layout, b.size) {
-                Some(r) => b.record = r,
-                None => out.unreadable_records += 1,
-            }
-        }
+        let mut out = ReadOutcome {
+            unreadable_records: self.plan.update_records(&mut self.buckets, &self.layout),
+            ..ReadOutcome::default()
+        };
         let head = u64::from_le_bytes(head_buf);
         if head != self.head {
             // New buckets: they may live in memory mapped since the last maps read.
@@ -615,6 +612,23 @@ fn scaled(
     rate: i64,
     layout: &RuntimeLayout,
 ) -> (i64, i64) {
+    if rate <= 1 {
+        // Every allocation sampled: `scaleHeapSample` leaves the values as they are (zero when
+        // either is zero), as `heap::record_values` does.
+        let bytes = if layout.object_size_records {
+            if size == 0 {
+                return (0, 0);
+            }
+            count.wrapping_mul(size as i64)
+        } else {
+            bytes
+        };
+        return if count == 0 || bytes == 0 && !layout.object_size_records {
+            (0, 0)
+        } else {
+            (count, bytes)
+        };
+    }
     let consistent =
         layout.object_size_records || (size > 0 && (size as i64).checked_mul(count) == Some(bytes));
     if !consistent || rate <= 1 || count == 0 || size == 0 {

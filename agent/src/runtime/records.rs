@@ -193,29 +193,20 @@ impl RecordPlan {
         let start = if self.next < n { self.next } else { 0 };
         self.arrived.iter_mut().for_each(|a| *a = false);
         // Ranges in reading order: from `start` to the end, then from 0.
-        let order: Vec<usize> = (start..n).chain(0..start).collect();
+        let order = |k: usize| (start + k) % n.max(1);
         let mut done = 0usize;
         let mut first = true;
+        let mut batch: Vec<usize> = Vec::new();
         while first || done < n {
             if !first && deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-                self.next = order[done];
+                self.next = order(done);
                 return Ok(false);
             }
-            let mut reqs: Vec<ReadRequest<'_>> = Vec::new();
             let n_extra = if first { extra.len() } else { 0 };
-            if first {
-                for r in extra.iter_mut() {
-                    reqs.push(ReadRequest {
-                        addr: r.addr,
-                        buf: &mut r.buf[..],
-                        got: 0,
-                    });
-                }
-            }
-            let mut batch: Vec<usize> = Vec::new();
+            batch.clear();
             let mut bytes = 0usize;
-            while done + batch.len() < n && reqs.len() + batch.len() < IOV_MAX {
-                let r = order[done + batch.len()];
+            while done + batch.len() < n && n_extra + batch.len() < IOV_MAX {
+                let r = order(done + batch.len());
                 let len = self.ranges[r].1;
                 if !batch.is_empty() && bytes + len > BATCH_BYTES {
                     break;
@@ -225,6 +216,16 @@ impl RecordPlan {
             }
             // Requests in buffer order (any order reads the same), each with its disjoint slice.
             batch.sort_unstable_by_key(|&r| self.ranges[r].2);
+            let mut reqs: Vec<ReadRequest<'_>> = Vec::with_capacity(n_extra + batch.len());
+            if first {
+                for r in extra.iter_mut() {
+                    reqs.push(ReadRequest {
+                        addr: r.addr,
+                        buf: &mut r.buf[..],
+                        got: 0,
+                    });
+                }
+            }
             let mut rest: &mut [u8] = &mut self.buf;
             let mut consumed = 0usize;
             for &r in &batch {
@@ -240,10 +241,11 @@ impl RecordPlan {
                 });
             }
             mem.read_batch(&mut reqs)?;
-            for (r, q) in batch.iter().zip(&reqs[n_extra..]) {
+            let (got_extra, got_ranges) = reqs.split_at(n_extra);
+            for (r, q) in batch.iter().zip(got_ranges) {
                 self.arrived[*r] = q.got == q.buf.len();
             }
-            let got: Vec<usize> = reqs[..n_extra].iter().map(|r| r.got).collect();
+            let got: Vec<usize> = got_extra.iter().map(|q| q.got).collect();
             drop(reqs);
             for (r, g) in extra.iter_mut().zip(got) {
                 r.got = g;
@@ -253,6 +255,25 @@ impl RecordPlan {
         }
         self.next = 0;
         Ok(true)
+    }
+
+    /// Sets the record of each of `buckets` (the list the plan was built for, list order) to its
+    /// value as of the last read; buckets whose range did not arrive (or that the plan does not
+    /// cover) keep their previous record. Returns how many kept it.
+    pub fn update_records(&self, buckets: &mut [RawBucket], layout: &RuntimeLayout) -> usize {
+        let rs = layout.record_size() as usize;
+        let mut kept = buckets.len().saturating_sub(self.slots.len());
+        for (b, &(off, range)) in buckets.iter_mut().zip(&self.slots) {
+            let fresh = self.arrived.get(range as usize).copied().unwrap_or(false);
+            match self.buf.get(off..off + rs) {
+                Some(data) if fresh => match MemRecord::decode(layout, data, b.size) {
+                    Some(r) => b.record = r,
+                    None => kept += 1,
+                },
+                _ => kept += 1,
+            }
+        }
+        kept
     }
 
     /// The record of bucket `i` (list order) as of the last read: `None` if its range did not

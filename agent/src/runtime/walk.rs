@@ -129,37 +129,50 @@ pub struct MemRecord {
 }
 
 impl MemRecord {
-    /// Decodes a memRecord; for layouts without byte counters, bytes = count × `size`.
+    /// Decodes a memRecord; for layouts without byte counters, bytes = count × `size`. `None` if
+    /// `data` is shorter than [`RuntimeLayout::record_size`].
     pub fn decode(layout: &RuntimeLayout, data: &[u8], size: u64) -> Option<MemRecord> {
-        let need = layout.record_size() as usize;
-        let data = data.get(..need)?;
-        let word =
-            |i: usize| u64::from_le_bytes(data[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
-        let words_per_cycle = (layout.cycle_size / 8) as usize;
-        let cycle = |c: usize| {
-            let b = c * words_per_cycle;
-            let (allocs, frees) = (word(b), word(b + 1));
-            if layout.cycle_has_bytes {
-                Cycle {
-                    allocs,
-                    frees,
-                    alloc_bytes: word(b + 2),
-                    free_bytes: word(b + 3),
-                }
-            } else {
-                Cycle {
-                    allocs,
-                    frees,
-                    alloc_bytes: allocs.wrapping_mul(size),
-                    free_bytes: frees.wrapping_mul(size),
-                }
-            }
-        };
-        Some(MemRecord {
-            active: cycle(0),
-            future: [cycle(1), cycle(2), cycle(3)],
-        })
+        if layout.cycle_has_bytes {
+            // 4 cycles of (allocs, frees, alloc_bytes, free_bytes).
+            let w = words::<16>(data)?;
+            let c = |b: usize| Cycle {
+                allocs: w[b],
+                frees: w[b + 1],
+                alloc_bytes: w[b + 2],
+                free_bytes: w[b + 3],
+            };
+            Some(MemRecord {
+                active: c(0),
+                future: [c(4), c(8), c(12)],
+            })
+        } else {
+            // 4 cycles of (allocs, frees).
+            let w = words::<8>(data)?;
+            let c = |b: usize| Cycle {
+                allocs: w[b],
+                frees: w[b + 1],
+                alloc_bytes: w[b].wrapping_mul(size),
+                free_bytes: w[b + 1].wrapping_mul(size),
+            };
+            Some(MemRecord {
+                active: c(0),
+                future: [c(2), c(4), c(6)],
+            })
+        }
     }
+}
+
+/// The first `N` little-endian u64 words of `data` (`None` if it is shorter than `8 × N` bytes).
+#[inline]
+fn words<const N: usize>(data: &[u8]) -> Option<[u64; N]> {
+    let data = data.get(..N * 8)?;
+    let mut w = [0u64; N];
+    for (d, c) in w.iter_mut().zip(data.chunks_exact(8)) {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(c);
+        *d = u64::from_le_bytes(b);
+    }
+    Some(w)
 }
 
 /// One bucket as read from the target.
