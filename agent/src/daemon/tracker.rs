@@ -131,9 +131,11 @@ pub struct ReadOutcome {
 ///
 /// The first read walks the whole `allnext` list. Later reads do one batch (`read_batch`, i.e.
 /// `process_vm_readv` with up to `IOV_MAX` ranges per call) holding the `mbuckets` head pointer,
-/// `MemProfileRate`, `mProfCycle` and the memRecord of every known bucket; only when the head moved
-/// are the new buckets (always prepended by the runtime) walked, up to the first known one. A
-/// steady cycle over `n` buckets therefore costs `ceil((n + 3) / IOV_MAX)` syscalls.
+/// `MemProfileRate`, `mProfCycle` and the memRecord of every known bucket (records close together
+/// read as one range, in batches of about [`crate::runtime::records::BATCH_BYTES`]); only when
+/// the head moved are the new buckets (always prepended by the runtime) walked, up to the first
+/// known one. A steady cycle over `n` buckets therefore costs at most `ceil((n + 3) / IOV_MAX)`
+/// syscalls ([`RecordPlan::batches`]).
 ///
 /// Walks are bounded in time by [`IncrementalReader::walk_budget`]: a walk that runs out of time
 /// keeps what it read and the reader continues from that point (the *tail*) on the next reads, so a
@@ -263,10 +265,18 @@ impl<M: RemoteMemory> IncrementalReader<M> {
             });
         }
         // The re-read is time-limited like walks: a cut-short read keeps the rest at their
-        // previous values and starts with them next time.
+        // previous values and starts with them next time. Records are decoded into the buckets
+        // batch by batch (so a read refused below has updated them with what it read).
         let deadline = std::time::Instant::now() + self.walk_budget;
-        self.plan
-            .read_until(&self.mem, &mut extra, Some(deadline))
+        let planned = self
+            .plan
+            .read_into(
+                &self.mem,
+                &mut extra,
+                Some(deadline),
+                &mut self.buckets,
+                &self.layout,
+            )
             .map_err(|e| snapshot::walk_refusal(pid, e.into(), info, proc_root))?;
         let extra_ok: Vec<bool> = extra.iter().map(|r| r.got == r.buf.len()).collect();
         drop(extra);
@@ -287,7 +297,7 @@ impl<M: RemoteMemory> IncrementalReader<M> {
             self.cycle = Some(u32::from_le_bytes(cycle_buf) >> 1);
         }
         let mut out = ReadOutcome {
-            unreadable_records: self.plan.update_records(&mut self.buckets, &self.layout),
+            unreadable_records: planned.kept,
             ..ReadOutcome::default()
         };
         let head = u64::from_le_bytes(head_buf);
