@@ -376,6 +376,24 @@ impl<'a, M: RemoteMemory + ?Sized> BucketWalker<'a, M> {
     /// Reads one bucket (header, stack, memRecord); returns it and its `allnext`.
     pub fn read_bucket(&self, addr: u64) -> Result<(RawBucket, u64), WalkError> {
         let l = &self.layout;
+        // Fast path: the whole bucket lies in the last read window (which lies in readable
+        // anonymous memory), decoded in place.
+        if addr.is_multiple_of(8) && self.map.is_some() {
+            let w = self.window.borrow();
+            let (base, data) = (w.0, &w.1);
+            let off = addr.wrapping_sub(base);
+            if addr >= base
+                && off
+                    .checked_add(l.header_size)
+                    .is_some_and(|e| e <= data.len() as u64)
+            {
+                let d = &data[off as usize..];
+                let (allnext, size, nstk, total) = self.parse_header(addr, d)?;
+                if let Some(d) = d.get(..total as usize) {
+                    return self.finish(addr, d, size, nstk, allnext);
+                }
+            }
+        }
         self.check_ptr(addr, l.header_size)?;
         let guess = l.header_size + 8 * self.limits.prefetch_frames + l.record_size();
         let mut scratch = self.scratch.borrow_mut();
@@ -390,6 +408,27 @@ impl<'a, M: RemoteMemory + ?Sized> BucketWalker<'a, M> {
                 len: l.header_size as usize,
             }));
         }
+        let (allnext, size, nstk, total) = self.parse_header(addr, buf)?;
+        self.check_ptr(addr, total)?;
+        if total > got as u64 {
+            buf.resize(total as usize, 0);
+            let more = self.read_windowed(addr + got as u64, &mut buf[got..])?;
+            if got + more < total as usize {
+                return Err(WalkError::Memory(MemoryError::Unmapped {
+                    pid: self.mem.pid(),
+                    addr,
+                    len: total as usize,
+                }));
+            }
+        }
+        self.finish(addr, &buf[..total as usize], size, nstk, allnext)
+    }
+
+    /// Checks the header at the start of `buf` (at least `header_size` bytes) of the bucket at
+    /// `addr`; returns its `allnext`, object size, `nstk` and the bucket's whole size in bytes
+    /// (header, stack and memRecord; bounded by the version's maximum `nstk`).
+    fn parse_header(&self, addr: u64, buf: &[u8]) -> Result<(u64, u64, u64, u64), WalkError> {
+        let l = &self.layout;
         let allnext = le_word(buf, layout::OFF_ALLNEXT);
         let typ = le_word(buf, layout::OFF_TYP);
         let size = le_word(buf, layout::OFF_SIZE);
@@ -415,28 +454,38 @@ impl<'a, M: RemoteMemory + ?Sized> BucketWalker<'a, M> {
                 reason: format!("object size {size} is implausible"),
             });
         }
-        let total = l.record_offset(nstk) + l.record_size();
-        self.check_ptr(addr, total)?;
-        if total > got as u64 {
-            buf.resize(total as usize, 0);
-            let more = self.read_windowed(addr + got as u64, &mut buf[got..])?;
-            if got + more < total as usize {
-                return Err(WalkError::Memory(MemoryError::Unmapped {
-                    pid: self.mem.pid(),
-                    addr,
-                    len: total as usize,
-                }));
-            }
-        }
-        let stack: Vec<u64> = (0..nstk)
-            .map(|i| le_word(buf, l.header_size + 8 * i))
-            .collect();
+        Ok((allnext, size, nstk, l.record_offset(nstk) + l.record_size()))
+    }
+
+    /// Decodes the stack and memRecord of the bucket at `addr` from its bytes `data` (its whole
+    /// size as [`BucketWalker::parse_header`] computed it).
+    fn finish(
+        &self,
+        addr: u64,
+        data: &[u8],
+        size: u64,
+        nstk: u64,
+        allnext: u64,
+    ) -> Result<(RawBucket, u64), WalkError> {
+        let l = &self.layout;
+        let h = l.header_size as usize;
         let roff = l.record_offset(nstk) as usize;
+        let short = || WalkError::BadBucket {
+            addr,
+            reason: "short memRecord".into(),
+        };
+        let stack: Vec<u64> = data
+            .get(h..roff)
+            .ok_or_else(short)?
+            .chunks_exact(8)
+            .map(|c| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(c);
+                u64::from_le_bytes(b)
+            })
+            .collect();
         let record =
-            MemRecord::decode(l, &buf[roff..], size).ok_or_else(|| WalkError::BadBucket {
-                addr,
-                reason: "short memRecord".into(),
-            })?;
+            MemRecord::decode(l, data.get(roff..).ok_or_else(short)?, size).ok_or_else(short)?;
         Ok((
             RawBucket {
                 addr,
