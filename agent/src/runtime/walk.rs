@@ -707,6 +707,58 @@ mod tests {
     }
 
     #[test]
+    fn windowed_walk_decodes_in_place_like_bucket_by_bucket() {
+        for ver in ["go1.23.1", "go1.27.3"] {
+            let l = layout(ver);
+            // Buckets packed downwards as persistentalloc hands them out (the newest highest),
+            // each `allnext` pointing at the one below; a bad type near the end of the list.
+            let (base, stride, n) = (0xc0_0000_0000u64, 512usize, 300usize);
+            let at = |i: usize| base + ((n - 1 - i) * stride) as u64;
+            let mut region = vec![0u8; n * stride];
+            for i in 0..n {
+                let next = if i + 1 < n { at(i + 1) } else { 0 };
+                let stk: Vec<u64> = (0..(1 + i % 40) as u64).map(|k| 0x401000 + k).collect();
+                let typ = if i == n - 5 { 2 } else { 1 };
+                let b = bucket_bytes(&l, next, typ, 16 + i as u64, &stk, (i as u64 + 1, 1));
+                let off = (at(i) - base) as usize;
+                region[off..off + b.len()].copy_from_slice(&b);
+            }
+            let mut mem = FakeMem {
+                bytes: BTreeMap::new(),
+            };
+            mem.bytes.insert(base, region);
+            let map = MemoryMap::parse(&format!(
+                "{:x}-{:x} rw-p 00000000 00:00 0\n",
+                base,
+                base + (n * stride) as u64
+            ))
+            .unwrap();
+            let windowed = BucketWalker::new(&mem, l, Some(&map)).walk(at(0)).unwrap();
+            let mut one_by_one = BucketWalker::new(&mem, l, Some(&map));
+            one_by_one.limits.read_window = 0;
+            let plain = one_by_one.walk(at(0)).unwrap();
+            assert_eq!(windowed.buckets, plain.buckets, "{ver}");
+            assert_eq!(windowed.warning, plain.warning, "{ver}");
+            assert!(
+                windowed
+                    .warning
+                    .as_deref()
+                    .is_some_and(|w| w.contains("memory-profile type")),
+                "{ver}: {:?}",
+                windowed.warning
+            );
+            assert_eq!(windowed.buckets.len(), n - 5, "{ver}");
+            for (i, b) in windowed.buckets.iter().enumerate() {
+                assert_eq!(b.addr, at(i));
+                assert_eq!(b.size, 16 + i as u64);
+                assert_eq!(b.stack.len(), 1 + i % 40);
+                assert_eq!(b.stack.last(), Some(&(0x401000 + (i % 40) as u64)));
+                assert_eq!(b.record.active.allocs, i as u64 + 1);
+            }
+        }
+    }
+
+    #[test]
     fn detects_cycles_bad_types_and_limits() {
         let l = layout("go1.22.1");
         let mut mem = FakeMem {
