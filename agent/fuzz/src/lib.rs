@@ -645,10 +645,9 @@ pub fn bucket_walk(data: &[u8]) {
         let half = walk.buckets.len() / 2;
         plan.rebuild(&walk.buckets[half..], &layout, plan_map);
         plan.prepend(half, &walk.buckets, &layout, plan_map);
-        let _ = plan.read(&mem, &mut extra);
-        for (i, b) in walk.buckets.iter().enumerate() {
-            let _ = plan.record(i, &layout, b.size);
-        }
+        let mut buckets = walk.buckets.clone();
+        let _ = plan.read_into(&mem, &mut extra, None, &mut buckets, &layout);
+        let _ = plan.read_into(&mem, &mut extra, None, &mut buckets[half..], &layout);
     }
     let _ = check_layout(&layout, "go1.fuzz", &walk.buckets);
     let cycle = (cycle & 1 == 0).then_some(cycle >> 1);

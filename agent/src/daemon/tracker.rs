@@ -131,9 +131,11 @@ pub struct ReadOutcome {
 ///
 /// The first read walks the whole `allnext` list. Later reads do one batch (`read_batch`, i.e.
 /// `process_vm_readv` with up to `IOV_MAX` ranges per call) holding the `mbuckets` head pointer,
-/// `MemProfileRate`, `mProfCycle` and the memRecord of every known bucket; only when the head moved
-/// are the new buckets (always prepended by the runtime) walked, up to the first known one. A
-/// steady cycle over `n` buckets therefore costs `ceil((n + 3) / IOV_MAX)` syscalls.
+/// `MemProfileRate`, `mProfCycle` and the memRecord of every known bucket (records close together
+/// read as one range, in batches of about [`crate::runtime::records::BATCH_BYTES`]); only when
+/// the head moved are the new buckets (always prepended by the runtime) walked, up to the first
+/// known one. A steady cycle over `n` buckets therefore costs at most `ceil((n + 3) / IOV_MAX)`
+/// syscalls ([`RecordPlan::batches`]).
 ///
 /// Walks are bounded in time by [`IncrementalReader::walk_budget`]: a walk that runs out of time
 /// keeps what it read and the reader continues from that point (the *tail*) on the next reads, so a
@@ -263,10 +265,18 @@ impl<M: RemoteMemory> IncrementalReader<M> {
             });
         }
         // The re-read is time-limited like walks: a cut-short read keeps the rest at their
-        // previous values and starts with them next time.
+        // previous values and starts with them next time. Records are decoded into the buckets
+        // batch by batch (so a read refused below has updated them with what it read).
         let deadline = std::time::Instant::now() + self.walk_budget;
-        self.plan
-            .read_until(&self.mem, &mut extra, Some(deadline))
+        let planned = self
+            .plan
+            .read_into(
+                &self.mem,
+                &mut extra,
+                Some(deadline),
+                &mut self.buckets,
+                &self.layout,
+            )
             .map_err(|e| snapshot::walk_refusal(pid, e.into(), info, proc_root))?;
         let extra_ok: Vec<bool> = extra.iter().map(|r| r.got == r.buf.len()).collect();
         drop(extra);
@@ -286,13 +296,10 @@ impl<M: RemoteMemory> IncrementalReader<M> {
         if self.addrs.mprof_cycle.is_some() {
             self.cycle = Some(u32::from_le_bytes(cycle_buf) >> 1);
         }
-        let mut out = ReadOutcome::default();
-        for (i, b) in self.buckets.iter_mut().enumerate() {
-            match self.plan.record(i, &self.layout, b.size) {
-                Some(r) => b.record = r,
-                None => out.unreadable_records += 1,
-            }
-        }
+        let mut out = ReadOutcome {
+            unreadable_records: planned.kept,
+            ..ReadOutcome::default()
+        };
         let head = u64::from_le_bytes(head_buf);
         if head != self.head {
             // New buckets: they may live in memory mapped since the last maps read.
@@ -615,6 +622,23 @@ fn scaled(
     rate: i64,
     layout: &RuntimeLayout,
 ) -> (i64, i64) {
+    if rate <= 1 {
+        // Every allocation sampled: `scaleHeapSample` leaves the values as they are (zero when
+        // either is zero), as `heap::record_values` does.
+        let bytes = if layout.object_size_records {
+            if size == 0 {
+                return (0, 0);
+            }
+            count.wrapping_mul(size as i64)
+        } else {
+            bytes
+        };
+        return if count == 0 || bytes == 0 && !layout.object_size_records {
+            (0, 0)
+        } else {
+            (count, bytes)
+        };
+    }
     let consistent =
         layout.object_size_records || (size > 0 && (size as i64).checked_mul(count) == Some(bytes));
     if !consistent || rate <= 1 || count == 0 || size == 0 {

@@ -1,6 +1,6 @@
 //! Re-reading the memRecords of known buckets at the copy floor: a read plan that coalesces
 //! records lying close together into one range, built once per bucket list and reused every
-//! cycle with the same buffers.
+//! cycle with the same buffer.
 //!
 //! Buckets come from `persistentalloc`, a bump allocator, so a process's buckets sit packed in a
 //! few anonymous chunks and their memRecords are a few hundred bytes apart. One `process_vm_readv`
@@ -8,6 +8,11 @@
 //! [`RecordPlan::gap`] bytes of each other reads somewhat more bytes in far fewer ranges. A merged
 //! range never leaves the readable anonymous mapping its first record lies in, and never exceeds
 //! [`MAX_RANGE`] bytes.
+//!
+//! The ranges are read in batches of about [`BATCH_BYTES`] into one reused buffer, and each
+//! batch's records are decoded into the buckets right after it arrives, while it is still in the
+//! CPU cache: the kernel's copy and the decoding stay within a cache-sized buffer instead of a
+//! buffer of the whole plan (measured in `benches/src/bin/cycle_cost.rs`).
 
 use crate::runtime::layout::RuntimeLayout;
 use crate::runtime::walk::{MemRecord, RawBucket};
@@ -18,8 +23,13 @@ use crate::target::memory::{MemoryError, ReadRequest, RemoteMemory, IOV_MAX};
 /// kernel CPU).
 pub const DEFAULT_COALESCE_GAP: u64 = 1024;
 
-/// Most bytes one batch (one `process_vm_readv`) of a plan reads.
-pub const BATCH_BYTES: usize = 16 << 20;
+/// Bytes one batch (one `process_vm_readv`) of a plan reads once it holds at least as many records
+/// as a batch of one range a record would (`IOV_MAX` less the extra ranges): a batch ends at this
+/// size only then, so a read never takes more batches than one range a record would, and the
+/// buffer stays near this size unless records lie far apart. Chosen by
+/// `benches/src/bin/cycle_cost.rs`: 512 KiB batches cost about 0.35 ms less kernel CPU per 4.5 MB
+/// than one batch of the whole plan (the copy lands in cache), for 9 syscalls instead of 1.
+pub const BATCH_BYTES: usize = 512 << 10;
 
 /// Longest merged range, bytes.
 pub const MAX_RANGE: u64 = 256 << 10;
@@ -29,27 +39,51 @@ pub const MAX_RANGE: u64 = 256 << 10;
 /// hostile target's bucket layout.
 pub const MAX_BRIDGED: u64 = 16 << 20;
 
-/// Where the memRecords of a bucket list are read from, and where each lands in the buffer.
+/// One range of a plan.
+#[derive(Debug, Clone, Copy)]
+struct Range {
+    /// Address in the target.
+    addr: u64,
+    /// Bytes (at most [`MAX_RANGE`], or one record).
+    len: usize,
+    /// Its records: `members[first..first + count]`.
+    first: usize,
+    count: usize,
+}
+
+/// Where the memRecords of a bucket list are read from, and which bucket each belongs to.
 #[derive(Debug, Default)]
 pub struct RecordPlan {
     /// Largest gap, in bytes, between two records merged into one range (0: one range a record).
     pub gap: u64,
-    /// `(address, length, offset in the buffer)` of each range (ascending by address within the
-    /// full plan and within each part added by [`RecordPlan::prepend`]).
-    ranges: Vec<(u64, usize, usize)>,
-    /// Per bucket, in list order: offset of its record in the buffer and the index of its range.
-    slots: Vec<(usize, u32)>,
+    /// The ranges (ascending by address within the full plan and within each part added by
+    /// [`RecordPlan::prepend`]).
+    ranges: Vec<Range>,
+    /// Per range, in range order: `(age, offset)` of each record in it — the bucket's age is its
+    /// position counted from the end of the list (the oldest bucket is 0), which prepending new
+    /// buckets does not change; the offset is the record's, in bytes from the range start.
+    members: Vec<(u32, u32)>,
+    /// Buckets planned (the length of the list the plan was built for).
+    count: usize,
     /// Bytes of all ranges.
     total: usize,
-    /// The buffer the ranges are read into (kept between reads).
+    /// The buffer one batch is read into (kept between reads).
     buf: Vec<u8>,
-    /// Whether each range arrived whole at the last read.
-    arrived: Vec<bool>,
     /// Ranges of the last full plan, and ranges added since by [`RecordPlan::prepend`].
     planned: usize,
     appended: usize,
     /// The range the next read starts with (after a read cut short by its deadline).
     next: usize,
+}
+
+/// What one [`RecordPlan::read_into`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanRead {
+    /// Whether every range was read (false: the deadline cut the read short).
+    pub complete: bool,
+    /// Buckets whose record was not updated (its range was not read, or did not arrive whole):
+    /// they keep their previous record.
+    pub kept: usize,
 }
 
 impl RecordPlan {
@@ -65,20 +99,22 @@ impl RecordPlan {
     /// readable anonymous memory; without it no records are merged.
     pub fn rebuild(&mut self, buckets: &[RawBucket], layout: &RuntimeLayout, map: &MemoryMap) {
         let rs = layout.record_size();
+        let n = buckets.len();
         let mut order: Vec<(u64, u32)> = buckets
             .iter()
             .enumerate()
-            .map(|(i, b)| (b.record_addr(layout), i as u32))
+            .map(|(i, b)| (b.record_addr(layout), (n - 1 - i) as u32))
             .collect();
         order.sort_unstable();
         self.ranges.clear();
-        self.slots.clear();
-        self.slots.resize(buckets.len(), (0, 0));
+        self.members.clear();
+        self.members.reserve(n);
+        self.count = n;
         self.total = 0;
         // (start, end, end of the anonymous mapping it may grow to)
         let mut cur: Option<(u64, u64, u64)> = None;
         let mut bridged = 0u64;
-        for &(addr, i) in &order {
+        for &(addr, age) in &order {
             let end = addr.saturating_add(rs);
             let extend = cur.is_some_and(|(start, cend, limit)| {
                 addr >= start
@@ -103,22 +139,21 @@ impl RecordPlan {
             } else if let Some(c) = cur.as_mut() {
                 c.1 = c.1.max(end);
             }
-            let (start, _, _) = cur.unwrap_or((addr, end, end));
-            let off = self.total + (addr - start) as usize;
-            self.slots[i as usize] = (off, self.ranges.len() as u32);
+            let start = cur.map_or(addr, |c| c.0);
+            // Within MAX_RANGE of the start: fits in u32.
+            self.members.push((age, (addr - start) as u32));
         }
         if let Some((s, e, _)) = cur {
             self.push_range(s, e);
         }
-        self.buf.resize(self.total, 0);
-        self.arrived.resize(self.ranges.len(), false);
         self.planned = self.ranges.len();
         self.appended = 0;
+        self.next = 0;
     }
 
     /// Adds the records of `new` buckets, which the runtime prepended to the list the plan was
-    /// built for, without re-planning the rest: their ranges (merged among themselves) go at the end
-    /// of the buffer. When the ranges added this way outnumber the planned ones, the whole list
+    /// built for, without re-planning the rest: their ranges (merged among themselves) go after the
+    /// planned ones. When the ranges added this way outnumber the planned ones, the whole list
     /// (`all`, new buckets first) is planned again so merging stays near-optimal.
     pub fn prepend(
         &mut self,
@@ -130,31 +165,37 @@ impl RecordPlan {
         if new == 0 {
             return;
         }
-        if self.slots.len() + new != all.len() || self.appended > self.planned {
+        if self.count + new != all.len() || self.appended > self.planned {
             self.rebuild(all, layout, map);
             return;
         }
         let mut part = RecordPlan::new(self.gap);
         part.rebuild(&all[..new], layout, map);
-        let (ranges_before, total_before) = (self.ranges.len() as u32, self.total);
-        for &(addr, len, off) in &part.ranges {
-            self.ranges.push((addr, len, off + total_before));
+        // The new buckets' ages in the whole list: after every planned one.
+        let old = self.count as u32;
+        let first = self.members.len();
+        self.members
+            .extend(part.members.iter().map(|&(age, off)| (age + old, off)));
+        for r in &part.ranges {
+            self.ranges.push(Range {
+                first: r.first + first,
+                ..*r
+            });
         }
         self.total += part.total;
-        self.slots.splice(
-            0..0,
-            part.slots
-                .iter()
-                .map(|&(off, r)| (off + total_before, r + ranges_before)),
-        );
+        self.count += new;
         self.appended += part.ranges.len();
-        self.buf.resize(self.total, 0);
-        self.arrived.resize(self.ranges.len(), false);
     }
 
     fn push_range(&mut self, start: u64, end: u64) {
         let len = (end - start) as usize;
-        self.ranges.push((start, len, self.total));
+        let first = self.ranges.last().map_or(0, |r| r.first + r.count);
+        self.ranges.push(Range {
+            addr: start,
+            len,
+            first,
+            count: self.members.len() - first,
+        });
         self.total += len;
     }
 
@@ -168,41 +209,80 @@ impl RecordPlan {
         self.total
     }
 
-    /// Reads every range, with `extra` ranges (the head pointer, `MemProfileRate`, `mProfCycle`)
-    /// first in the same batch.
-    pub fn read<M: RemoteMemory + ?Sized>(
-        &mut self,
-        mem: &M,
-        extra: &mut [ReadRequest<'_>],
-    ) -> Result<(), MemoryError> {
-        self.read_until(mem, extra, None).map(|_| ())
+    /// Batches (`read_batch` calls, i.e. `process_vm_readv` syscalls) of a whole read with
+    /// `extra` extra ranges, starting at the first range: at most
+    /// `ceil((records + extra) / IOV_MAX)`.
+    pub fn batches(&self, extra: usize) -> usize {
+        let mut k = 0usize;
+        let mut batches = 0usize;
+        let mut n_extra = extra;
+        while k < self.ranges.len() || batches == 0 {
+            k += self.batch_len(k, n_extra).0;
+            n_extra = 0;
+            batches += 1;
+        }
+        batches
     }
 
-    /// [`RecordPlan::read`] in batches of at most [`IOV_MAX`] ranges and [`BATCH_BYTES`] bytes,
-    /// stopping after the batch during which `deadline` passes (the first batch, with `extra`, is
-    /// always read). Ranges not read keep `arrived == false` (their records keep their previous
-    /// values) and the next read starts with them, so a huge list is re-read over several calls
-    /// rather than delaying one. Returns whether every range was read.
-    pub fn read_until<M: RemoteMemory + ?Sized>(
+    /// The batch starting at range `k` (reading order) with `n_extra` extra ranges: (ranges, bytes).
+    fn batch_len(&self, k: usize, n_extra: usize) -> (usize, usize) {
+        let n = self.ranges.len();
+        let (mut ranges, mut records, mut bytes) = (0usize, 0usize, 0usize);
+        let room = IOV_MAX.saturating_sub(n_extra).max(1);
+        while k + ranges < n && ranges < room {
+            let r = &self.ranges[(self.next + k + ranges) % n];
+            if ranges > 0 && records >= room && bytes + r.len > BATCH_BYTES {
+                break;
+            }
+            ranges += 1;
+            records += r.count;
+            bytes += r.len;
+        }
+        (ranges, bytes)
+    }
+
+    /// Re-reads the records of `buckets` (the list the plan was built for, list order, prepends
+    /// included) into them, with `extra` ranges (the head pointer, `MemProfileRate`,
+    /// `mProfCycle`) first in the first batch.
+    ///
+    /// Batches hold at most [`IOV_MAX`] ranges and end at [`BATCH_BYTES`] once they hold as many
+    /// records as a batch of one range a record would; each is decoded into the buckets as soon as
+    /// it arrives. Reading stops after the batch during which `deadline` passes (the first batch,
+    /// with `extra`, is always read); the next read starts with the ranges not read, so a huge
+    /// list is re-read over several calls rather than delaying one. Buckets whose records were not
+    /// read (or did not arrive whole) keep their previous record. A `buckets` slice of another
+    /// length than planned updates only the buckets the plan knows (by age).
+    pub fn read_into<M: RemoteMemory + ?Sized>(
         &mut self,
         mem: &M,
         extra: &mut [ReadRequest<'_>],
         deadline: Option<std::time::Instant>,
-    ) -> Result<bool, MemoryError> {
+        buckets: &mut [RawBucket],
+        layout: &RuntimeLayout,
+    ) -> Result<PlanRead, MemoryError> {
         let n = self.ranges.len();
-        let start = if self.next < n { self.next } else { 0 };
-        self.arrived.iter_mut().for_each(|a| *a = false);
-        // Ranges in reading order: from `start` to the end, then from 0.
-        let order: Vec<usize> = (start..n).chain(0..start).collect();
+        if self.next >= n {
+            self.next = 0;
+        }
+        let rs = layout.record_size() as usize;
+        let nb = buckets.len();
+        let mut updated = 0usize;
         let mut done = 0usize;
         let mut first = true;
         while first || done < n {
             if !first && deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-                self.next = order[done];
-                return Ok(false);
+                self.next = (self.next + done) % n;
+                return Ok(PlanRead {
+                    complete: false,
+                    kept: nb.saturating_sub(updated),
+                });
             }
-            let mut reqs: Vec<ReadRequest<'_>> = Vec::new();
             let n_extra = if first { extra.len() } else { 0 };
+            let (count, bytes) = self.batch_len(done, n_extra);
+            if self.buf.len() < bytes {
+                self.buf.resize(bytes, 0);
+            }
+            let mut reqs: Vec<ReadRequest<'_>> = Vec::with_capacity(n_extra + count);
             if first {
                 for r in extra.iter_mut() {
                     reqs.push(ReadRequest {
@@ -212,58 +292,55 @@ impl RecordPlan {
                     });
                 }
             }
-            let mut batch: Vec<usize> = Vec::new();
-            let mut bytes = 0usize;
-            while done + batch.len() < n && reqs.len() + batch.len() < IOV_MAX {
-                let r = order[done + batch.len()];
-                let len = self.ranges[r].1;
-                if !batch.is_empty() && bytes + len > BATCH_BYTES {
-                    break;
-                }
-                bytes += len;
-                batch.push(r);
-            }
-            // Requests in buffer order (any order reads the same), each with its disjoint slice.
-            batch.sort_unstable_by_key(|&r| self.ranges[r].2);
-            let mut rest: &mut [u8] = &mut self.buf;
-            let mut consumed = 0usize;
-            for &r in &batch {
-                let (addr, len, off) = self.ranges[r];
-                let (_, tail) = std::mem::take(&mut rest).split_at_mut(off - consumed);
-                let (chunk, tail) = tail.split_at_mut(len);
+            let mut rest: &mut [u8] = &mut self.buf[..bytes];
+            for k in 0..count {
+                let r = &self.ranges[(self.next + done + k) % n];
+                let (chunk, tail) = std::mem::take(&mut rest).split_at_mut(r.len);
                 rest = tail;
-                consumed = off + len;
                 reqs.push(ReadRequest {
-                    addr,
+                    addr: r.addr,
                     buf: chunk,
                     got: 0,
                 });
             }
             mem.read_batch(&mut reqs)?;
-            for (r, q) in batch.iter().zip(&reqs[n_extra..]) {
-                self.arrived[*r] = q.got == q.buf.len();
+            let (got_extra, got_ranges) = reqs.split_at(n_extra);
+            let got: Vec<usize> = got_extra.iter().map(|q| q.got).collect();
+            // Decode what arrived, while it is in cache.
+            for (k, q) in got_ranges.iter().enumerate() {
+                if q.got != q.buf.len() {
+                    continue;
+                }
+                let r = &self.ranges[(self.next + done + k) % n];
+                let Some(members) = self.members.get(r.first..r.first + r.count) else {
+                    continue;
+                };
+                for &(age, off) in members {
+                    let (age, off) = (age as usize, off as usize);
+                    let (Some(b), Some(data)) = (
+                        nb.checked_sub(age + 1).and_then(|i| buckets.get_mut(i)),
+                        q.buf.get(off..off + rs),
+                    ) else {
+                        continue;
+                    };
+                    if let Some(rec) = MemRecord::decode(layout, data, b.size) {
+                        b.record = rec;
+                        updated += 1;
+                    }
+                }
             }
-            let got: Vec<usize> = reqs[..n_extra].iter().map(|r| r.got).collect();
             drop(reqs);
             for (r, g) in extra.iter_mut().zip(got) {
                 r.got = g;
             }
-            done += batch.len();
+            done += count;
             first = false;
         }
         self.next = 0;
-        Ok(true)
-    }
-
-    /// The record of bucket `i` (list order) as of the last read: `None` if its range did not
-    /// arrive or `i` is not planned.
-    pub fn record(&self, i: usize, layout: &RuntimeLayout, size: u64) -> Option<MemRecord> {
-        let &(off, range) = self.slots.get(i)?;
-        if !*self.arrived.get(range as usize)? {
-            return None;
-        }
-        let rs = layout.record_size() as usize;
-        MemRecord::decode(layout, self.buf.get(off..off + rs)?, size)
+        Ok(PlanRead {
+            complete: true,
+            kept: nb.saturating_sub(updated),
+        })
     }
 }
 
@@ -312,6 +389,11 @@ mod tests {
         }
     }
 
+    /// The allocs count the image holds for bucket `i` of the deadline test.
+    fn marked(i: usize) -> u64 {
+        i as u64 + 1
+    }
+
     #[test]
     fn a_read_past_its_deadline_stops_and_resumes() {
         let layout = RuntimeLayout::for_version(&GoVersion::new(1, 23));
@@ -322,7 +404,7 @@ mod tests {
         let mut bytes = vec![0u8; (n as u64 * stride + 4096) as usize];
         for (i, b) in bs.iter().enumerate() {
             let off = (b.record_addr(&layout) - base) as usize;
-            bytes[off..off + 8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+            bytes[off..off + 8].copy_from_slice(&marked(i).to_le_bytes());
         }
         let mem = Image {
             base,
@@ -341,35 +423,100 @@ mod tests {
             got: 0,
         }];
         // Out of time: only the first batch (with the extra range) is read.
-        assert!(!p.read_until(&mem, &mut extra, past).unwrap());
+        let mut got = bs.clone();
+        let r = p
+            .read_into(&mem, &mut extra, past, &mut got, &layout)
+            .unwrap();
+        assert!(!r.complete);
         assert_eq!(extra[0].got, 8);
-        let read: Vec<usize> = (0..n)
-            .filter(|&i| p.record(i, &layout, 16).is_some())
-            .collect();
+        let read: Vec<usize> = (0..n).filter(|&i| got[i].record != bs[i].record).collect();
         assert_eq!(read.len(), IOV_MAX - 1);
+        assert_eq!(r.kept, n - read.len());
         for &i in &read {
-            assert_eq!(
-                p.record(i, &layout, 16).unwrap().active.allocs,
-                i as u64 + 1
-            );
+            assert_eq!(got[i].record.active.allocs, marked(i));
         }
         // The next reads continue where it stopped, and together cover every record.
-        let mut seen: std::collections::HashSet<usize> = read.into_iter().collect();
         for _ in 0..2 {
             let mut extra = [ReadRequest {
                 addr: base,
                 buf: &mut head,
                 got: 0,
             }];
-            let _ = p.read_until(&mem, &mut extra, past).unwrap();
-            seen.extend((0..n).filter(|&i| p.record(i, &layout, 16).is_some()));
+            let _ = p
+                .read_into(&mem, &mut extra, past, &mut got, &layout)
+                .unwrap();
         }
-        assert_eq!(seen.len(), n);
+        assert!((0..n).all(|i| got[i].record.active.allocs == marked(i)));
         // Without a deadline everything arrives in ceil((n + 1) / IOV_MAX) batches.
         let before = mem.calls.get();
-        assert!(p.read_until(&mem, &mut [], None).unwrap());
-        assert!((0..n).all(|i| p.record(i, &layout, 16).is_some()));
+        let mut fresh = bs.clone();
+        let r = p
+            .read_into(&mem, &mut [], None, &mut fresh, &layout)
+            .unwrap();
+        assert_eq!((r.complete, r.kept), (true, 0));
+        assert!((0..n).all(|i| fresh[i].record.active.allocs == marked(i)));
         assert_eq!(mem.calls.get() - before, n.div_ceil(IOV_MAX) as u64);
+        assert_eq!(p.batches(0), n.div_ceil(IOV_MAX));
+    }
+
+    #[test]
+    fn batches_end_near_batch_bytes_and_decode_every_record() {
+        // Packed buckets (records 450 B apart, one mapping): merged into MAX_RANGE ranges, read
+        // in batches of about BATCH_BYTES, never more batches than one range a record would take.
+        let layout = RuntimeLayout::for_version(&GoVersion::new(1, 24));
+        let base = 0xc0_0000_0000u64;
+        let stride = 450u64;
+        let n = 12_000usize;
+        let size = (n as u64 * stride + 4096) as usize;
+        let map = MemoryMap::parse(&format!(
+            "{:x}-{:x} rw-p 00000000 00:00 0\n",
+            base,
+            base + size as u64 + 4096
+        ))
+        .unwrap();
+        // List order: newest (highest address) first, as persistentalloc hands them out.
+        let bs: Vec<RawBucket> = (0..n as u64)
+            .rev()
+            .map(|i| bucket(base + i * stride))
+            .collect();
+        let mut bytes = vec![0u8; size];
+        for (i, b) in bs.iter().enumerate() {
+            let off = (b.record_addr(&layout) - base) as usize;
+            bytes[off..off + 8].copy_from_slice(&marked(i).to_le_bytes());
+        }
+        let mem = Image {
+            base,
+            bytes,
+            calls: Default::default(),
+        };
+        let mut p = RecordPlan::new(DEFAULT_COALESCE_GAP);
+        // Planned for the older part, then the newest third prepended.
+        p.rebuild(&bs[n / 3..], &layout, &map);
+        p.prepend(n / 3, &bs, &layout, &map);
+        let mut got = bs.clone();
+        let r = p.read_into(&mem, &mut [], None, &mut got, &layout).unwrap();
+        assert_eq!((r.complete, r.kept), (true, 0));
+        for (i, b) in got.iter().enumerate() {
+            assert_eq!(b.record.active.allocs, marked(i), "bucket {i}");
+        }
+        let calls = mem.calls.get() as usize;
+        assert_eq!(calls, p.batches(0));
+        assert!(calls <= n.div_ceil(IOV_MAX), "{calls} batches");
+        assert!(
+            calls >= p.bytes().div_ceil(BATCH_BYTES + MAX_RANGE as usize),
+            "{calls} batches for {} bytes",
+            p.bytes()
+        );
+        assert!(p.buf.len() <= BATCH_BYTES + MAX_RANGE as usize);
+        // A shorter list than planned: only the buckets the plan knows (by age) are updated.
+        let mut older = bs[1..].to_vec();
+        let r = p
+            .read_into(&mem, &mut [], None, &mut older, &layout)
+            .unwrap();
+        assert_eq!(r.kept, 0);
+        for (i, b) in older.iter().enumerate() {
+            assert_eq!(b.record.active.allocs, marked(i + 1), "bucket {i}");
+        }
     }
 
     #[test]
@@ -392,29 +539,32 @@ mod tests {
         p.rebuild(&bs, &layout, &map);
         assert_eq!(p.ranges(), 3, "{:?}", p.ranges);
         let rec = |b: &RawBucket| b.record_addr(&layout);
-        assert_eq!(p.ranges[0].0, rec(&bs[2]));
+        assert_eq!(p.ranges[0].addr, rec(&bs[2]));
         assert_eq!(
-            p.ranges[0].1 as u64,
+            p.ranges[0].len as u64,
             rec(&bs[0]) + layout.record_size() - rec(&bs[2])
         );
-        // Slots point at each record inside its range.
-        for (i, b) in bs.iter().enumerate() {
-            let (off, r) = p.slots[i];
-            let (start, _, boff) = p.ranges[r as usize];
-            assert_eq!(off - boff, (rec(b) - start) as usize);
-        }
-        // Prepending keeps every slot pointing at its own record.
+        // Members point at each record inside its range.
+        let members = |p: &RecordPlan| {
+            let mut v: Vec<(usize, u64)> = Vec::new();
+            for r in &p.ranges {
+                for &(age, off) in &p.members[r.first..r.first + r.count] {
+                    assert!(off as usize + layout.record_size() as usize <= r.len);
+                    v.push((p.count - 1 - age as usize, r.addr + u64::from(off)));
+                }
+            }
+            v.sort_unstable();
+            v
+        };
+        let want: Vec<(usize, u64)> = bs.iter().map(rec).enumerate().collect();
+        assert_eq!(members(&p), want);
+        // Prepending keeps every member pointing at its own record.
         let mut inc = RecordPlan::new(1024);
         inc.rebuild(&bs[2..], &layout, &map);
         inc.prepend(2, &bs, &layout, &map);
-        assert_eq!(inc.slots.len(), bs.len());
-        for (i, b) in bs.iter().enumerate() {
-            let (off, r) = inc.slots[i];
-            let (start, len, boff) = inc.ranges[r as usize];
-            assert!(off >= boff && off - boff + layout.record_size() as usize <= len);
-            assert_eq!(start + (off - boff) as u64, rec(b), "bucket {i}");
-        }
-        assert_eq!(inc.bytes(), inc.buf.len());
+        assert_eq!(inc.count, bs.len());
+        assert_eq!(members(&inc), want);
+        assert_eq!(inc.bytes(), inc.ranges.iter().map(|r| r.len).sum::<usize>());
         let mut one = RecordPlan::new(0);
         one.rebuild(&bs, &layout, &map);
         assert_eq!(one.ranges(), 5);

@@ -129,37 +129,50 @@ pub struct MemRecord {
 }
 
 impl MemRecord {
-    /// Decodes a memRecord; for layouts without byte counters, bytes = count × `size`.
+    /// Decodes a memRecord; for layouts without byte counters, bytes = count × `size`. `None` if
+    /// `data` is shorter than [`RuntimeLayout::record_size`].
     pub fn decode(layout: &RuntimeLayout, data: &[u8], size: u64) -> Option<MemRecord> {
-        let need = layout.record_size() as usize;
-        let data = data.get(..need)?;
-        let word =
-            |i: usize| u64::from_le_bytes(data[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
-        let words_per_cycle = (layout.cycle_size / 8) as usize;
-        let cycle = |c: usize| {
-            let b = c * words_per_cycle;
-            let (allocs, frees) = (word(b), word(b + 1));
-            if layout.cycle_has_bytes {
-                Cycle {
-                    allocs,
-                    frees,
-                    alloc_bytes: word(b + 2),
-                    free_bytes: word(b + 3),
-                }
-            } else {
-                Cycle {
-                    allocs,
-                    frees,
-                    alloc_bytes: allocs.wrapping_mul(size),
-                    free_bytes: frees.wrapping_mul(size),
-                }
-            }
-        };
-        Some(MemRecord {
-            active: cycle(0),
-            future: [cycle(1), cycle(2), cycle(3)],
-        })
+        if layout.cycle_has_bytes {
+            // 4 cycles of (allocs, frees, alloc_bytes, free_bytes).
+            let w = words::<16>(data)?;
+            let c = |b: usize| Cycle {
+                allocs: w[b],
+                frees: w[b + 1],
+                alloc_bytes: w[b + 2],
+                free_bytes: w[b + 3],
+            };
+            Some(MemRecord {
+                active: c(0),
+                future: [c(4), c(8), c(12)],
+            })
+        } else {
+            // 4 cycles of (allocs, frees).
+            let w = words::<8>(data)?;
+            let c = |b: usize| Cycle {
+                allocs: w[b],
+                frees: w[b + 1],
+                alloc_bytes: w[b].wrapping_mul(size),
+                free_bytes: w[b + 1].wrapping_mul(size),
+            };
+            Some(MemRecord {
+                active: c(0),
+                future: [c(2), c(4), c(6)],
+            })
+        }
     }
+}
+
+/// The first `N` little-endian u64 words of `data` (`None` if it is shorter than `8 × N` bytes).
+#[inline]
+fn words<const N: usize>(data: &[u8]) -> Option<[u64; N]> {
+    let data = data.get(..N * 8)?;
+    let mut w = [0u64; N];
+    for (d, c) in w.iter_mut().zip(data.chunks_exact(8)) {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(c);
+        *d = u64::from_le_bytes(b);
+    }
+    Some(w)
 }
 
 /// One bucket as read from the target.
@@ -363,6 +376,24 @@ impl<'a, M: RemoteMemory + ?Sized> BucketWalker<'a, M> {
     /// Reads one bucket (header, stack, memRecord); returns it and its `allnext`.
     pub fn read_bucket(&self, addr: u64) -> Result<(RawBucket, u64), WalkError> {
         let l = &self.layout;
+        // Fast path: the whole bucket lies in the last read window (which lies in readable
+        // anonymous memory), decoded in place.
+        if addr.is_multiple_of(8) && self.map.is_some() {
+            let w = self.window.borrow();
+            let (base, data) = (w.0, &w.1);
+            let off = addr.wrapping_sub(base);
+            if addr >= base
+                && off
+                    .checked_add(l.header_size)
+                    .is_some_and(|e| e <= data.len() as u64)
+            {
+                let d = &data[off as usize..];
+                let (allnext, size, nstk, total) = self.parse_header(addr, d)?;
+                if let Some(d) = d.get(..total as usize) {
+                    return self.finish(addr, d, size, nstk, allnext);
+                }
+            }
+        }
         self.check_ptr(addr, l.header_size)?;
         let guess = l.header_size + 8 * self.limits.prefetch_frames + l.record_size();
         let mut scratch = self.scratch.borrow_mut();
@@ -377,6 +408,27 @@ impl<'a, M: RemoteMemory + ?Sized> BucketWalker<'a, M> {
                 len: l.header_size as usize,
             }));
         }
+        let (allnext, size, nstk, total) = self.parse_header(addr, buf)?;
+        self.check_ptr(addr, total)?;
+        if total > got as u64 {
+            buf.resize(total as usize, 0);
+            let more = self.read_windowed(addr + got as u64, &mut buf[got..])?;
+            if got + more < total as usize {
+                return Err(WalkError::Memory(MemoryError::Unmapped {
+                    pid: self.mem.pid(),
+                    addr,
+                    len: total as usize,
+                }));
+            }
+        }
+        self.finish(addr, &buf[..total as usize], size, nstk, allnext)
+    }
+
+    /// Checks the header at the start of `buf` (at least `header_size` bytes) of the bucket at
+    /// `addr`; returns its `allnext`, object size, `nstk` and the bucket's whole size in bytes
+    /// (header, stack and memRecord; bounded by the version's maximum `nstk`).
+    fn parse_header(&self, addr: u64, buf: &[u8]) -> Result<(u64, u64, u64, u64), WalkError> {
+        let l = &self.layout;
         let allnext = le_word(buf, layout::OFF_ALLNEXT);
         let typ = le_word(buf, layout::OFF_TYP);
         let size = le_word(buf, layout::OFF_SIZE);
@@ -402,28 +454,38 @@ impl<'a, M: RemoteMemory + ?Sized> BucketWalker<'a, M> {
                 reason: format!("object size {size} is implausible"),
             });
         }
-        let total = l.record_offset(nstk) + l.record_size();
-        self.check_ptr(addr, total)?;
-        if total > got as u64 {
-            buf.resize(total as usize, 0);
-            let more = self.read_windowed(addr + got as u64, &mut buf[got..])?;
-            if got + more < total as usize {
-                return Err(WalkError::Memory(MemoryError::Unmapped {
-                    pid: self.mem.pid(),
-                    addr,
-                    len: total as usize,
-                }));
-            }
-        }
-        let stack: Vec<u64> = (0..nstk)
-            .map(|i| le_word(buf, l.header_size + 8 * i))
-            .collect();
+        Ok((allnext, size, nstk, l.record_offset(nstk) + l.record_size()))
+    }
+
+    /// Decodes the stack and memRecord of the bucket at `addr` from its bytes `data` (its whole
+    /// size as [`BucketWalker::parse_header`] computed it).
+    fn finish(
+        &self,
+        addr: u64,
+        data: &[u8],
+        size: u64,
+        nstk: u64,
+        allnext: u64,
+    ) -> Result<(RawBucket, u64), WalkError> {
+        let l = &self.layout;
+        let h = l.header_size as usize;
         let roff = l.record_offset(nstk) as usize;
+        let short = || WalkError::BadBucket {
+            addr,
+            reason: "short memRecord".into(),
+        };
+        let stack: Vec<u64> = data
+            .get(h..roff)
+            .ok_or_else(short)?
+            .chunks_exact(8)
+            .map(|c| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(c);
+                u64::from_le_bytes(b)
+            })
+            .collect();
         let record =
-            MemRecord::decode(l, &buf[roff..], size).ok_or_else(|| WalkError::BadBucket {
-                addr,
-                reason: "short memRecord".into(),
-            })?;
+            MemRecord::decode(l, data.get(roff..).ok_or_else(short)?, size).ok_or_else(short)?;
         Ok((
             RawBucket {
                 addr,
@@ -641,6 +703,58 @@ mod tests {
                 "stack longer than the prefetch"
             );
             check_layout(&l, ver, &w.buckets).unwrap();
+        }
+    }
+
+    #[test]
+    fn windowed_walk_decodes_in_place_like_bucket_by_bucket() {
+        for ver in ["go1.23.1", "go1.27.3"] {
+            let l = layout(ver);
+            // Buckets packed downwards as persistentalloc hands them out (the newest highest),
+            // each `allnext` pointing at the one below; a bad type near the end of the list.
+            let (base, stride, n) = (0xc0_0000_0000u64, 512usize, 300usize);
+            let at = |i: usize| base + ((n - 1 - i) * stride) as u64;
+            let mut region = vec![0u8; n * stride];
+            for i in 0..n {
+                let next = if i + 1 < n { at(i + 1) } else { 0 };
+                let stk: Vec<u64> = (0..(1 + i % 40) as u64).map(|k| 0x401000 + k).collect();
+                let typ = if i == n - 5 { 2 } else { 1 };
+                let b = bucket_bytes(&l, next, typ, 16 + i as u64, &stk, (i as u64 + 1, 1));
+                let off = (at(i) - base) as usize;
+                region[off..off + b.len()].copy_from_slice(&b);
+            }
+            let mut mem = FakeMem {
+                bytes: BTreeMap::new(),
+            };
+            mem.bytes.insert(base, region);
+            let map = MemoryMap::parse(&format!(
+                "{:x}-{:x} rw-p 00000000 00:00 0\n",
+                base,
+                base + (n * stride) as u64
+            ))
+            .unwrap();
+            let windowed = BucketWalker::new(&mem, l, Some(&map)).walk(at(0)).unwrap();
+            let mut one_by_one = BucketWalker::new(&mem, l, Some(&map));
+            one_by_one.limits.read_window = 0;
+            let plain = one_by_one.walk(at(0)).unwrap();
+            assert_eq!(windowed.buckets, plain.buckets, "{ver}");
+            assert_eq!(windowed.warning, plain.warning, "{ver}");
+            assert!(
+                windowed
+                    .warning
+                    .as_deref()
+                    .is_some_and(|w| w.contains("memory-profile type")),
+                "{ver}: {:?}",
+                windowed.warning
+            );
+            assert_eq!(windowed.buckets.len(), n - 5, "{ver}");
+            for (i, b) in windowed.buckets.iter().enumerate() {
+                assert_eq!(b.addr, at(i));
+                assert_eq!(b.size, 16 + i as u64);
+                assert_eq!(b.stack.len(), 1 + i % 40);
+                assert_eq!(b.stack.last(), Some(&(0x401000 + (i % 40) as u64)));
+                assert_eq!(b.record.active.allocs, i as u64 + 1);
+            }
         }
     }
 

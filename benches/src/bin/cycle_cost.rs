@@ -10,7 +10,10 @@
 //! - goheap steady cycle: the batched re-read through the coalescing `RecordPlan`, for several
 //!   gaps (0 = one range per record), and the delta update.
 //!
-//! Medians of CYCLES cycles. Run: `cargo run --release -p goheap-benches --bin cycle_cost [CYCLES]`.
+//! Medians of CYCLES cycles. Run: `cargo run --release -p goheap-benches --bin cycle_cost --
+//! [CYCLES] [--no-reference] [--no-cold] [--gaps=G,...] [GO:STACKS ...]` (e.g. `1.24.11:10000`; default: every configuration).
+//! Steady cycles during which the target added buckets (the Go 1.27 build keeps adding some) are
+//! reported in their own "growing" rows, so the steady rows measure re-reads only.
 
 use std::path::Path;
 use std::process::Command;
@@ -30,11 +33,23 @@ struct Row {
     stacks: usize,
     buckets: usize,
     method: String,
+    s: Medians,
+}
+
+/// One cycle's measurements.
+#[derive(Default, Clone, Copy)]
+struct Sample {
     syscalls: f64,
     bytes: f64,
+    /// Reading thread's CPU time, read and delta update, ms.
     cpu_ms: f64,
+    /// Of which the delta update, ms (0 for the reference).
+    delta_ms: f64,
     wall_ms: f64,
 }
+
+/// Medians of each field of [`Sample`] (each field's own median).
+struct Medians(Sample);
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -48,46 +63,73 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
+fn medians(samples: &[Sample]) -> Medians {
+    let m = |f: fn(&Sample) -> f64| median(&mut samples.iter().map(f).collect::<Vec<_>>());
+    Medians(Sample {
+        syscalls: m(|s| s.syscalls),
+        bytes: m(|s| s.bytes),
+        cpu_ms: m(|s| s.cpu_ms),
+        delta_ms: m(|s| s.delta_ms),
+        wall_ms: m(|s| s.wall_ms),
+    })
+}
+
 /// Steady-cycle coalescing gaps compared (bytes); 0 = one range per record.
 const GAPS: &[u64] = &[0, 256, 1024, 4096];
 
 /// One collection cycle as the agent runs it: the reader's read, then the delta update. Returns
-/// (syscalls, bytes, CPU ms, wall ms, new buckets).
+/// the sample and the number of new buckets.
 fn timed_cycle<M: RemoteMemory>(
     reader: &mut IncrementalReader<M>,
     deltas: &mut DeltaTracker,
     info: &BinaryInfo,
     proc_root: &Path,
-) -> anyhow::Result<(u64, u64, f64, f64, usize)> {
+) -> anyhow::Result<(Sample, usize)> {
     let s0 = reader.stats();
     let (c0, w0) = (thread_cpu(), Instant::now());
     let out = reader
         .read(info, proc_root)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let c1 = thread_cpu();
     let _ = deltas.update(
         reader.buckets(),
         reader.cycle(),
         reader.mem_profile_rate(),
         reader.layout(),
     );
-    let cpu = (thread_cpu() - c0).as_secs_f64() * 1e3;
+    let c2 = thread_cpu();
     let wall = w0.elapsed().as_secs_f64() * 1e3;
     let s1 = reader.stats();
     Ok((
-        s1.syscalls - s0.syscalls,
-        s1.bytes - s0.bytes,
-        cpu,
-        wall,
+        Sample {
+            syscalls: (s1.syscalls - s0.syscalls) as f64,
+            bytes: (s1.bytes - s0.bytes) as f64,
+            cpu_ms: (c2 - c0).as_secs_f64() * 1e3,
+            delta_ms: (c2 - c1).as_secs_f64() * 1e3,
+            wall_ms: wall,
+        },
         out.new_buckets,
     ))
 }
 
 fn main() -> anyhow::Result<()> {
-    let cycles: usize = std::env::args()
-        .nth(1)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cycles: usize = args
+        .first()
+        .filter(|s| s.parse::<usize>().is_ok())
         .map(|s| s.parse())
         .transpose()?
         .unwrap_or(10);
+    let reference = !args.iter().any(|a| a == "--no-reference");
+    let cold = !args.iter().any(|a| a == "--no-cold");
+    let gaps: Vec<u64> = match args.iter().find_map(|a| a.strip_prefix("--gaps=")) {
+        Some(list) => list
+            .split(',')
+            .map(|g| g.parse())
+            .collect::<Result<_, _>>()?,
+        None => GAPS.to_vec(),
+    };
+    let only: Vec<&String> = args.iter().filter(|a| a.contains(':')).collect();
     let scratch = Scratch::new("cycle")?;
     let proc_root = Path::new("/proc");
     let mut rows = Vec::new();
@@ -98,6 +140,9 @@ fn main() -> anyhow::Result<()> {
         ("1.27.3", 10000),
         ("1.27.3", 20000),
     ] {
+        if !only.is_empty() && !only.iter().any(|o| **o == format!("{go}:{stacks}")) {
+            continue;
+        }
         let bin = build_go_program_with("manybuckets", &scratch.0, go)?;
         let ready = scratch.0.join(format!("ready-{go}-{stacks}"));
         let mut cmd = Command::new(&bin);
@@ -118,113 +163,127 @@ fn main() -> anyhow::Result<()> {
         let addrs = RuntimeAddresses::new(&symbols, bias);
 
         // Reference: pread, full walk, 2 reads per bucket.
-        let pm = ProcMem::open(proc_root, pid)?;
-        let (mut calls, mut bytes, mut cpu, mut wall) = (vec![], vec![], vec![], vec![]);
-        let mut nb = 0;
-        for _ in 0..cycles {
-            let s0 = pm.stats();
-            let (c0, w0) = (thread_cpu(), Instant::now());
-            let _rate = pm.read_u64(addrs.mem_profile_rate)?;
-            let head = pm.read_u64(addrs.mbuckets)?;
-            let mut walker = BucketWalker::new(&pm, info.layout, None);
-            walker.limits.prefetch_frames = 0;
-            walker.limits.read_window = 0;
-            let walk = walker.walk(head)?;
-            nb = walk.buckets.len();
-            cpu.push((thread_cpu() - c0).as_secs_f64() * 1e3);
-            wall.push(w0.elapsed().as_secs_f64() * 1e3);
-            let s1 = pm.stats();
-            calls.push((s1.syscalls - s0.syscalls) as f64);
-            bytes.push((s1.bytes - s0.bytes) as f64);
-            std::thread::sleep(Duration::from_millis(100));
+        if reference {
+            let pm = ProcMem::open(proc_root, pid)?;
+            let mut samples = Vec::new();
+            let mut nb = 0;
+            for _ in 0..cycles {
+                let s0 = pm.stats();
+                let (c0, w0) = (thread_cpu(), Instant::now());
+                let _rate = pm.read_u64(addrs.mem_profile_rate)?;
+                let head = pm.read_u64(addrs.mbuckets)?;
+                let mut walker = BucketWalker::new(&pm, info.layout, None);
+                walker.limits.prefetch_frames = 0;
+                walker.limits.read_window = 0;
+                let walk = walker.walk(head)?;
+                nb = walk.buckets.len();
+                let cpu_ms = (thread_cpu() - c0).as_secs_f64() * 1e3;
+                let wall_ms = w0.elapsed().as_secs_f64() * 1e3;
+                let s1 = pm.stats();
+                samples.push(Sample {
+                    syscalls: (s1.syscalls - s0.syscalls) as f64,
+                    bytes: (s1.bytes - s0.bytes) as f64,
+                    cpu_ms,
+                    delta_ms: 0.0,
+                    wall_ms,
+                });
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            rows.push(Row {
+                go,
+                stacks,
+                buckets: nb,
+                method: "reference: pread, full walk, 2 reads/bucket".into(),
+                s: medians(&samples),
+            });
         }
-        rows.push(Row {
-            go,
-            stacks,
-            buckets: nb,
-            method: "reference: pread, full walk, 2 reads/bucket".into(),
-            syscalls: median(&mut calls),
-            bytes: median(&mut bytes),
-            cpu_ms: median(&mut cpu),
-            wall_ms: median(&mut wall),
-        });
 
         // goheap cold cycle: a new reader's first read (full walk through read windows) and the
         // first delta update, median over `cycles` fresh readers.
-        let (mut calls, mut bytes, mut cpu, mut wall) = (vec![], vec![], vec![], vec![]);
-        for _ in 0..cycles {
-            let vm = VmReader::open(proc_root, pid)?;
-            let mut reader = IncrementalReader::new(vm, map.clone(), addrs, info.layout);
-            let mut deltas = DeltaTracker::default();
-            let (c, b, cp, wl, _) = timed_cycle(&mut reader, &mut deltas, &info, proc_root)?;
-            calls.push(c as f64);
-            bytes.push(b as f64);
-            cpu.push(cp);
-            wall.push(wl);
-            nb = reader.buckets().len();
-            std::thread::sleep(Duration::from_millis(50));
+        if cold {
+            let mut samples = Vec::new();
+            let mut nb = 0;
+            for _ in 0..cycles {
+                let vm = VmReader::open(proc_root, pid)?;
+                let mut reader = IncrementalReader::new(vm, map.clone(), addrs, info.layout);
+                let mut deltas = DeltaTracker::default();
+                let (s, _) = timed_cycle(&mut reader, &mut deltas, &info, proc_root)?;
+                samples.push(s);
+                nb = reader.buckets().len();
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            rows.push(Row {
+                go,
+                stacks,
+                buckets: nb,
+                method: format!(
+                    "goheap cold cycle (walk in {} KiB windows + delta update)",
+                    goheap::runtime::walk::DEFAULT_READ_WINDOW >> 10
+                ),
+                s: medians(&samples),
+            });
         }
-        rows.push(Row {
-            go,
-            stacks,
-            buckets: nb,
-            method: format!(
-                "goheap cold cycle (walk in {} KiB windows + delta update)",
-                goheap::runtime::walk::DEFAULT_READ_WINDOW >> 10
-            ),
-            syscalls: median(&mut calls),
-            bytes: median(&mut bytes),
-            cpu_ms: median(&mut cpu),
-            wall_ms: median(&mut wall),
-        });
 
         // goheap steady cycles: batched re-read of the known records + delta update, per gap.
+        // Cycles during which the target added buckets are reported apart ("growing").
         let vm = VmReader::open(proc_root, pid)?;
         let mut reader = IncrementalReader::new(vm, map.clone(), addrs, info.layout);
         let mut deltas = DeltaTracker::default();
         timed_cycle(&mut reader, &mut deltas, &info, proc_root)?;
-        for &gap in GAPS {
+        for &gap in &gaps {
             reader.set_coalesce_gap(gap);
-            let (mut calls, mut bytes, mut cpu, mut wall) = (vec![], vec![], vec![], vec![]);
-            let mut worst = 0u64;
+            let mut m: [Vec<Sample>; 2] = Default::default();
+            let mut worst = 0.0f64;
             for _ in 0..cycles {
                 std::thread::sleep(Duration::from_millis(100));
-                let (c, b, cp, wl, new) = timed_cycle(&mut reader, &mut deltas, &info, proc_root)?;
+                let (s, new) = timed_cycle(&mut reader, &mut deltas, &info, proc_root)?;
                 if new == 0 {
-                    worst = worst.max(c);
+                    worst = worst.max(s.syscalls);
                 }
-                calls.push(c as f64);
-                bytes.push(b as f64);
-                cpu.push(cp);
-                wall.push(wl);
+                m[usize::from(new > 0)].push(s);
             }
             let nbk = reader.buckets().len();
             let budget = (nbk as u64 + 3).div_ceil(IOV_MAX as u64);
-            budget_ok &= worst <= budget;
-            rows.push(Row {
-                go,
-                stacks,
-                buckets: nbk,
-                method: format!(
-                    "goheap steady cycle, gap {gap} B ({} ranges; re-read + delta update)",
-                    reader.plan().ranges()
-                ),
-                syscalls: median(&mut calls),
-                bytes: median(&mut bytes),
-                cpu_ms: median(&mut cpu),
-                wall_ms: median(&mut wall),
-            });
+            budget_ok &= worst <= budget as f64;
+            for (k, what) in ["steady cycle", "growing cycle (new buckets walked)"]
+                .iter()
+                .enumerate()
+            {
+                if m[k].is_empty() {
+                    continue;
+                }
+                rows.push(Row {
+                    go,
+                    stacks,
+                    buckets: nbk,
+                    method: format!(
+                        "goheap {what}, gap {gap} B ({} ranges; {} of {cycles} cycles)",
+                        reader.plan().ranges(),
+                        m[k].len()
+                    ),
+                    s: medians(&m[k]),
+                });
+            }
         }
         eprintln!("go{go} {stacks} stacks: done");
         drop(target);
     }
     println!();
-    println!("| Go | stacks | buckets | method | read syscalls / cycle | bytes read / cycle | CPU ms / cycle | wall ms / cycle |");
-    println!("|---|---:|---:|---|---:|---:|---:|---:|");
+    println!("| Go | stacks | buckets | method | read syscalls / cycle | bytes read / cycle | CPU ms / cycle | of which delta update | wall ms / cycle |");
+    println!("|---|---:|---:|---|---:|---:|---:|---:|---:|");
     for r in &rows {
+        let s = &r.s.0;
         println!(
-            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.2} |",
-            r.go, r.stacks, r.buckets, r.method, r.syscalls, r.bytes, r.cpu_ms, r.wall_ms
+            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} |",
+            r.go,
+            r.stacks,
+            r.buckets,
+            r.method,
+            s.syscalls,
+            s.bytes,
+            s.cpu_ms,
+            s.delta_ms,
+            s.wall_ms
         );
     }
     println!("\n(medians of {cycles} cycles; CPU is the reading thread's CPU time, reads and delta tracking)");
