@@ -224,6 +224,8 @@ fn force_is_not_advised_where_it_cannot_write() {
         },
     );
     assert!(line.contains("code references"), "{line}");
+    // ... and names what writes there for one process, when every check agrees.
+    assert!(line.contains("--enable-profiling-from-code"), "{line}");
     let n = agent
         .log_text()
         .lines()

@@ -823,7 +823,7 @@ fn collect_go(
                 pid = key.pid,
                 binary = %g.binary_name,
                 method = symbols.method.as_str(),
-                "force mode: not writing runtime.MemProfileRate (it is 0): its address was recovered from code references, not proven by a symbol table; install the binary's debug file under /usr/lib/debug/.build-id or build it without -ldflags=-s (or import runtime/pprof in the program)"
+                "force mode: not writing runtime.MemProfileRate (it is 0): its address was recovered from code references, not proven by a symbol table; install the binary's debug file under /usr/lib/debug/.build-id or build it without -ldflags=-s (or import runtime/pprof in the program); for one process, `goheap record|top --enable-profiling-from-code` writes there when the code references, the file and the live process agree"
             );
         }
     }
