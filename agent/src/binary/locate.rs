@@ -17,6 +17,40 @@ pub const SYM_MBUCKETS: &str = "runtime.mbuckets";
 pub const SYM_MEM_PROFILE_RATE: &str = "runtime.MemProfileRate";
 pub const SYM_DISABLE_MEMORY_PROFILING: &str = "runtime.disableMemoryProfiling";
 pub const SYM_MPROF_CYCLE: &str = "runtime.mProfCycle";
+/// Goroutine globals: `allgs []*g` and `allglen uintptr` (runtime/proc.go).
+pub const SYM_ALLGS: &str = "runtime.allgs";
+pub const SYM_ALLGLEN: &str = "runtime.allglen";
+
+/// Addresses (unrelocated) of the goroutine globals, and how they were found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GoroutineSymbols {
+    /// `runtime.allgs`, a slice header (ptr, len, cap).
+    pub allgs: u64,
+    /// `runtime.allglen`.
+    pub allglen: u64,
+    pub method: LocateMethod,
+}
+
+impl GoBinary {
+    /// Finds `runtime.allgs` and `runtime.allglen` in `.symtab`; the error says why not.
+    pub fn goroutine_symbols(&self) -> Result<GoroutineSymbols, String> {
+        let Some(loc) = self.symtab_location() else {
+            return Err(
+                "stripped: no .symtab (goroutines of stripped binaries are not located yet)".into(),
+            );
+        };
+        let table = SymbolTable::find(&self.file, loc, &[SYM_ALLGS, SYM_ALLGLEN])
+            .map_err(|e| BinaryError::Symtab(self.path.display().to_string(), e).to_string())?;
+        match (table.get(SYM_ALLGS), table.get(SYM_ALLGLEN)) {
+            (Some(a), Some(l)) => Ok(GoroutineSymbols {
+                allgs: a.value,
+                allglen: l.value,
+                method: LocateMethod::Symtab,
+            }),
+            _ => Err(".symtab lacks runtime.allgs or runtime.allglen".into()),
+        }
+    }
+}
 
 /// Addresses of the runtime globals (unrelocated ELF virtual addresses), and how they were found.
 #[derive(Debug, Clone, PartialEq, Eq)]
