@@ -317,3 +317,106 @@ fn garbage_g_memory_never_panics_and_stays_bounded() {
         }
     }
 }
+
+#[test]
+fn goroutine_profile_equals_the_runtimes_own_stripped() {
+    for v in GO_VERSIONS {
+        check_oracle(v, "stripped");
+    }
+}
+
+/// `[entry, end)` of functions from a binary's own `.gopclntab` (what a stripped binary has).
+struct PclntabFuncs(Pclntab);
+
+impl goheap::binary::coderef::FunctionRanges for PclntabFuncs {
+    fn function_range(&self, name: &str) -> Option<std::ops::Range<u64>> {
+        self.0.func_by_name(name).map(|f| f.entry..f.end)
+    }
+}
+
+fn symtab_value(path: &std::path::Path, name: &str) -> u64 {
+    use object::{Object, ObjectSymbol};
+    let data = std::fs::read(path).unwrap();
+    let file = object::File::parse(&*data).unwrap();
+    let sym = file.symbols().find(|s| s.name() == Ok(name));
+    sym.unwrap_or_else(|| panic!("{name} not in {}", path.display()))
+        .address()
+}
+
+#[test]
+fn allgs_and_allglen_recovered_from_code_equal_the_symtab() {
+    // Recovery reads only machine code and .gopclntab (what a stripped binary keeps), so run it
+    // on binaries that also have .symtab and compare: amd64 and arm64 (PIE too), every version.
+    // (The stripped amd64 fixtures are checked end to end by the stripped oracle test.)
+    let mut checked = 0;
+    for v in GO_VERSIONS {
+        for (program, mode) in [
+            ("goroutines", "default"),
+            ("goroutines", "pie"),
+            ("heapfixture", "arm64"),
+        ] {
+            let path = fixture(program, v, mode);
+            let elf = std::fs::read(&path).unwrap();
+            let funcs = PclntabFuncs(Pclntab::parse(&elf).unwrap());
+            let got = goheap::binary::coderef::recover_goroutine_globals(&elf, &funcs)
+                .unwrap_or_else(|e| panic!("Go {v} {program} {mode}: {e}"));
+            assert_eq!(
+                (got.allgs, got.allglen),
+                (
+                    symtab_value(&path, "runtime.allgs"),
+                    symtab_value(&path, "runtime.allglen")
+                ),
+                "Go {v} {program} {mode}: {:?}",
+                got.evidence
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, GO_VERSIONS.len() * 3);
+}
+
+/// Debian's stripped Prometheus serves its own goroutine profile; goheap's, taken right after,
+/// has the same stacks (function names) with the same counts, up to 2 goroutines that started or
+/// ended in between (the goroutine serving the profile request is left out of theirs).
+#[test]
+fn stripped_prometheus_goroutines_match_its_own_endpoint() {
+    let scratch = Scratch::new("goroutines-prometheus");
+    let (prom, port) = start_prometheus(&scratch, "global:\n  scrape_interval: 1h\n");
+    std::thread::sleep(Duration::from_secs(2));
+    let pid = prom.pid.to_string();
+    let out = scratch.path("ours.pb.gz");
+    let by_stack = |p: &Profile| -> BTreeMap<Vec<String>, i64> {
+        let mut m = BTreeMap::new();
+        for s in p.flat_samples().unwrap() {
+            let names: Vec<String> = s.stack.iter().map(|f| f.0.clone()).collect();
+            if names.iter().any(|n| n == "runtime/pprof.writeGoroutine") {
+                continue;
+            }
+            *m.entry(names).or_insert(0) += s.values[0];
+        }
+        m
+    };
+    let mut last = String::new();
+    for _attempt in 0..5 {
+        let r = http_get(port, "/debug/pprof/goroutine").unwrap();
+        assert_eq!(r.status, 200);
+        let theirs = by_stack(&Profile::decode(&r.body).unwrap());
+        let o = goheap(&["goroutines", "--pid", &pid, "-o", out.to_str().unwrap()]);
+        assert!(o.status.success(), "{o:?}");
+        let ours = by_stack(&Profile::decode(&std::fs::read(&out).unwrap()).unwrap());
+        let mut diff = 0;
+        let mut keys: Vec<&Vec<String>> = theirs.keys().chain(ours.keys()).collect();
+        keys.dedup();
+        for k in keys {
+            diff += (theirs.get(k).copied().unwrap_or(0) - ours.get(k).copied().unwrap_or(0)).abs();
+        }
+        let n: i64 = theirs.values().sum();
+        if diff <= 2 {
+            assert!(n > 15, "prometheus runs dozens of goroutines, saw {n}");
+            return;
+        }
+        last = format!("{diff} goroutines differ\ntheirs: {theirs:#?}\nours: {ours:#?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("goroutine profiles of prometheus differ in 5 attempts; last: {last}");
+}

@@ -32,12 +32,27 @@ pub struct GoroutineSymbols {
 }
 
 impl GoBinary {
-    /// Finds `runtime.allgs` and `runtime.allglen` in `.symtab`; the error says why not.
+    /// Finds `runtime.allgs` and `runtime.allglen` in `.symtab`, else (stripped binaries) by
+    /// code references ([`crate::binary::coderef::recover_goroutine_globals`]); the error says
+    /// why not.
     pub fn goroutine_symbols(&self) -> Result<GoroutineSymbols, String> {
         let Some(loc) = self.symtab_location() else {
-            return Err(
-                "stripped: no .symtab (goroutines of stripped binaries are not located yet)".into(),
+            let map = crate::symbolize::symbolizer::map_binary(self)
+                .map_err(|e| format!("stripped: no .symtab; {e}"))?;
+            let pclntab = crate::symbolize::pclntab::Pclntab::parse_mapped(map.clone())
+                .map_err(|e| format!("stripped: no .symtab; .gopclntab: {e}"))?;
+            let ranges = PclntabRanges::resolve_names(
+                &pclntab,
+                crate::binary::coderef::GOROUTINE_FUNCTIONS_USED,
             );
+            drop(pclntab);
+            let found = crate::binary::coderef::recover_goroutine_globals(&map, &ranges)
+                .map_err(|e| format!("stripped: no .symtab; code references: {e}"))?;
+            return Ok(GoroutineSymbols {
+                allgs: found.allgs,
+                allglen: found.allglen,
+                method: LocateMethod::CodeReference,
+            });
         };
         let table = SymbolTable::find(&self.file, loc, &[SYM_ALLGS, SYM_ALLGLEN])
             .map_err(|e| BinaryError::Symtab(self.path.display().to_string(), e).to_string())?;
@@ -257,7 +272,13 @@ struct PclntabRanges(Vec<(&'static str, std::ops::Range<u64>)>);
 
 impl PclntabRanges {
     fn resolve(pclntab: &crate::symbolize::pclntab::Pclntab) -> PclntabRanges {
-        let names = crate::binary::coderef::FUNCTIONS_USED;
+        Self::resolve_names(pclntab, crate::binary::coderef::FUNCTIONS_USED)
+    }
+
+    fn resolve_names(
+        pclntab: &crate::symbolize::pclntab::Pclntab,
+        names: &'static [&'static str],
+    ) -> PclntabRanges {
         let found = pclntab.funcs_named(names);
         PclntabRanges(
             names
