@@ -1,0 +1,58 @@
+//! The agent's `/debug/pprof/goroutine?pid=N`: the goroutine profile of a tracked process equals
+//! the runtime's own (the `goroutines` fixture's), default and stripped builds.
+
+mod agent_common;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+use agent_common::*;
+use pprof_proto::Profile;
+
+/// (function, file, line) stacks → count, without main.main's (the fixture's writer goroutine).
+fn stacks(p: &Profile) -> BTreeMap<Vec<(String, String, i64)>, i64> {
+    let mut m = BTreeMap::new();
+    for s in p.flat_samples().unwrap() {
+        if !s.stack.iter().any(|f| f.0 == "main.main") {
+            *m.entry(s.stack.clone()).or_insert(0) += s.values[0];
+        }
+    }
+    m
+}
+
+#[test]
+fn agent_serves_the_goroutine_profile_of_a_tracked_process() {
+    let scratch = Scratch::new("goroutines-agent");
+    let agent = Agent::start(&scratch, &[]);
+    for mode in ["default", "stripped"] {
+        let dir = scratch.path(mode);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut cmd = Command::new(fixture("goroutines", GO, mode));
+        cmd.arg(&dir);
+        let proc = start_and_wait(cmd, &dir.join("ready"), Duration::from_secs(30));
+        agent.wait_state(proc.pid, "readable", Duration::from_secs(30));
+        let r = agent.get(&format!("/debug/pprof/goroutine?pid={}", proc.pid));
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let served = Profile::decode(&r.body).unwrap();
+        let own = Profile::decode(&std::fs::read(dir.join("goroutine.pb.gz")).unwrap()).unwrap();
+        assert_eq!(stacks(&served), stacks(&own), "{mode}");
+        let total: i64 = served
+            .flat_samples()
+            .unwrap()
+            .iter()
+            .map(|s| s.values[0])
+            .sum();
+        let count: i64 = std::fs::read_to_string(dir.join("count"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(total, count, "{mode}");
+    }
+    assert_eq!(agent.get("/debug/pprof/goroutine?pid=abc").status, 400);
+    assert_eq!(
+        agent.get("/debug/pprof/goroutine?pid=2147483647").status,
+        404
+    );
+}
