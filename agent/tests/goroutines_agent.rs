@@ -1,5 +1,6 @@
 //! The agent's `/debug/pprof/goroutine?pid=N`: the goroutine profile of a tracked process equals
-//! the runtime's own (the `goroutines` fixture's), default and stripped builds.
+//! the runtime's own (the `goroutines` fixture's), default and stripped builds; and
+//! `container_go_goroutines{state}` adds up to its `runtime.NumGoroutine`.
 
 mod agent_common;
 
@@ -49,6 +50,39 @@ fn agent_serves_the_goroutine_profile_of_a_tracked_process() {
             .parse()
             .unwrap();
         assert_eq!(total, count, "{mode}");
+        // container_go_goroutines{state}: every state present, their sum NumGoroutine; the fixture
+        // has one goroutine in a raw read syscall, the rest blocked.
+        let state = |text: &str, st: &str| -> Option<f64> {
+            let needle = format!("pid=\"{}\"", proc.pid);
+            let want = format!("state=\"{st}\"");
+            text.lines()
+                .filter(|l| {
+                    l.starts_with("container_go_goroutines{")
+                        && l.contains(&needle)
+                        && l.contains(&want)
+                })
+                .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+        };
+        let text = wait_for(Duration::from_secs(20), "container_go_goroutines", || {
+            let t = agent.metrics();
+            state(&t, "waiting").is_some().then_some(t)
+        });
+        let states = [
+            "runnable",
+            "running",
+            "syscall",
+            "waiting",
+            "copystack",
+            "preempted",
+            "leaked",
+        ];
+        let sum: f64 = states
+            .iter()
+            .map(|st| state(&text, st).unwrap_or_else(|| panic!("{st} missing:\n{text}")))
+            .sum();
+        assert_eq!(sum as i64, count, "{mode}: {text}");
+        assert_eq!(state(&text, "syscall"), Some(1.0), "{mode}");
+        assert_eq!(state(&text, "waiting"), Some((count - 1) as f64), "{mode}");
     }
     assert_eq!(agent.get("/debug/pprof/goroutine?pid=abc").status, 400);
     assert_eq!(

@@ -799,6 +799,12 @@ fn collect_go(
                 delta.inuse_bytes,
                 delta.inuse_objects,
             );
+            if let (Some(r), Some(c)) = (g.reader.as_ref(), g.cached.as_ref()) {
+                match crate::goroutine::count_states(&r.mem, c, g.bias) {
+                    Ok(counts) => m.set_goroutines(&g.labels, &counts),
+                    Err(e) => tracing::debug!(pid = key.pid, error = %e, "goroutines not counted"),
+                }
+            }
             g.series = true;
             set_state(key, g, ProcessState::Readable, None);
             if let (Some(out), false) = (output, delta.grown.is_empty()) {

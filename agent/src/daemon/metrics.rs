@@ -26,6 +26,8 @@ pub struct AgentMetrics {
     pub alloc_objects: IntCounterVec,
     pub inuse_bytes: IntGaugeVec,
     pub inuse_objects: IntGaugeVec,
+    /// User goroutines by state (`PROCESS_LABELS` + `state`), as `runtime.NumGoroutine` counts.
+    pub goroutines: IntGaugeVec,
     pub cycle_duration: Histogram,
     pub cycles: IntCounter,
     pub processes: IntGaugeVec,
@@ -69,6 +71,10 @@ impl AgentMetrics {
                 "Live heap objects as of the last completed GC (estimate, like inuse_objects).",
             ),
             &PROCESS_LABELS,
+        )?;
+        let goroutines = IntGaugeVec::new(
+            Opts::new("container_go_goroutines", "Goroutines of the Go process by state (waiting, runnable, running, syscall, ...), read from runtime.allgs; system goroutines left out, as runtime.NumGoroutine does."),
+            &[&PROCESS_LABELS[..], &["state"]].concat(),
         )?;
         let cycle_duration = Histogram::with_opts(
             HistogramOpts::new(
@@ -129,6 +135,7 @@ impl AgentMetrics {
         registry.register(Box::new(alloc_objects.clone()))?;
         registry.register(Box::new(inuse_bytes.clone()))?;
         registry.register(Box::new(inuse_objects.clone()))?;
+        registry.register(Box::new(goroutines.clone()))?;
         registry.register(Box::new(cycle_duration.clone()))?;
         registry.register(Box::new(cycles.clone()))?;
         registry.register(Box::new(processes.clone()))?;
@@ -146,6 +153,7 @@ impl AgentMetrics {
             alloc_objects,
             inuse_bytes,
             inuse_objects,
+            goroutines,
             cycle_duration,
             cycles,
             processes,
@@ -178,6 +186,21 @@ impl AgentMetrics {
         self.inuse_objects.with_label_values(&l).set(inuse_objects);
     }
 
+    /// Sets the goroutine gauges of a process: every state of the vocabulary, 0 when absent.
+    pub fn set_goroutines(
+        &self,
+        labels: &ProcessLabels,
+        counts: &std::collections::BTreeMap<&str, i64>,
+    ) {
+        for st in crate::goroutine::layout::GOROUTINE_STATES {
+            let l = labels.refs();
+            let v = [l[0], l[1], l[2], l[3], l[4], st];
+            self.goroutines
+                .with_label_values(&v)
+                .set(counts.get(st).copied().unwrap_or(0));
+        }
+    }
+
     /// Removes the per-process series (the process exited or was replaced).
     pub fn remove_process(&self, labels: &ProcessLabels) {
         let l = labels.refs();
@@ -185,6 +208,11 @@ impl AgentMetrics {
         let _ = self.alloc_objects.remove_label_values(&l);
         let _ = self.inuse_bytes.remove_label_values(&l);
         let _ = self.inuse_objects.remove_label_values(&l);
+        for st in crate::goroutine::layout::GOROUTINE_STATES {
+            let _ = self
+                .goroutines
+                .remove_label_values(&[l[0], l[1], l[2], l[3], l[4], st]);
+        }
     }
 
     /// The text exposition format 0.0.4.

@@ -471,6 +471,18 @@ pub enum GStatus {
     Leaked,
 }
 
+/// Every state a user goroutine can be counted in (the `state` label values of
+/// `container_go_goroutines`).
+pub const GOROUTINE_STATES: [&str; 7] = [
+    "runnable",
+    "running",
+    "syscall",
+    "waiting",
+    "copystack",
+    "preempted",
+    "leaked",
+];
+
 /// `_Gscan`: set while the GC scans the goroutine's stack.
 pub const G_SCAN: u32 = 0x1000;
 

@@ -66,6 +66,40 @@ pub fn layout_for(cached: &CachedBinary) -> (GLayout, LayoutSource) {
     }
 }
 
+/// Per-binary goroutine facts: where `allgs`/`allglen` are and the `g` layout; located once per
+/// binary identity for the life of the process (the error says why they could not be located).
+pub fn binary_facts(
+    cached: &CachedBinary,
+) -> Result<
+    (
+        crate::binary::locate::GoroutineSymbols,
+        GLayout,
+        LayoutSource,
+    ),
+    String,
+> {
+    type Facts = Result<crate::binary::locate::GoroutineSymbols, String>;
+    static FOUND: OnceLock<Mutex<HashMap<BinaryIdentity, Facts>>> = OnceLock::new();
+    let bin = &cached.info.binary;
+    let map = FOUND.get_or_init(Default::default);
+    let known = map.lock().ok().and_then(|m| m.get(&bin.identity).cloned());
+    let syms = match known {
+        Some(s) => s,
+        None => {
+            let s = bin.goroutine_symbols();
+            if let Ok(mut m) = map.lock() {
+                if m.len() > 1024 {
+                    m.clear();
+                }
+                m.insert(bin.identity, s.clone());
+            }
+            s
+        }
+    }?;
+    let (layout, source) = layout_for(cached);
+    Ok((syms, layout, source))
+}
+
 /// Every goroutine of one process, read once, with what is needed to symbolize and emit it.
 pub struct ProcessGoroutines {
     pub snapshot: GoroutineSnapshot,
@@ -98,9 +132,8 @@ pub fn read_process(
 ) -> Result<ProcessGoroutines, Refusal> {
     let info = &cached.info;
     let bin = &info.binary;
-    let syms = bin
-        .goroutine_symbols()
-        .map_err(|detail| Refusal::NoGoroutineSymbols {
+    let (syms, layout, layout_source) =
+        binary_facts(cached).map_err(|detail| Refusal::NoGoroutineSymbols {
             exe: bin.path.display().to_string(),
             detail,
         })?;
@@ -128,7 +161,6 @@ pub fn read_process(
             "the executable's mapping is not in /proc/PID/maps (cannot compute the PIE load bias)"
                 .into(),
     })?;
-    let (layout, layout_source) = layout_for(cached);
     let target = GoroutineTarget {
         mem: &mem,
         pclntab: symbolizer.pclntab(),
@@ -157,4 +189,29 @@ pub fn read_process(
         time_nanos: opts.time_nanos,
         layout_source,
     })
+}
+
+/// Goroutines of a process by state (user goroutines only, as `runtime.NumGoroutine` counts them),
+/// from the `g` headers alone (no stacks): what the agent exports each cycle. `mem` is the
+/// process's memory, `bias` its load bias.
+pub fn count_states(
+    mem: &dyn crate::target::memory::RemoteMemory,
+    cached: &CachedBinary,
+    bias: u64,
+) -> Result<std::collections::BTreeMap<&'static str, i64>, String> {
+    let (syms, layout, _) = binary_facts(cached)?;
+    let symbolizer = cached.symbolizer()?;
+    let bin = &cached.info.binary;
+    let target = GoroutineTarget {
+        mem,
+        pclntab: symbolizer.pclntab(),
+        layout,
+        version: bin.go_version,
+        uses_lr: bin.arch == crate::binary::elf::Arch::Arm64,
+        allgs: syms.allgs.wrapping_add(bias),
+        allglen: syms.allglen.wrapping_add(bias),
+        bias,
+    };
+    let limits = GoroutineLimits::for_version(&bin.go_version);
+    read::count_states(&target, &limits).map_err(|e| e.to_string())
 }

@@ -153,6 +153,33 @@ fn decode(l: &GLayout, b: &[u8]) -> Option<Header> {
     })
 }
 
+/// The `g` pointers of `allgs[:allglen]`, checked against the slice header and the limit.
+fn read_allgs(
+    t: &GoroutineTarget<'_>,
+    limits: &GoroutineLimits,
+) -> Result<Vec<u64>, GoroutineReadError> {
+    let mem = t.mem;
+    let allglen = mem.read_u64(t.allglen)?;
+    let mut hdr = [0u8; 24];
+    mem.read_exact(t.allgs, &mut hdr)?;
+    let word = |i: usize| u64::from_le_bytes(hdr[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+    let (ptr, len, cap) = (word(0), word(1), word(2));
+    if len > cap || allglen > len || allglen > limits.max_goroutines {
+        return Err(GoroutineReadError::Corrupt(format!(
+            "runtime.allgs (len {len}, cap {cap}) and allglen {allglen} do not agree or exceed {} goroutines",
+            limits.max_goroutines
+        )));
+    }
+    let n = allglen as usize;
+    let mut ptrs = vec![0u8; n * 8];
+    mem.read_exact(ptr, &mut ptrs)?;
+    let gptrs: Vec<u64> = ptrs
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+        .collect();
+    Ok(gptrs)
+}
+
 /// CLOCK_MONOTONIC now, ns (the clock of the runtime's `nanotime`).
 pub fn monotonic_ns() -> i64 {
     let mut ts = libc::timespec {
@@ -176,24 +203,9 @@ pub fn read_goroutines(
 ) -> Result<GoroutineSnapshot, GoroutineReadError> {
     let monotonic = monotonic_ns();
     let mem = t.mem;
-    let allglen = mem.read_u64(t.allglen)?;
-    let mut hdr = [0u8; 24];
-    mem.read_exact(t.allgs, &mut hdr)?;
-    let word = |i: usize| u64::from_le_bytes(hdr[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
-    let (ptr, len, cap) = (word(0), word(1), word(2));
-    if len > cap || allglen > len || allglen > limits.max_goroutines {
-        return Err(GoroutineReadError::Corrupt(format!(
-            "runtime.allgs (len {len}, cap {cap}) and allglen {allglen} do not agree or exceed {} goroutines",
-            limits.max_goroutines
-        )));
-    }
-    let n = allglen as usize;
-    let mut ptrs = vec![0u8; n * 8];
-    mem.read_exact(ptr, &mut ptrs)?;
-    let gptrs: Vec<u64> = ptrs
-        .chunks_exact(8)
-        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-        .collect();
+    let gptrs = read_allgs(t, limits)?;
+    let allglen = gptrs.len() as u64;
+    let n = gptrs.len();
     let glen = t.layout.read_len() as usize;
     let read_headers = |out: &mut Vec<u8>| -> Result<Vec<bool>, MemoryError> {
         out.clear();
@@ -306,6 +318,43 @@ pub fn read_goroutines(
     let mut it = keep.into_iter();
     snap.goroutines.retain(|_| it.next().unwrap_or(false));
     Ok(snap)
+}
+
+/// User goroutines by state, from one batched read of the `g` headers (no stacks, no second
+/// read): the agent's per-cycle gauge. Invalid headers are left out.
+pub fn count_states(
+    t: &GoroutineTarget<'_>,
+    limits: &GoroutineLimits,
+) -> Result<std::collections::BTreeMap<&'static str, i64>, GoroutineReadError> {
+    let gptrs = read_allgs(t, limits)?;
+    let glen = t.layout.read_len() as usize;
+    let mut buf = vec![0u8; gptrs.len() * glen];
+    let mut reqs: Vec<ReadRequest<'_>> = buf
+        .chunks_exact_mut(glen)
+        .zip(&gptrs)
+        .map(|(buf, &addr)| ReadRequest { addr, buf, got: 0 })
+        .collect();
+    t.mem.read_batch(&mut reqs)?;
+    let ok: Vec<bool> = reqs.iter().map(|r| r.got == glen).collect();
+    drop(reqs);
+    let mut out = std::collections::BTreeMap::new();
+    let mut seen: HashSet<u64> = HashSet::with_capacity(gptrs.len());
+    for (i, chunk) in buf.chunks_exact(glen).enumerate() {
+        let Some(h) = ok[i].then(|| decode(&t.layout, chunk)).flatten() else {
+            continue;
+        };
+        let Some(status) = GStatus::decode(h.status, &t.version) else {
+            continue;
+        };
+        if matches!(status, GStatus::Dead | GStatus::Idle)
+            || !seen.insert(h.goid)
+            || is_system_goroutine(t.pclntab, h.startpc.wrapping_sub(t.bias))
+        {
+            continue;
+        }
+        *out.entry(status.as_str()).or_insert(0) += 1;
+    }
+    Ok(out)
 }
 
 /// `isSystemGoroutine(gp, fixed=false)` at a quiescent moment: the start function is in package
