@@ -420,3 +420,58 @@ fn stripped_prometheus_goroutines_match_its_own_endpoint() {
     }
     panic!("goroutine profiles of prometheus differ in 5 attempts; last: {last}");
 }
+
+/// The GC state read from the runtime's globals equals what the process's own runtime/metrics
+/// said at the same quiescent moment (after two forced GCs, nothing allocating): every version,
+/// default and PIE. Metrics a release lacks (`/gc/gogc:percent` etc. before 1.21) are not compared.
+#[test]
+fn gc_state_equals_the_processes_own_runtime_metrics() {
+    use goheap::goroutine::gc::GcLocation;
+    use goheap::target::procfs::ProcPaths;
+    for v in GO_VERSIONS {
+        for mode in ["default", "pie"] {
+            let dir = Scratch::new(&format!("gc-{v}-{mode}"));
+            let mut cmd = Command::new(fixture("goroutines", v, mode));
+            cmd.arg(&dir.0);
+            let proc = start_and_wait(cmd, &dir.path("ready"), Duration::from_secs(30));
+            let own: HashMap<String, u64> = std::fs::read_to_string(dir.path("gc"))
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    let (k, v) = l.split_once(' ').unwrap();
+                    (k.to_string(), v.parse().unwrap())
+                })
+                .collect();
+            assert!(own.contains_key("/gc/cycles/total:gc-cycles"), "{own:?}");
+            let root = std::path::Path::new("/proc");
+            let info = goheap::binary::cache::inspect(&ProcPaths::new(root, proc.pid)).unwrap();
+            let map = goheap::target::maps::MemoryMap::read(root, proc.pid).unwrap();
+            let bias = goheap::target::open::load_bias(&info, &map).unwrap();
+            let mem = goheap::target::memory::VmReader::open(root, proc.pid).unwrap();
+            let loc = GcLocation::of(&info.binary).unwrap();
+            let s = loc.read(&mem, bias).unwrap();
+            let ours: [(&str, u64); 5] = [
+                ("/gc/cycles/total:gc-cycles", s.cycles),
+                ("/gc/heap/goal:bytes", s.heap_goal_bytes),
+                ("/gc/heap/live:bytes", s.heap_live_bytes),
+                ("/gc/gogc:percent", s.gogc_percent as u64),
+                ("/gc/gomemlimit:bytes", s.memory_limit_bytes as u64),
+            ];
+            for (name, value) in ours {
+                if let Some(&want) = own.get(name) {
+                    assert_eq!(value, want, "Go {v} {mode}: {name}");
+                }
+            }
+            assert!(s.cycles >= 2, "Go {v} {mode}: the fixture forced two GCs");
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64;
+            assert!(
+                s.last_gc_unix_ns <= now && now - s.last_gc_unix_ns < 60_000_000_000,
+                "Go {v} {mode}: last GC {} vs now {now}",
+                s.last_gc_unix_ns
+            );
+        }
+    }
+}

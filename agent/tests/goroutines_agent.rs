@@ -1,6 +1,7 @@
 //! The agent's `/debug/pprof/goroutine?pid=N`: the goroutine profile of a tracked process equals
 //! the runtime's own (the `goroutines` fixture's), default and stripped builds; and
-//! `container_go_goroutines{state}` adds up to its `runtime.NumGoroutine`.
+//! `container_go_goroutines{state}` adds up to its `runtime.NumGoroutine`; the `container_go_gc_*`
+//! series equal its own runtime/metrics.
 
 mod agent_common;
 
@@ -83,6 +84,30 @@ fn agent_serves_the_goroutine_profile_of_a_tracked_process() {
         assert_eq!(sum as i64, count, "{mode}: {text}");
         assert_eq!(state(&text, "syscall"), Some(1.0), "{mode}");
         assert_eq!(state(&text, "waiting"), Some((count - 1) as f64), "{mode}");
+        // The GC series equal the fixture's own runtime/metrics (quiescent after two GCs). The
+        // stripped build has neither .symtab nor DWARF: no GC series (not supported yet).
+        let own: std::collections::HashMap<String, f64> = std::fs::read_to_string(dir.join("gc"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let (k, v) = l.split_once(' ').unwrap();
+                (k.to_string(), v.parse().unwrap())
+            })
+            .collect();
+        for (metric, name) in [
+            ("container_go_gc_cycles_total", "/gc/cycles/total:gc-cycles"),
+            ("container_go_gc_heap_goal_bytes", "/gc/heap/goal:bytes"),
+            ("container_go_gc_heap_live_bytes", "/gc/heap/live:bytes"),
+            ("container_go_gc_gogc_percent", "/gc/gogc:percent"),
+            ("container_go_gc_memory_limit_bytes", "/gc/gomemlimit:bytes"),
+        ] {
+            let got = metric_for_pid(&text, metric, proc.pid);
+            if mode == "stripped" {
+                assert_eq!(got, None, "{metric}");
+            } else {
+                assert_eq!(got, Some(own[name]), "{mode}: {metric}");
+            }
+        }
     }
     assert_eq!(agent.get("/debug/pprof/goroutine?pid=abc").status, 400);
     assert_eq!(

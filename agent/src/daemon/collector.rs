@@ -804,6 +804,10 @@ fn collect_go(
                     Ok(counts) => m.set_goroutines(&g.labels, &counts),
                     Err(e) => tracing::debug!(pid = key.pid, error = %e, "goroutines not counted"),
                 }
+                if let Ok(Ok(s)) = crate::goroutine::gc_location(c).map(|l| l.read(&r.mem, g.bias))
+                {
+                    m.set_gc(&g.labels, &s);
+                }
             }
             g.series = true;
             set_state(key, g, ProcessState::Readable, None);

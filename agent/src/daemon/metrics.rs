@@ -18,6 +18,15 @@ impl ProcessLabels {
     }
 }
 
+/// The GC gauges (name, help), in the order of [`AgentMetrics::gc`].
+pub const GC_GAUGES: [(&str, &str); 5] = [
+    ("container_go_gc_heap_live_bytes", "Heap bytes marked live by the last GC (runtime gcController.heapMarked, /gc/heap/live:bytes)."),
+    ("container_go_gc_heap_goal_bytes", "Heap size at which the next GC starts (gcController heap goal, /gc/heap/goal:bytes)."),
+    ("container_go_gc_last_unix_seconds", "When the last GC ended, Unix seconds (memstats.last_gc_unix); 0 before the first."),
+    ("container_go_gc_gogc_percent", "GOGC in force (gcController.gcPercent, /gc/gogc:percent); -1 = off."),
+    ("container_go_gc_memory_limit_bytes", "Memory limit in force (gcController.memoryLimit, /gc/gomemlimit:bytes)."),
+];
+
 /// Every metric the agent exports.
 pub struct AgentMetrics {
     pub registry: Registry,
@@ -28,6 +37,10 @@ pub struct AgentMetrics {
     pub inuse_objects: IntGaugeVec,
     /// User goroutines by state (`PROCESS_LABELS` + `state`), as `runtime.NumGoroutine` counts.
     pub goroutines: IntGaugeVec,
+    /// GC state from the runtime's globals (`goroutine::gc`): completed cycles, then the gauges
+    /// heap live, heap goal, last GC (unix seconds), GOGC, memory limit (in [`GC_GAUGES`] order).
+    pub gc_cycles: IntCounterVec,
+    pub gc: Vec<IntGaugeVec>,
     pub cycle_duration: Histogram,
     pub cycles: IntCounter,
     pub processes: IntGaugeVec,
@@ -76,6 +89,14 @@ impl AgentMetrics {
             Opts::new("container_go_goroutines", "Goroutines of the Go process by state (waiting, runnable, running, syscall, ...), read from runtime.allgs; system goroutines left out, as runtime.NumGoroutine does."),
             &[&PROCESS_LABELS[..], &["state"]].concat(),
         )?;
+        let gc_cycles = IntCounterVec::new(
+            Opts::new("container_go_gc_cycles_total", "Completed GC cycles of the Go process (runtime memstats.numgc, /gc/cycles/total:gc-cycles)."),
+            &PROCESS_LABELS,
+        )?;
+        let gc = GC_GAUGES
+            .iter()
+            .map(|(name, help)| IntGaugeVec::new(Opts::new(*name, *help), &PROCESS_LABELS))
+            .collect::<prometheus::Result<Vec<_>>>()?;
         let cycle_duration = Histogram::with_opts(
             HistogramOpts::new(
                 "goheap_agent_cycle_duration_seconds",
@@ -136,6 +157,10 @@ impl AgentMetrics {
         registry.register(Box::new(inuse_bytes.clone()))?;
         registry.register(Box::new(inuse_objects.clone()))?;
         registry.register(Box::new(goroutines.clone()))?;
+        registry.register(Box::new(gc_cycles.clone()))?;
+        for g in &gc {
+            registry.register(Box::new(g.clone()))?;
+        }
         registry.register(Box::new(cycle_duration.clone()))?;
         registry.register(Box::new(cycles.clone()))?;
         registry.register(Box::new(processes.clone()))?;
@@ -154,6 +179,8 @@ impl AgentMetrics {
             inuse_bytes,
             inuse_objects,
             goroutines,
+            gc_cycles,
+            gc,
             cycle_duration,
             cycles,
             processes,
@@ -198,6 +225,23 @@ impl AgentMetrics {
             self.goroutines
                 .with_label_values(&v)
                 .set(counts.get(st).copied().unwrap_or(0));
+        }
+    }
+
+    /// Sets the GC series of a process.
+    pub fn set_gc(&self, labels: &ProcessLabels, s: &crate::goroutine::gc::GcState) {
+        let l = labels.refs();
+        let c = self.gc_cycles.with_label_values(&l);
+        c.inc_by(s.cycles.saturating_sub(c.get()));
+        let values = [
+            s.heap_live_bytes as i64,
+            s.heap_goal_bytes as i64,
+            (s.last_gc_unix_ns / 1_000_000_000) as i64,
+            s.gogc_percent,
+            s.memory_limit_bytes,
+        ];
+        for (g, v) in self.gc.iter().zip(values) {
+            g.with_label_values(&l).set(v);
         }
     }
 

@@ -8,6 +8,7 @@
 //! - [`profile`] — the pprof goroutine profile (`debug=0`), the `debug=2`-like text, folded stacks.
 
 pub mod dwarf_layout;
+pub mod gc;
 pub mod layout;
 pub mod profile;
 pub mod read;
@@ -214,4 +215,24 @@ pub fn count_states(
     };
     let limits = GoroutineLimits::for_version(&bin.go_version);
     read::count_states(&target, &limits).map_err(|e| e.to_string())
+}
+
+/// Where `cached`'s binary keeps its GC state ([`gc::GcLocation::of`]), located once per binary
+/// identity for the life of the process.
+pub fn gc_location(cached: &CachedBinary) -> Result<gc::GcLocation, String> {
+    type Found = Result<gc::GcLocation, String>;
+    static FOUND: OnceLock<Mutex<HashMap<BinaryIdentity, Found>>> = OnceLock::new();
+    let bin = &cached.info.binary;
+    let map = FOUND.get_or_init(Default::default);
+    if let Some(f) = map.lock().ok().and_then(|m| m.get(&bin.identity).cloned()) {
+        return f;
+    }
+    let f = gc::GcLocation::of(bin);
+    if let Ok(mut m) = map.lock() {
+        if m.len() > 1024 {
+            m.clear();
+        }
+        m.insert(bin.identity, f.clone());
+    }
+    f
 }
