@@ -475,3 +475,95 @@ fn gc_state_equals_the_processes_own_runtime_metrics() {
         }
     }
 }
+
+/// Memory of a real process, except that one `g`'s saved SP moves after the first batch of
+/// header reads, as a goroutine that ran between goheap's two reads would: it is dropped and
+/// counted, every other goroutine is kept.
+struct MovingG<'a> {
+    inner: &'a dyn RemoteMemory,
+    g: u64,
+    sched_sp: u64,
+    batches: std::cell::Cell<u32>,
+}
+
+impl RemoteMemory for MovingG<'_> {
+    fn pid(&self) -> i32 {
+        self.inner.pid()
+    }
+    fn read_partial(&self, addr: u64, buf: &mut [u8]) -> Result<usize, MemoryError> {
+        let n = self.inner.read_partial(addr, buf)?;
+        let at = self.g + self.sched_sp;
+        if self.batches.get() >= 2 && addr <= at && at + 8 <= addr + n as u64 {
+            let o = (at - addr) as usize;
+            let sp = u64::from_le_bytes(buf[o..o + 8].try_into().unwrap());
+            buf[o..o + 8].copy_from_slice(&(sp - 64).to_le_bytes());
+        }
+        Ok(n)
+    }
+    fn read_batch(
+        &self,
+        reqs: &mut [goheap::target::memory::ReadRequest<'_>],
+    ) -> Result<(), MemoryError> {
+        self.batches.set(self.batches.get() + 1);
+        for r in reqs.iter_mut() {
+            r.got = self.read_partial(r.addr, r.buf)?;
+        }
+        Ok(())
+    }
+    fn stats(&self) -> ReadStats {
+        ReadStats::default()
+    }
+}
+
+#[test]
+fn a_goroutine_that_changes_between_the_reads_is_dropped_and_counted() {
+    let dir = Scratch::new("goroutines-moving");
+    let bin = fixture("goroutines", GO_1_27, "default");
+    let mut cmd = Command::new(&bin);
+    cmd.arg(&dir.0);
+    let proc = start_and_wait(cmd, &dir.path("ready"), Duration::from_secs(30));
+    let elf = std::fs::read(&bin).unwrap();
+    let tab = Pclntab::parse(&elf).unwrap();
+    let version = version_of(GO_1_27);
+    let layout = GLayout::for_version(&version, Arch::Amd64);
+    let vm =
+        goheap::target::memory::VmReader::open(std::path::Path::new("/proc"), proc.pid).unwrap();
+    let target = |mem| GoroutineTarget {
+        mem,
+        pclntab: &tab,
+        layout,
+        version,
+        uses_lr: false,
+        allgs: symtab_value(&bin, "runtime.allgs"),
+        allglen: symtab_value(&bin, "runtime.allglen"),
+        bias: 0,
+    };
+    let limits = GoroutineLimits::for_version(&version);
+    let steady = read_goroutines(&target(&vm), &limits).unwrap();
+    assert_eq!((steady.changed, steady.invalid), (0, 0));
+    // The g of one parked goroutine: allgs[i] for the first waiting user goroutine.
+    let allgs_ptr = vm.read_u64(symtab_value(&bin, "runtime.allgs")).unwrap();
+    let victim = steady
+        .goroutines
+        .iter()
+        .find(|g| g.goid != 1 && !g.system)
+        .unwrap();
+    let mut g_addr = 0;
+    for i in 0..steady.allglen {
+        let p = vm.read_u64(allgs_ptr + 8 * i).unwrap();
+        if vm.read_u64(p + layout.goid).unwrap() == victim.goid {
+            g_addr = p;
+        }
+    }
+    assert_ne!(g_addr, 0);
+    let moving = MovingG {
+        inner: &vm,
+        g: g_addr,
+        sched_sp: layout.sched_sp,
+        batches: std::cell::Cell::new(0),
+    };
+    let s = read_goroutines(&target(&moving), &limits).unwrap();
+    assert_eq!(s.changed, 1);
+    assert_eq!(s.goroutines.len(), steady.goroutines.len() - 1);
+    assert!(s.goroutines.iter().all(|g| g.goid != victim.goid));
+}
