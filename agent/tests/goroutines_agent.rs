@@ -26,13 +26,15 @@ fn stacks(p: &Profile) -> BTreeMap<Vec<(String, String, i64)>, i64> {
 #[test]
 fn agent_serves_the_goroutine_profile_of_a_tracked_process() {
     let scratch = Scratch::new("goroutines-agent");
-    let agent = Agent::start(&scratch, &[]);
+    let agent = Agent::start(&scratch, &["--goroutine-metrics"]);
+    let mut pids = Vec::new();
     for mode in ["default", "stripped"] {
         let dir = scratch.path(mode);
         std::fs::create_dir_all(&dir).unwrap();
         let mut cmd = Command::new(fixture("goroutines", GO, mode));
         cmd.arg(&dir);
         let proc = start_and_wait(cmd, &dir.join("ready"), Duration::from_secs(30));
+        pids.push(proc.pid);
         agent.wait_state(proc.pid, "readable", Duration::from_secs(30));
         let r = agent.get(&format!("/debug/pprof/goroutine?pid={}", proc.pid));
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
@@ -109,6 +111,19 @@ fn agent_serves_the_goroutine_profile_of_a_tracked_process() {
             }
         }
     }
+    // Both fixtures were killed at the end of their iteration: their goroutine and GC series go.
+    wait_for(
+        Duration::from_secs(20),
+        "series of exited processes removed",
+        || {
+            let t = agent.metrics();
+            let left = t.lines().any(|l| {
+                (l.starts_with("container_go_goroutines{") || l.starts_with("container_go_gc_"))
+                    && pids.iter().any(|p| l.contains(&format!("pid=\"{p}\"")))
+            });
+            (!left).then_some(())
+        },
+    );
     assert_eq!(agent.get("/debug/pprof/goroutine?pid=abc").status, 400);
     assert_eq!(
         agent.get("/debug/pprof/goroutine?pid=2147483647").status,

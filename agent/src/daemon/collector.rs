@@ -42,6 +42,8 @@ pub struct Shared {
     pub inspect_wait: Duration,
     /// Set when the agent is stopping: cycles, reads and inspections not started are skipped.
     pub stop: Arc<AtomicBool>,
+    /// `--goroutine-metrics`: also read goroutine states and the GC state each cycle.
+    pub goroutine_metrics: bool,
 }
 
 impl Shared {
@@ -61,6 +63,7 @@ impl Shared {
             symbol_cache_bytes: crate::symbolize::cache::DEFAULT_SYMBOL_CACHE_BYTES,
             inspect_wait: Duration::from_secs(1),
             stop: Arc::new(AtomicBool::new(false)),
+            goroutine_metrics: false,
         }
     }
 
@@ -799,7 +802,11 @@ fn collect_go(
                 delta.inuse_bytes,
                 delta.inuse_objects,
             );
-            if let (Some(r), Some(c)) = (g.reader.as_ref(), g.cached.as_ref()) {
+            if let (true, Some(r), Some(c)) = (
+                shared.goroutine_metrics,
+                g.reader.as_ref(),
+                g.cached.as_ref(),
+            ) {
                 match crate::goroutine::count_states(&r.mem, c, g.bias) {
                     Ok(counts) => m.set_goroutines(&g.labels, &counts),
                     Err(e) => tracing::debug!(pid = key.pid, error = %e, "goroutines not counted"),

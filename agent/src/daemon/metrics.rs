@@ -257,6 +257,10 @@ impl AgentMetrics {
                 .goroutines
                 .remove_label_values(&[l[0], l[1], l[2], l[3], l[4], st]);
         }
+        let _ = self.gc_cycles.remove_label_values(&l);
+        for g in &self.gc {
+            let _ = g.remove_label_values(&l);
+        }
     }
 
     /// The text exposition format 0.0.4.

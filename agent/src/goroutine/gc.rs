@@ -9,7 +9,7 @@
 use crate::binary::locate::LocateMethod;
 use crate::binary::symtab::SymbolTable;
 use crate::binary::GoBinary;
-use crate::target::memory::{MemoryError, RemoteMemory};
+use crate::target::memory::{MemoryError, ReadRequest, RemoteMemory};
 
 /// Where the GC fields are (unrelocated addresses of each field).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,12 +87,46 @@ impl GcLocation {
         })
     }
 
-    /// Reads the state (8 small reads) from a process at load `bias`.
+    /// Reads the state from a process at load `bias` (8 small ranges in one batch: one
+    /// `process_vm_readv`).
     pub fn read(&self, mem: &dyn RemoteMemory, bias: u64) -> Result<GcState, MemoryError> {
-        let at = |a: u64| a.wrapping_add(bias);
-        let goal = mem.read_u64(at(self.gc_percent_heap_goal))?;
-        let sweep = mem.read_u64(at(self.sweep_dist_min_trigger))?;
-        let triggered = mem.read_u64(at(self.triggered))?;
+        let addrs = [
+            self.gc_percent_heap_goal,
+            self.sweep_dist_min_trigger,
+            self.triggered,
+            self.numgc,
+            self.last_gc_unix,
+            self.heap_marked,
+            self.gc_percent,
+            self.memory_limit,
+        ];
+        let mut bufs = [[0u8; 8]; 8];
+        let mut reqs: Vec<ReadRequest<'_>> = bufs
+            .iter_mut()
+            .zip(addrs)
+            .enumerate()
+            .map(|(i, (buf, a))| ReadRequest {
+                addr: a.wrapping_add(bias),
+                // numgc and gcPercent are 4-byte fields.
+                buf: if i == 3 || i == 6 {
+                    &mut buf[..4]
+                } else {
+                    &mut buf[..]
+                },
+                got: 0,
+            })
+            .collect();
+        mem.read_batch(&mut reqs)?;
+        if let Some(r) = reqs.iter().find(|r| r.got < r.buf.len()) {
+            return Err(MemoryError::Unmapped {
+                pid: mem.pid(),
+                addr: r.addr,
+                len: r.buf.len(),
+            });
+        }
+        drop(reqs);
+        let w = |i: usize| u64::from_le_bytes(bufs[i]);
+        let (goal, sweep, triggered) = (w(0), w(1), w(2));
         // heapGoalInternal outside the memory-limit regime: the GOGC goal, at least the sweep
         // distance trigger, and at least 64 KiB above the trigger point of a running cycle.
         let mut heap_goal = goal.max(sweep);
@@ -101,12 +135,12 @@ impl GcLocation {
             heap_goal = triggered.saturating_add(MIN_RUNWAY);
         }
         Ok(GcState {
-            cycles: u64::from(mem.read_u32(at(self.numgc))?),
-            last_gc_unix_ns: mem.read_u64(at(self.last_gc_unix))?,
-            heap_live_bytes: mem.read_u64(at(self.heap_marked))?,
+            cycles: w(3),
+            last_gc_unix_ns: w(4),
+            heap_live_bytes: w(5),
             heap_goal_bytes: heap_goal,
-            gogc_percent: i64::from(mem.read_u32(at(self.gc_percent))? as i32),
-            memory_limit_bytes: mem.read_u64(at(self.memory_limit))? as i64,
+            gogc_percent: i64::from(w(6) as u32 as i32),
+            memory_limit_bytes: w(7) as i64,
         })
     }
 }

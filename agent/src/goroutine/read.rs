@@ -34,6 +34,9 @@ impl GoroutineLimits {
     }
 }
 
+/// `g` headers read per batch (and held at once).
+const CHUNK: usize = 4096;
+
 /// Largest goroutine stack the runtime allows (`maxstacksize` on 64-bit: 1 GB).
 const MAX_STACK_SIZE: u64 = 1 << 30;
 
@@ -207,19 +210,17 @@ pub fn read_goroutines(
     let allglen = gptrs.len() as u64;
     let n = gptrs.len();
     let glen = t.layout.read_len() as usize;
-    let read_headers = |out: &mut Vec<u8>| -> Result<Vec<bool>, MemoryError> {
+    let read_headers = |part: &[u64], out: &mut Vec<u8>| -> Result<Vec<bool>, MemoryError> {
         out.clear();
-        out.resize(n * glen, 0);
+        out.resize(part.len() * glen, 0);
         let mut reqs: Vec<ReadRequest<'_>> = out
             .chunks_exact_mut(glen)
-            .zip(&gptrs)
+            .zip(part)
             .map(|(buf, &addr)| ReadRequest { addr, buf, got: 0 })
             .collect();
         mem.read_batch(&mut reqs)?;
         Ok(reqs.iter().map(|r| r.got == glen).collect())
     };
-    let mut first = Vec::new();
-    let ok = read_headers(&mut first)?;
     let mut snap = GoroutineSnapshot {
         allglen,
         monotonic_ns: monotonic,
@@ -227,96 +228,104 @@ pub fn read_goroutines(
     };
     let mut seen: HashSet<u64> = HashSet::with_capacity(n);
     let mut stack_buf: Vec<u8> = Vec::new();
-    // (index into gptrs, header) of goroutines kept, to compare with the second read.
-    let mut kept: Vec<(usize, Header)> = Vec::new();
-    for (i, chunk) in first.chunks_exact(glen).enumerate() {
-        let Some(h) = ok[i].then(|| decode(&t.layout, chunk)).flatten() else {
-            snap.invalid += 1;
-            continue;
-        };
-        let Some(status) = GStatus::decode(h.status, &t.version) else {
-            snap.invalid += 1;
-            continue;
-        };
-        if matches!(status, GStatus::Dead | GStatus::Idle) {
-            continue;
-        }
-        if !seen.insert(h.goid) {
-            snap.invalid += 1;
-            continue;
-        }
-        let system = is_system_goroutine(t.pclntab, h.startpc.wrapping_sub(t.bias));
-        let mut g = Goroutine {
-            goid: h.goid,
-            status,
-            raw_status: h.status,
-            wait_reason: h.waitreason,
-            waitsince: h.waitsince,
-            parent_goid: h.parent_goid,
-            gopc: h.gopc.wrapping_sub(t.bias),
-            startpc: h.startpc.wrapping_sub(t.bias),
-            stack: Vec::new(),
-            unwind: None,
-            system,
-        };
-        if status != GStatus::Running {
-            let (sp, pc, lr, syscall) = if h.syscallsp != 0 {
-                (h.syscallsp, h.syscallpc, 0, true)
-            } else {
-                (h.sched_sp, h.sched_pc, h.sched_lr, false)
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    // A part of allgs at a time: both header reads of a goroutine are close in time, and the
+    // buffers stay small (CHUNK headers) whatever allglen is.
+    for part in gptrs.chunks(CHUNK) {
+        let ok = read_headers(part, &mut first)?;
+        // (index into part, header) of goroutines kept, to compare with the second read.
+        let mut kept: Vec<(usize, Header)> = Vec::new();
+        let mut found: Vec<Goroutine> = Vec::new();
+        for (i, chunk) in first.chunks_exact(glen).enumerate() {
+            let Some(h) = ok[i].then(|| decode(&t.layout, chunk)).flatten() else {
+                snap.invalid += 1;
+                continue;
             };
-            let bounds_ok =
-                h.stack_lo < sp && sp <= h.stack_hi && h.stack_hi - h.stack_lo <= MAX_STACK_SIZE;
-            if !bounds_ok {
+            let Some(status) = GStatus::decode(h.status, &t.version) else {
+                snap.invalid += 1;
+                continue;
+            };
+            if matches!(status, GStatus::Dead | GStatus::Idle) {
+                continue;
+            }
+            if !seen.insert(h.goid) {
                 snap.invalid += 1;
                 continue;
             }
-            let want = (h.stack_hi - sp).min(limits.max_stack_bytes) as usize;
-            stack_buf.clear();
-            stack_buf.resize(want, 0);
-            let got = mem.read_partial(sp, &mut stack_buf)?;
-            let window = StackWindow {
-                base: sp,
-                bytes: &stack_buf[..got],
+            let system = is_system_goroutine(t.pclntab, h.startpc.wrapping_sub(t.bias));
+            let mut g = Goroutine {
+                goid: h.goid,
+                status,
+                raw_status: h.status,
+                wait_reason: h.waitreason,
+                waitsince: h.waitsince,
+                parent_goid: h.parent_goid,
+                gopc: h.gopc.wrapping_sub(t.bias),
+                startpc: h.startpc.wrapping_sub(t.bias),
+                stack: Vec::new(),
+                unwind: None,
+                system,
             };
-            let start = UnwindStart {
-                pc,
-                sp,
-                lr,
-                syscall,
-            };
-            let (pcs, end) =
-                t.pclntab
-                    .traceback_pcs(start, t.bias, &window, t.uses_lr, limits.max_frames);
-            g.stack = pcs;
-            g.unwind = Some(end);
+            if status != GStatus::Running {
+                let (sp, pc, lr, syscall) = if h.syscallsp != 0 {
+                    (h.syscallsp, h.syscallpc, 0, true)
+                } else {
+                    (h.sched_sp, h.sched_pc, h.sched_lr, false)
+                };
+                let bounds_ok = h.stack_lo < sp
+                    && sp <= h.stack_hi
+                    && h.stack_hi - h.stack_lo <= MAX_STACK_SIZE;
+                if !bounds_ok {
+                    snap.invalid += 1;
+                    continue;
+                }
+                let want = (h.stack_hi - sp).min(limits.max_stack_bytes) as usize;
+                stack_buf.clear();
+                stack_buf.resize(want, 0);
+                let got = mem.read_partial(sp, &mut stack_buf)?;
+                let window = StackWindow {
+                    base: sp,
+                    bytes: &stack_buf[..got],
+                };
+                let start = UnwindStart {
+                    pc,
+                    sp,
+                    lr,
+                    syscall,
+                };
+                let (pcs, end) =
+                    t.pclntab
+                        .traceback_pcs(start, t.bias, &window, t.uses_lr, limits.max_frames);
+                g.stack = pcs;
+                g.unwind = Some(end);
+            }
+            kept.push((i, h));
+            found.push(g);
         }
-        kept.push((i, h));
-        snap.goroutines.push(g);
-    }
-    // Second read of the headers: drop every goroutine that moved on meanwhile.
-    let mut second = Vec::new();
-    let ok2 = read_headers(&mut second)?;
-    let mut keep = Vec::with_capacity(kept.len());
-    for (i, h) in &kept {
-        let again = ok2[*i]
-            .then(|| decode(&t.layout, &second[i * glen..(i + 1) * glen]))
-            .flatten();
-        let same = again.is_some_and(|a| {
-            a.status == h.status
-                && a.goid == h.goid
-                && a.sched_sp == h.sched_sp
-                && a.sched_pc == h.sched_pc
-                && a.syscallsp == h.syscallsp
-                && a.syscallpc == h.syscallpc
-        });
-        keep.push(same);
-        if !same {
-            snap.changed += 1;
+        // Second read of the headers: drop every goroutine that moved on meanwhile.
+        let ok2 = read_headers(part, &mut second)?;
+        let mut keep = Vec::with_capacity(kept.len());
+        for (i, h) in &kept {
+            let again = ok2[*i]
+                .then(|| decode(&t.layout, &second[i * glen..(i + 1) * glen]))
+                .flatten();
+            let same = again.is_some_and(|a| {
+                a.status == h.status
+                    && a.goid == h.goid
+                    && a.sched_sp == h.sched_sp
+                    && a.sched_pc == h.sched_pc
+                    && a.syscallsp == h.syscallsp
+                    && a.syscallpc == h.syscallpc
+            });
+            keep.push(same);
+            if !same {
+                snap.changed += 1;
+            }
         }
+        let mut it = keep.into_iter();
+        snap.goroutines
+            .extend(found.into_iter().filter(|_| it.next().unwrap_or(false)));
     }
-    let mut it = keep.into_iter();
-    snap.goroutines.retain(|_| it.next().unwrap_or(false));
     Ok(snap)
 }
 
@@ -328,31 +337,35 @@ pub fn count_states(
 ) -> Result<std::collections::BTreeMap<&'static str, i64>, GoroutineReadError> {
     let gptrs = read_allgs(t, limits)?;
     let glen = t.layout.read_len() as usize;
-    let mut buf = vec![0u8; gptrs.len() * glen];
-    let mut reqs: Vec<ReadRequest<'_>> = buf
-        .chunks_exact_mut(glen)
-        .zip(&gptrs)
-        .map(|(buf, &addr)| ReadRequest { addr, buf, got: 0 })
-        .collect();
-    t.mem.read_batch(&mut reqs)?;
-    let ok: Vec<bool> = reqs.iter().map(|r| r.got == glen).collect();
-    drop(reqs);
     let mut out = std::collections::BTreeMap::new();
     let mut seen: HashSet<u64> = HashSet::with_capacity(gptrs.len());
-    for (i, chunk) in buf.chunks_exact(glen).enumerate() {
-        let Some(h) = ok[i].then(|| decode(&t.layout, chunk)).flatten() else {
-            continue;
-        };
-        let Some(status) = GStatus::decode(h.status, &t.version) else {
-            continue;
-        };
-        if matches!(status, GStatus::Dead | GStatus::Idle)
-            || !seen.insert(h.goid)
-            || is_system_goroutine(t.pclntab, h.startpc.wrapping_sub(t.bias))
-        {
-            continue;
+    let mut buf = Vec::new();
+    for part in gptrs.chunks(CHUNK) {
+        buf.clear();
+        buf.resize(part.len() * glen, 0);
+        let mut reqs: Vec<ReadRequest<'_>> = buf
+            .chunks_exact_mut(glen)
+            .zip(part)
+            .map(|(buf, &addr)| ReadRequest { addr, buf, got: 0 })
+            .collect();
+        t.mem.read_batch(&mut reqs)?;
+        let ok: Vec<bool> = reqs.iter().map(|r| r.got == glen).collect();
+        drop(reqs);
+        for (i, chunk) in buf.chunks_exact(glen).enumerate() {
+            let Some(h) = ok[i].then(|| decode(&t.layout, chunk)).flatten() else {
+                continue;
+            };
+            let Some(status) = GStatus::decode(h.status, &t.version) else {
+                continue;
+            };
+            if matches!(status, GStatus::Dead | GStatus::Idle)
+                || !seen.insert(h.goid)
+                || is_system_goroutine(t.pclntab, h.startpc.wrapping_sub(t.bias))
+            {
+                continue;
+            }
+            *out.entry(status.as_str()).or_insert(0) += 1;
         }
-        *out.entry(status.as_str()).or_insert(0) += 1;
     }
     Ok(out)
 }
