@@ -23,7 +23,7 @@ pub fn profile_stack(g: &Goroutine) -> Vec<u64> {
     if g.status == GStatus::Running {
         vec![g.startpc.wrapping_add(1)]
     } else {
-        g.stack.clone()
+        g.stack.to_vec()
     }
 }
 
@@ -165,7 +165,7 @@ pub fn text(snap: &GoroutineSnapshot, pclntab: &Pclntab, version: &GoVersion, al
                 "\t(running: stack not read; the process is never stopped)"
             );
         }
-        for &pc in &g.stack {
+        for &pc in g.stack.iter() {
             let Some(f) = pclntab.frame_at(pc) else {
                 let _ = writeln!(out, "?()\n\t?:0 pc={pc:#x}");
                 continue;
@@ -244,7 +244,10 @@ pub fn state_text(g: &Goroutine, v: &GoVersion, now_ns: i64) -> String {
 pub fn leak_report(snap: &GoroutineSnapshot, pclntab: &Pclntab, version: &GoVersion) -> String {
     let mut groups: HashMap<(u64, Vec<u64>), Vec<&Goroutine>> = HashMap::new();
     for g in snap.user() {
-        groups.entry((g.gopc, g.stack.clone())).or_default().push(g);
+        groups
+            .entry((g.gopc, g.stack.to_vec()))
+            .or_default()
+            .push(g);
     }
     let mut groups: Vec<_> = groups.into_iter().collect();
     groups.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then_with(|| a.0.cmp(&b.0)));

@@ -5,6 +5,7 @@
 //! counted, never shown half-read.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use crate::goroutine::layout::{GLayout, GStatus};
 use crate::runtime::version::GoVersion;
@@ -58,8 +59,8 @@ pub struct Goroutine {
     pub gopc: u64,
     pub startpc: u64,
     /// Return PCs (unrelocated), innermost first, as `saveg` records them; empty for running
-    /// goroutines.
-    pub stack: Vec<u64>,
+    /// goroutines. Shared between goroutines with the same stack (one copy per distinct stack).
+    pub stack: Arc<[u64]>,
     /// Why the unwind ended (`None` when not unwound: running).
     pub unwind: Option<UnwindEnd>,
     /// A runtime goroutine (`isSystemGoroutine`): not in the goroutine profile or NumGoroutine.
@@ -228,6 +229,7 @@ pub fn read_goroutines(
     };
     let mut seen: HashSet<u64> = HashSet::with_capacity(n);
     let mut stack_buf: Vec<u8> = Vec::new();
+    let mut interned: HashSet<Arc<[u64]>> = HashSet::new();
     let (mut first, mut second) = (Vec::new(), Vec::new());
     // A part of allgs at a time: both header reads of a goroutine are close in time, and the
     // buffers stay small (CHUNK headers) whatever allglen is.
@@ -262,7 +264,7 @@ pub fn read_goroutines(
                 parent_goid: h.parent_goid,
                 gopc: h.gopc.wrapping_sub(t.bias),
                 startpc: h.startpc.wrapping_sub(t.bias),
-                stack: Vec::new(),
+                stack: Arc::from(Vec::new()),
                 unwind: None,
                 system,
             };
@@ -296,7 +298,14 @@ pub fn read_goroutines(
                 let (pcs, end) =
                     t.pclntab
                         .traceback_pcs(start, t.bias, &window, t.uses_lr, limits.max_frames);
-                g.stack = pcs;
+                g.stack = match interned.get(&pcs[..]) {
+                    Some(a) => a.clone(),
+                    None => {
+                        let a: Arc<[u64]> = Arc::from(pcs);
+                        interned.insert(a.clone());
+                        a
+                    }
+                };
                 g.unwind = Some(end);
             }
             kept.push((i, h));
