@@ -112,7 +112,8 @@ pub mod exit_code {
     pub const UNSUPPORTED_VERSION: i32 = 8;
     pub const PROCESS_EXITED: i32 = 9;
     pub const CORRUPT: i32 = 10;
-    pub const NO_GOROUTINE_SYMBOLS: i32 = 11;
+    // 11-13 are taken on main (output, no match, several matches).
+    pub const NO_GOROUTINE_SYMBOLS: i32 = 14;
 }
 
 /// Every exit code of the `goheap` binary with its one-line meaning: the single source of the table
