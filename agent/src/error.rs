@@ -30,6 +30,9 @@ pub enum Refusal {
     /// The executable is Go but the runtime's globals could not be located.
     #[error("cannot locate runtime.mbuckets in {exe}: the binary has no symbol table ({detail}); install its debug file under /usr/lib/debug/.build-id, or rebuild without -ldflags=-s")]
     NoSymbols { exe: String, detail: String },
+    /// The goroutine globals (`runtime.allgs`, `runtime.allglen`) could not be located.
+    #[error("cannot locate runtime.allgs in {exe} ({detail}); goroutines need the binary's symbol table: install its debug file under /usr/lib/debug/.build-id, or rebuild without -ldflags=-s")]
+    NoGoroutineSymbols { exe: String, detail: String },
     /// The linker disabled memory profiling, or the program set MemProfileRate to 0. `force_works`:
     /// the address of `runtime.MemProfileRate` is proven by a symbol table, so force mode may write
     /// there (it never writes at an address recovered from code references alone).
@@ -62,6 +65,7 @@ impl Refusal {
             Refusal::NotGo { .. } => exit_code::NOT_GO,
             Refusal::PermissionDenied { .. } => exit_code::PERMISSION_DENIED,
             Refusal::NoSymbols { .. } => exit_code::NO_SYMBOLS,
+            Refusal::NoGoroutineSymbols { .. } => exit_code::NO_GOROUTINE_SYMBOLS,
             Refusal::ProfilingDisabled { .. } => exit_code::PROFILING_DISABLED,
             Refusal::UnsupportedVersion { .. } => exit_code::UNSUPPORTED_VERSION,
             Refusal::ProcessExited { .. } | Refusal::Zombie { .. } => exit_code::PROCESS_EXITED,
@@ -76,6 +80,7 @@ impl Refusal {
             Refusal::NotGo { .. } => "not_go",
             Refusal::PermissionDenied { .. } => "permission_denied",
             Refusal::NoSymbols { .. } => "no_symbol_table",
+            Refusal::NoGoroutineSymbols { .. } => "no_goroutine_symbols",
             Refusal::ProfilingDisabled { .. } => "profiling_disabled",
             Refusal::UnsupportedVersion { .. } => "unsupported",
             Refusal::ProcessExited { .. } => "exited",
@@ -112,6 +117,8 @@ pub mod exit_code {
     pub const OUTPUT: i32 = 11;
     pub const NO_MATCH: i32 = 12;
     pub const SEVERAL_MATCH: i32 = 13;
+    // 11-13 are taken on main (output, no match, several matches).
+    pub const NO_GOROUTINE_SYMBOLS: i32 = 14;
 }
 
 /// Every exit code of the `goheap` binary with its one-line meaning: the single source of the table
@@ -155,6 +162,10 @@ pub const EXIT_CODES: &[(i32, &str)] = &[
     (
         exit_code::SEVERAL_MATCH,
         "several Go processes match where one is needed",
+    ),
+    (
+        exit_code::NO_GOROUTINE_SYMBOLS,
+        "goroutines: no symbol table to locate runtime.allgs",
     ),
 ];
 

@@ -17,6 +17,7 @@ pub mod binary;
 pub mod cli;
 pub mod daemon;
 pub mod error;
+pub mod goroutine;
 pub mod profile;
 pub mod runtime;
 pub mod symbolize;

@@ -2,7 +2,8 @@
 //! every binary of the matrix (see fixtures/README.md, "Verification"): the heap fixture's own
 //! profile names every allocating function and, for Go >= 1.23, has stacks deeper than 64 frames;
 //! the live `runtime.MemProfileRate` is 524288 (0 in `noprofile`, whose linker flag
-//! `disableMemoryProfiling` is set); `steadyalloc` allocates at its configured rate.
+//! `disableMemoryProfiling` is set); `steadyalloc` allocates at its configured rate; `goroutines`
+//! writes its own goroutine profile and a NumGoroutine of 22.
 //! Equality tests alone would still pass if a fixture silently stopped exercising one of these.
 
 mod support;
@@ -11,8 +12,8 @@ use std::path::Path;
 use std::process::Command;
 
 /// Binaries per Go version in the matrix of fixtures/build.sh: heapfixture × 7 modes,
-/// steadyalloc × 2, noprofile × 2.
-const BINARIES_PER_VERSION: usize = 11;
+/// steadyalloc × 2, noprofile × 2, goroutines × 3.
+const BINARIES_PER_VERSION: usize = 14;
 
 #[test]
 fn every_fixture_binary_is_what_the_tests_assume() {

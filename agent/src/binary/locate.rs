@@ -17,6 +17,55 @@ pub const SYM_MBUCKETS: &str = "runtime.mbuckets";
 pub const SYM_MEM_PROFILE_RATE: &str = "runtime.MemProfileRate";
 pub const SYM_DISABLE_MEMORY_PROFILING: &str = "runtime.disableMemoryProfiling";
 pub const SYM_MPROF_CYCLE: &str = "runtime.mProfCycle";
+/// Goroutine globals: `allgs []*g` and `allglen uintptr` (runtime/proc.go).
+pub const SYM_ALLGS: &str = "runtime.allgs";
+pub const SYM_ALLGLEN: &str = "runtime.allglen";
+
+/// Addresses (unrelocated) of the goroutine globals, and how they were found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GoroutineSymbols {
+    /// `runtime.allgs`, a slice header (ptr, len, cap).
+    pub allgs: u64,
+    /// `runtime.allglen`.
+    pub allglen: u64,
+    pub method: LocateMethod,
+}
+
+impl GoBinary {
+    /// Finds `runtime.allgs` and `runtime.allglen` in `.symtab`, else (stripped binaries) by
+    /// code references ([`crate::binary::coderef::recover_goroutine_globals`]); the error says
+    /// why not.
+    pub fn goroutine_symbols(&self) -> Result<GoroutineSymbols, String> {
+        let Some(loc) = self.symtab_location() else {
+            let map = crate::symbolize::symbolizer::map_binary(self)
+                .map_err(|e| format!("stripped: no .symtab; {e}"))?;
+            let pclntab = crate::symbolize::pclntab::Pclntab::parse_mapped(map.clone())
+                .map_err(|e| format!("stripped: no .symtab; .gopclntab: {e}"))?;
+            let ranges = PclntabRanges::resolve_names(
+                &pclntab,
+                crate::binary::coderef::GOROUTINE_FUNCTIONS_USED,
+            );
+            drop(pclntab);
+            let found = crate::binary::coderef::recover_goroutine_globals(&map, &ranges)
+                .map_err(|e| format!("stripped: no .symtab; code references: {e}"))?;
+            return Ok(GoroutineSymbols {
+                allgs: found.allgs,
+                allglen: found.allglen,
+                method: LocateMethod::CodeReference,
+            });
+        };
+        let table = SymbolTable::find(&self.file, loc, &[SYM_ALLGS, SYM_ALLGLEN])
+            .map_err(|e| BinaryError::Symtab(self.path.display().to_string(), e).to_string())?;
+        match (table.get(SYM_ALLGS), table.get(SYM_ALLGLEN)) {
+            (Some(a), Some(l)) => Ok(GoroutineSymbols {
+                allgs: a.value,
+                allglen: l.value,
+                method: LocateMethod::Symtab,
+            }),
+            _ => Err(".symtab lacks runtime.allgs or runtime.allglen".into()),
+        }
+    }
+}
 
 /// Addresses of the runtime globals (unrelocated ELF virtual addresses), and how they were found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,7 +272,13 @@ struct PclntabRanges(Vec<(&'static str, std::ops::Range<u64>)>);
 
 impl PclntabRanges {
     fn resolve(pclntab: &crate::symbolize::pclntab::Pclntab) -> PclntabRanges {
-        let names = crate::binary::coderef::FUNCTIONS_USED;
+        Self::resolve_names(pclntab, crate::binary::coderef::FUNCTIONS_USED)
+    }
+
+    fn resolve_names(
+        pclntab: &crate::symbolize::pclntab::Pclntab,
+        names: &'static [&'static str],
+    ) -> PclntabRanges {
         let found = pclntab.funcs_named(names);
         PclntabRanges(
             names

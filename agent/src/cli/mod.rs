@@ -10,6 +10,7 @@ use crate::error::{exit_code, exit_codes_help, Refusal};
 
 mod completions;
 mod diff;
+mod goroutines;
 mod output;
 mod profile;
 mod profile_output;
@@ -88,6 +89,12 @@ does."
     Ps(PsArgs),
     /// Run the node agent: watch every Go process, serve /metrics and pprof over HTTP.
     Agent(crate::daemon::AgentArgs),
+    /// Write the goroutines of one Go process: pprof goroutine profile, debug=2-like text, flame graph.
+    #[command(after_help = exit_codes_help())]
+    Goroutines(goroutines::GoroutinesArgs),
+    /// Print the goroutine-layout table rows derived from Go binaries' DWARF (generator; see goroutine/layout.rs).
+    #[command(hide = true)]
+    GoroutineLayout(goroutines::LayoutArgs),
     /// Print a shell completion script (bash: `source <(goheap completions bash)`).
     Completions(CompletionsArgs),
     /// Print the manual page goheap(1) in roff (`goheap man | man -l -`), or write all pages.
@@ -114,6 +121,8 @@ pub fn main() -> ExitCode {
         Command::Top(args) => top::run(&cli.proc_root, args),
         Command::Diff(args) => diff::run(args),
         Command::Ps(args) => ps::run(&cli.proc_root, args),
+        Command::Goroutines(args) => goroutines::run(&cli.proc_root, args),
+        Command::GoroutineLayout(args) => goroutines::layout(args),
         Command::Completions(args) => completions::completions(args),
         Command::Man(args) => completions::man(args),
         Command::Agent(args) => {

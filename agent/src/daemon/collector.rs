@@ -49,6 +49,8 @@ pub struct Shared {
     pub advertise: Option<String>,
     /// The address the listener is bound to (the last fallback of `/targets`).
     pub listen: Option<std::net::SocketAddr>,
+    /// `--goroutine-metrics`: also read goroutine states and the GC state each cycle.
+    pub goroutine_metrics: bool,
 }
 
 impl Shared {
@@ -71,6 +73,7 @@ impl Shared {
             kubelet_log_dir: None,
             advertise: None,
             listen: None,
+            goroutine_metrics: false,
         }
     }
 
@@ -857,6 +860,20 @@ fn collect_go(
                 delta.inuse_bytes,
                 delta.inuse_objects,
             );
+            if let (true, Some(r), Some(c)) = (
+                shared.goroutine_metrics,
+                g.reader.as_ref(),
+                g.cached.as_ref(),
+            ) {
+                match crate::goroutine::count_states(&r.mem, c, g.bias) {
+                    Ok(counts) => m.set_goroutines(&g.labels, &counts),
+                    Err(e) => tracing::debug!(pid = key.pid, error = %e, "goroutines not counted"),
+                }
+                if let Ok(Ok(s)) = crate::goroutine::gc_location(c).map(|l| l.read(&r.mem, g.bias))
+                {
+                    m.set_gc(&g.labels, &s);
+                }
+            }
             g.series = true;
             set_state(key, g, ProcessState::Readable, None);
             if let (Some(out), false) = (output, delta.grown.is_empty()) {

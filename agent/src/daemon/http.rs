@@ -16,6 +16,7 @@
 //! | `/debug/pprof/allocs?pid=P` | the same profile opening as alloc_space; `duration_nanos` = the process's age |
 //! | `/debug/pprof/allocs?pid=P&seconds=N` | allocations during the next N seconds (delta profile; `duration_nanos` = the window) |
 //! | `/debug/pprof/` | HTML index of the node's Go processes with links to their profiles |
+//! | `/debug/pprof/goroutine?pid=P` | the goroutine profile now, as `goheap goroutines` writes it |
 //!
 //! Bad parameters are 400 with a one-line reason, an unknown pid 404, a Go process that cannot be
 //! profiled 409, and `--go-heap-profiler=disabled` makes profile endpoints 403.
@@ -290,6 +291,7 @@ async fn route(
         "/debug/pprof/" | "/debug/pprof" => index(shared),
         "/debug/pprof/heap" => profile_endpoint(req, shared, jobs, false).await,
         "/debug/pprof/allocs" => profile_endpoint(req, shared, jobs, true).await,
+        "/debug/pprof/goroutine" => goroutine_endpoint(req, shared, jobs).await,
         // The raw path: a valid URI has no control characters, so the reason stays on one line.
         _ => Response::text(
             StatusCode::NOT_FOUND,
@@ -403,6 +405,44 @@ fn targets(shared: &Shared, host: Option<&str>) -> Vec<u8> {
         })
         .collect();
     serde_json::to_vec_pretty(&groups).unwrap_or_default()
+}
+
+/// `/debug/pprof/goroutine?pid=P`: the goroutine profile now (as `goheap goroutines` writes it);
+/// independent of `--go-heap-profiler`.
+async fn goroutine_endpoint(req: Request, shared: &Arc<Shared>, jobs: &Arc<Semaphore>) -> Response {
+    let pid = match pid_param(&req) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let Some(info) = shared.process(pid) else {
+        return Response::text(
+            StatusCode::NOT_FOUND,
+            format!("no Go process with pid {pid} is tracked (see /processes)"),
+        );
+    };
+    let Some(cached) = info.cached.clone() else {
+        let why = info.detail.as_deref().unwrap_or(info.state.as_str());
+        return Response::text(
+            StatusCode::CONFLICT,
+            format!("process {pid} cannot be read: {why}"),
+        );
+    };
+    let Ok(_permit) = jobs.clone().acquire_owned().await else {
+        return Response::text(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    };
+    let (root, start_time) = (shared.proc_root.clone(), info.start_time);
+    let result = tokio::task::spawn_blocking(move || {
+        if procfs::start_time(&root, pid) != Some(start_time) {
+            return Err(Refusal::NoSuchProcess { pid });
+        }
+        crate::goroutine::read_process(&root, pid, &cached).map(|g| g.profile().encode_gzip())
+    })
+    .await;
+    match result {
+        Ok(Ok(bytes)) => Response::profile(bytes, "goroutine"),
+        Ok(Err(r)) => refusal_response(&r),
+        Err(_) => Response::text(StatusCode::INTERNAL_SERVER_ERROR, "goroutine task failed"),
+    }
 }
 
 async fn profile_endpoint(

@@ -9,6 +9,15 @@ pub use super::labels::ProcessLabels;
 /// Label names of the per-process series, in order (the one label set, [`super::labels`]).
 pub const PROCESS_LABELS: [&str; 10] = super::labels::NAMES;
 
+/// The GC gauges (name, help), in the order of [`AgentMetrics::gc`].
+pub const GC_GAUGES: [(&str, &str); 5] = [
+    ("container_go_gc_heap_live_bytes", "Heap bytes marked live by the last GC (runtime gcController.heapMarked, /gc/heap/live:bytes)."),
+    ("container_go_gc_heap_goal_bytes", "Heap size at which the next GC starts (gcController heap goal, /gc/heap/goal:bytes)."),
+    ("container_go_gc_last_unix_seconds", "When the last GC ended, Unix seconds (memstats.last_gc_unix); 0 before the first."),
+    ("container_go_gc_gogc_percent", "GOGC in force (gcController.gcPercent, /gc/gogc:percent); -1 = off."),
+    ("container_go_gc_memory_limit_bytes", "Memory limit in force (gcController.memoryLimit, /gc/gomemlimit:bytes)."),
+];
+
 /// Every metric the agent exports.
 pub struct AgentMetrics {
     pub registry: Registry,
@@ -17,6 +26,12 @@ pub struct AgentMetrics {
     pub alloc_objects: IntCounterVec,
     pub inuse_bytes: IntGaugeVec,
     pub inuse_objects: IntGaugeVec,
+    /// User goroutines by state (`PROCESS_LABELS` + `state`), as `runtime.NumGoroutine` counts.
+    pub goroutines: IntGaugeVec,
+    /// GC state from the runtime's globals (`goroutine::gc`): completed cycles, then the gauges
+    /// heap live, heap goal, last GC (unix seconds), GOGC, memory limit (in [`GC_GAUGES`] order).
+    pub gc_cycles: IntCounterVec,
+    pub gc: Vec<IntGaugeVec>,
     pub cycle_duration: Histogram,
     pub cycles: IntCounter,
     pub processes: IntGaugeVec,
@@ -61,6 +76,18 @@ impl AgentMetrics {
             ),
             &PROCESS_LABELS,
         )?;
+        let goroutines = IntGaugeVec::new(
+            Opts::new("container_go_goroutines", "Goroutines of the Go process by state (waiting, runnable, running, syscall, ...), read from runtime.allgs; system goroutines left out, as runtime.NumGoroutine does."),
+            &[&PROCESS_LABELS[..], &["state"]].concat(),
+        )?;
+        let gc_cycles = IntCounterVec::new(
+            Opts::new("container_go_gc_cycles_total", "Completed GC cycles of the Go process (runtime memstats.numgc, /gc/cycles/total:gc-cycles)."),
+            &PROCESS_LABELS,
+        )?;
+        let gc = GC_GAUGES
+            .iter()
+            .map(|(name, help)| IntGaugeVec::new(Opts::new(*name, *help), &PROCESS_LABELS))
+            .collect::<prometheus::Result<Vec<_>>>()?;
         let cycle_duration = Histogram::with_opts(
             HistogramOpts::new(
                 "goheap_agent_cycle_duration_seconds",
@@ -120,6 +147,11 @@ impl AgentMetrics {
         registry.register(Box::new(alloc_objects.clone()))?;
         registry.register(Box::new(inuse_bytes.clone()))?;
         registry.register(Box::new(inuse_objects.clone()))?;
+        registry.register(Box::new(goroutines.clone()))?;
+        registry.register(Box::new(gc_cycles.clone()))?;
+        for g in &gc {
+            registry.register(Box::new(g.clone()))?;
+        }
         registry.register(Box::new(cycle_duration.clone()))?;
         registry.register(Box::new(cycles.clone()))?;
         registry.register(Box::new(processes.clone()))?;
@@ -137,6 +169,9 @@ impl AgentMetrics {
             alloc_objects,
             inuse_bytes,
             inuse_objects,
+            goroutines,
+            gc_cycles,
+            gc,
             cycle_duration,
             cycles,
             processes,
@@ -169,6 +204,38 @@ impl AgentMetrics {
         self.inuse_objects.with_label_values(&l).set(inuse_objects);
     }
 
+    /// Sets the goroutine gauges of a process: every state of the vocabulary, 0 when absent.
+    pub fn set_goroutines(
+        &self,
+        labels: &ProcessLabels,
+        counts: &std::collections::BTreeMap<&str, i64>,
+    ) {
+        for st in crate::goroutine::layout::GOROUTINE_STATES {
+            let mut v = labels.values().to_vec();
+            v.push(st);
+            self.goroutines
+                .with_label_values(&v)
+                .set(counts.get(st).copied().unwrap_or(0));
+        }
+    }
+
+    /// Sets the GC series of a process.
+    pub fn set_gc(&self, labels: &ProcessLabels, s: &crate::goroutine::gc::GcState) {
+        let l = labels.values();
+        let c = self.gc_cycles.with_label_values(&l);
+        c.inc_by(s.cycles.saturating_sub(c.get()));
+        let values = [
+            s.heap_live_bytes as i64,
+            s.heap_goal_bytes as i64,
+            (s.last_gc_unix_ns / 1_000_000_000) as i64,
+            s.gogc_percent,
+            s.memory_limit_bytes,
+        ];
+        for (g, v) in self.gc.iter().zip(values) {
+            g.with_label_values(&l).set(v);
+        }
+    }
+
     /// Removes the per-process series (the process exited or was replaced).
     pub fn remove_process(&self, labels: &ProcessLabels) {
         let l = labels.values();
@@ -176,6 +243,15 @@ impl AgentMetrics {
         let _ = self.alloc_objects.remove_label_values(&l);
         let _ = self.inuse_bytes.remove_label_values(&l);
         let _ = self.inuse_objects.remove_label_values(&l);
+        for st in crate::goroutine::layout::GOROUTINE_STATES {
+            let mut v = l.to_vec();
+            v.push(st);
+            let _ = self.goroutines.remove_label_values(&v);
+        }
+        let _ = self.gc_cycles.remove_label_values(&l);
+        for g in &self.gc {
+            let _ = g.remove_label_values(&l);
+        }
     }
 
     /// The text exposition format 0.0.4.

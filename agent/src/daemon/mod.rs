@@ -68,6 +68,11 @@ pub struct AgentArgs {
     /// (e.g. 500ms, 0 to read at least one bucket a cycle).
     #[arg(long, env = "GOHEAP_READ_BUDGET", default_value = "500ms", value_parser = parse_budget)]
     pub read_budget: Duration,
+    /// Also export container_go_goroutines{state} and the container_go_gc_* series: each cycle
+    /// reads every goroutine header and the GC globals of each process (about 4 more read
+    /// syscalls per process per cycle, and the binary's pclntab is mapped).
+    #[arg(long, env = "GOHEAP_GOROUTINE_METRICS")]
+    pub goroutine_metrics: bool,
     /// Byte budget of the symbol tables kept for profile requests (least recently used out; a
     /// binary's table is loaded when one of its profiles is first requested, e.g. 64MiB, 0 = none).
     #[arg(long, env = "GOHEAP_SYMBOL_CACHE_BYTES", default_value = "64MiB", value_parser = parse_bytes)]
@@ -270,6 +275,7 @@ async fn run_async(proc_root: PathBuf, args: AgentArgs) -> anyhow::Result<()> {
     shared.kubelet_log_dir =
         (!args.kubelet_log_dir.as_os_str().is_empty()).then(|| args.kubelet_log_dir.clone());
     shared.symbol_cache_bytes = args.symbol_cache_bytes;
+    shared.goroutine_metrics = args.goroutine_metrics;
     // A new binary's processes are read in the cycle that found them if it is inspected by then.
     shared.inspect_wait = (args.interval / 2).min(Duration::from_secs(2));
     let shared = Arc::new(shared);

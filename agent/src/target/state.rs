@@ -59,7 +59,9 @@ impl ProcessState {
     pub fn of_refusal(r: &Refusal) -> ProcessState {
         match r {
             Refusal::ProfilingDisabled { .. } => ProcessState::ProfilingDisabled,
-            Refusal::NoSymbols { .. } => ProcessState::NoSymbolTable,
+            Refusal::NoSymbols { .. } | Refusal::NoGoroutineSymbols { .. } => {
+                ProcessState::NoSymbolTable
+            }
             Refusal::PermissionDenied { .. } => ProcessState::PermissionDenied,
             Refusal::UnsupportedVersion { .. } => ProcessState::Unsupported,
             Refusal::NoSuchProcess { .. }

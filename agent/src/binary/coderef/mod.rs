@@ -761,3 +761,113 @@ fn recover_mprof_cycle(
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Goroutine globals
+
+/// Runtime functions whose code locates the goroutine globals.
+pub const GOROUTINE_FUNCTIONS_USED: &[&str] = &[
+    "runtime.allgadd",
+    "runtime.forEachG",
+    "runtime.forEachGRace",
+];
+
+/// `runtime.allgs` (a `[]*g` slice header) and `runtime.allglen` recovered from machine code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveredGoroutineGlobals {
+    pub allgs: u64,
+    pub allglen: u64,
+    /// Human-readable description of each reference that supports the result.
+    pub evidence: Vec<String>,
+}
+
+/// Recovers `runtime.allgs` and `runtime.allglen` from `runtime.allgadd`
+/// (`allgs = append(allgs, gp)`; `atomic.Storeuintptr(&allglen, len(allgs))`), corroborated by
+/// `runtime.forEachG` (which ranges over `allgs`) or `runtime.forEachGRace` (which loads
+/// `allglen`):
+///
+/// * `allgs` is the only global whose three words (ptr, len, cap) `allgadd` references, all in a
+///   NOBITS section;
+/// * `allglen` is the only 8-byte global `allgadd` writes but never loads, apart from the slice
+///   (`allgptr`, the other one it writes, is also loaded for the `&allgs[0] != allgptr` check).
+pub fn recover_goroutine_globals(
+    elf: &[u8],
+    funcs: &dyn FunctionRanges,
+) -> Result<RecoveredGoroutineGlobals, CodeRefError> {
+    let image = Image::parse(elf)?;
+    let mut evidence = Vec::new();
+    let add = require_function(&image, funcs, "runtime.allgadd")?;
+    let all = add.targets(&image);
+    let slices: BTreeSet<u64> = all
+        .iter()
+        .copied()
+        .filter(|a| {
+            all.contains(&a.wrapping_add(8))
+                && all.contains(&a.wrapping_add(16))
+                && image.is_bss(*a)
+        })
+        .collect();
+    let [allgs] = slices.iter().copied().collect::<Vec<_>>()[..] else {
+        return Err(CodeRefError::NotIdentified {
+            what: "runtime.allgs",
+            detail: format!(
+                "{} references {} globals with three consecutive words {}, expected one",
+                add.name,
+                slices.len(),
+                fmt_set(&slices)
+            ),
+        });
+    };
+    evidence.push(format!(
+        "allgs {allgs:#x} ({}): the only slice header (ptr, len, cap) {} references",
+        image.section_name(allgs),
+        add.name
+    ));
+    let fields = [allgs, allgs + 8, allgs + 16];
+    // allglen: allgadd takes its address for the atomic store (amd64 LEA + XCHG, arm64 ADRP/ADD +
+    // STLR) and never loads it; forEachGRace (atomicAllG) loads it as an 8-byte word, next to
+    // allgptr, which allgadd does load (for `&allgs[0] != allgptr`).
+    let loaded = add.targets_accessed(&image, Access::Load, 8);
+    let race = require_function(&image, funcs, "runtime.forEachGRace")?;
+    let race_loads = race.targets_accessed(&image, Access::Load, 8);
+    let candidates: BTreeSet<u64> = all
+        .iter()
+        .copied()
+        .filter(|a| !fields.contains(a) && !loaded.contains(a) && image.is_bss(*a))
+        .filter(|a| race_loads.contains(a))
+        .collect();
+    let [allglen] = candidates.iter().copied().collect::<Vec<_>>()[..] else {
+        return Err(CodeRefError::NotIdentified {
+            what: "runtime.allglen",
+            detail: format!(
+                "globals {} references but never loads, and {} loads as 8-byte words: {}, expected one",
+                add.name,
+                race.name,
+                fmt_set(&candidates)
+            ),
+        });
+    };
+    evidence.push(format!(
+        "allglen {allglen:#x}: referenced but never loaded by {}, loaded by {}",
+        add.name, race.name
+    ));
+    // Corroboration: forEachG ranges over allgs (arm64 may load ptr and len with one LDP, seen
+    // as a reference to the header's address).
+    let each = require_function(&image, funcs, "runtime.forEachG")?;
+    let t = each.targets(&image);
+    if !(t.contains(&allgs) || t.contains(&(allgs + 8))) {
+        return Err(CodeRefError::Disagreement {
+            what: "runtime.allgs",
+            detail: format!(
+                "{} does not reference allgs {allgs:#x} found in {}",
+                each.name, add.name
+            ),
+        });
+    }
+    evidence.push(format!("allgs {allgs:#x}: {} references it", each.name));
+    Ok(RecoveredGoroutineGlobals {
+        allgs,
+        allglen,
+        evidence,
+    })
+}

@@ -318,6 +318,9 @@ mod header;
 mod inline;
 mod names;
 mod pcvalue;
+mod unwind;
+
+pub use unwind::{StackWindow, UnwindEnd, UnwindStart, MAX_PHYSICAL_FRAMES};
 
 pub use names::func_name_for_print;
 
