@@ -6,84 +6,14 @@
 
 mod agent_common;
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use agent_common::cgroups::{cgroup2_mount, join_cgroup_at_exec, Cgroups};
 use agent_common::*;
 use goheap::error::exit_code;
 use pprof_proto::Profile;
-
-/// Where the cgroup v2 hierarchy is mounted.
-fn cgroup2_mount() -> PathBuf {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    info.lines()
-        .find_map(|l| {
-            let (pre, post) = l.split_once(" - ")?;
-            let mount_point = pre.split(' ').nth(4)?;
-            (post.split(' ').next()? == "cgroup2").then(|| PathBuf::from(mount_point))
-        })
-        .expect("a cgroup2 mount")
-}
-
-/// Cgroup directories this test created, removed (deepest first) on drop.
-struct Cgroups {
-    root: PathBuf,
-    created: Vec<PathBuf>,
-}
-
-impl Cgroups {
-    fn make(&mut self, rel: &str) -> PathBuf {
-        let mut dir = self.root.clone();
-        for comp in rel.split('/') {
-            dir.push(comp);
-            if !dir.exists() {
-                std::fs::create_dir(&dir)
-                    .unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-                self.created.push(dir.clone());
-            }
-        }
-        dir
-    }
-}
-
-impl Drop for Cgroups {
-    fn drop(&mut self) {
-        for dir in self.created.iter().rev() {
-            for _ in 0..50 {
-                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-}
-
-/// The child joins cgroup `dir` before it executes the program.
-fn join_cgroup_at_exec(cmd: &mut Command, dir: &Path) {
-    let procs = CString::new(dir.join("cgroup.procs").as_os_str().as_bytes()).unwrap();
-    // SAFETY: between fork and exec the hook only calls async-signal-safe functions (open, write,
-    // close) on memory prepared before the fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-            if fd < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let n = libc::write(fd, b"0".as_ptr().cast(), 1);
-            let err = std::io::Error::last_os_error();
-            libc::close(fd);
-            if n != 1 {
-                return Err(err);
-            }
-            Ok(())
-        });
-    }
-}
 
 /// A 64-hex container id distinct per run.
 fn container_id() -> String {
