@@ -42,6 +42,8 @@ pub struct Shared {
     pub inspect_wait: Duration,
     /// Set when the agent is stopping: cycles, reads and inspections not started are skipped.
     pub stop: Arc<AtomicBool>,
+    /// The `--push` sinks; each cycle's profiles are enqueued there (never waiting for a sink).
+    pub push: Option<Arc<super::push::Pusher>>,
 }
 
 impl Shared {
@@ -61,6 +63,7 @@ impl Shared {
             symbol_cache_bytes: crate::symbolize::cache::DEFAULT_SYMBOL_CACHE_BYTES,
             inspect_wait: Duration::from_secs(1),
             stop: Arc::new(AtomicBool::new(false)),
+            push: None,
         }
     }
 
@@ -132,6 +135,9 @@ struct GoProcess {
     inuse: (i64, i64),
     /// Cycles this process was read in.
     cycles: u32,
+    /// Wall-clock time of its last successful read, ns since the epoch (the start of the next
+    /// pushed alloc delta's interval).
+    last_read_unix_nano: Option<u64>,
     /// Its `found` line was logged (at its second cycle: a process that lives less than a cycle,
     /// a compiler's say, stays out of the info log). Until then state changes are debug lines,
     /// and so is its `gone`.
@@ -514,6 +520,7 @@ impl Collector {
             detail,
             inuse: (0, 0),
             cycles: 0,
+            last_read_unix_nano: None,
             announced: false,
         }))
     }
@@ -801,19 +808,38 @@ fn collect_go(
             );
             g.series = true;
             set_state(key, g, ProcessState::Readable, None);
-            if let (Some(out), false) = (output, delta.grown.is_empty()) {
-                let Some(reader) = g.reader.as_ref() else {
-                    return;
-                };
+            let now_unix_nano = super::push::now_unix_nano();
+            let from_unix_nano = g.last_read_unix_nano.replace(now_unix_nano);
+            let Some(reader) = g.reader.as_ref() else {
+                return;
+            };
+            // The delta profile is built once, for --output-dir and --push alike.
+            let delta_profile = (!delta.grown.is_empty()
+                && (output.is_some() || shared.push.is_some()))
+            .then(|| {
                 let records = tracker::delta_records(reader.buckets(), &delta);
-                match crate::profile::oneshot::build_profile(
+                crate::profile::oneshot::build_profile(
                     key.pid,
                     &cached,
                     &records,
                     reader.mem_profile_rate(),
                     reader.map(),
                     g.bias,
-                ) {
+                )
+            });
+            if let Some(push) = &shared.push {
+                push_profiles(
+                    push,
+                    key,
+                    g,
+                    &cached,
+                    shared.node_name.as_deref(),
+                    (from_unix_nano, now_unix_nano),
+                    &delta_profile,
+                );
+            }
+            if let (Some(out), Some(built)) = (output, delta_profile) {
+                match built {
                     Ok(p) => match out
                         .lock()
                         .map_err(|_| OutputError::Poisoned)
@@ -845,6 +871,58 @@ fn collect_go(
             set_state(key, g, state, Some(r.to_string()));
         }
     }
+}
+
+/// Hands this read's profiles to the push sinks: the alloc delta since the previous read (not at
+/// the first read, whose counters hold everything since the process started) and the in-use
+/// profile now. Only enqueues: building happens here, sending on the sinks' threads.
+fn push_profiles(
+    push: &super::push::Pusher,
+    key: ProcessKey,
+    g: &GoProcess,
+    cached: &CachedBinary,
+    node: Option<&str>,
+    (from_unix_nano, now_unix_nano): (Option<u64>, u64),
+    delta_profile: &Option<Result<pprof_proto::Profile, Refusal>>,
+) {
+    let Some(reader) = g.reader.as_ref() else {
+        return;
+    };
+    let records = crate::runtime::walk::memprofile_records(reader.buckets(), reader.cycle());
+    let inuse = match crate::profile::oneshot::build_profile(
+        key.pid,
+        cached,
+        &records,
+        reader.mem_profile_rate(),
+        reader.map(),
+        g.bias,
+    ) {
+        Ok(p) => p,
+        Err(r) => {
+            tracing::debug!(pid = key.pid, error = %r, "in-use profile for push not built");
+            return;
+        }
+    };
+    let alloc_delta = match (from_unix_nano, delta_profile) {
+        (Some(_), Some(Ok(p))) => Some(p.clone()),
+        _ => None,
+    };
+    let labels = super::push::labels_of(
+        key.pid,
+        &g.binary_name,
+        &g.binary,
+        &g.go_version,
+        &g.container.container_id,
+        &g.container.pod_uid,
+        node,
+    );
+    push.enqueue(super::push::PushItem::new(
+        labels,
+        from_unix_nano.unwrap_or(now_unix_nano),
+        now_unix_nano,
+        alloc_delta,
+        inuse,
+    ));
 }
 
 fn open_reader(
