@@ -38,7 +38,10 @@ fn build_otelcol() -> PathBuf {
 /// A running collector, stopped with SIGTERM (so the fileexporter flushes) then killed on drop.
 struct Collector {
     child: Child,
+    /// OTLP/HTTP port.
     port: u16,
+    /// OTLP/gRPC port.
+    grpc_port: u16,
     out: PathBuf,
     log: PathBuf,
 }
@@ -46,6 +49,7 @@ struct Collector {
 impl Collector {
     fn start(scratch: &Scratch) -> Collector {
         let port = free_port();
+        let grpc_port = free_port();
         let out = scratch.path("otelcol-out.json");
         let log = scratch.path("otelcol.log");
         let config = scratch.path("otelcol.yaml");
@@ -53,6 +57,7 @@ impl Collector {
             &config,
             format!(
                 "receivers:\n  otlp:\n    protocols:\n      http:\n        endpoint: 127.0.0.1:{port}\n\
+                 \x20     grpc:\n        endpoint: 127.0.0.1:{grpc_port}\n\
                  exporters:\n  file:\n    path: {}\n    format: json\n\
                  service:\n  telemetry:\n    metrics:\n      level: none\n\
                  \x20 pipelines:\n    profiles:\n      receivers: [otlp]\n      exporters: [file]\n",
@@ -72,6 +77,7 @@ impl Collector {
         let c = Collector {
             child,
             port,
+            grpc_port,
             out,
             log,
         };
@@ -269,8 +275,17 @@ fn metric(text: &str, name_and_labels: &str) -> f64 {
 }
 
 #[test]
-fn otlp_profiles_reach_a_real_collector_equal_to_goheaps_own() {
-    let scratch = Scratch::new("push-otlp");
+fn otlp_http_profiles_reach_a_real_collector_equal_to_goheaps_own() {
+    push_to_collector("http");
+}
+
+#[test]
+fn otlp_grpc_profiles_reach_a_real_collector_equal_to_goheaps_own() {
+    push_to_collector("grpc");
+}
+
+fn push_to_collector(transport: &str) {
+    let scratch = Scratch::new(&format!("push-otlp-{transport}"));
     let mut collector = Collector::start(&scratch);
     let ready = scratch.path("steady.ready");
     let mut cmd = Command::new(fixture("steadyalloc", GO, "default"));
@@ -278,7 +293,10 @@ fn otlp_profiles_reach_a_real_collector_equal_to_goheaps_own() {
     let fx = start_and_wait(cmd, &ready, Duration::from_secs(30));
     let outdir = scratch.path("out");
     std::fs::create_dir_all(&outdir).unwrap();
-    let url = format!("otlp+http://127.0.0.1:{}", collector.port);
+    let url = match transport {
+        "http" => format!("otlp+http://127.0.0.1:{}", collector.port),
+        _ => format!("otlp+grpc://127.0.0.1:{}", collector.grpc_port),
+    };
     let agent = Agent::start(
         &scratch,
         &["--output-dir", outdir.to_str().unwrap(), "--push", &url],

@@ -10,6 +10,7 @@
 //! retried (dropped, counted as `rejected`).
 
 pub mod client;
+pub mod grpc;
 pub mod otlp;
 pub mod pyroscope;
 
@@ -30,6 +31,8 @@ pub enum SinkKind {
     Pyroscope,
     /// `otlp+http://host:4318[/prefix]`: `POST {prefix}/v1development/profiles`, protobuf.
     OtlpHttp,
+    /// `otlp+grpc://host:4317`: the `ProfilesService/Export` gRPC call (HTTP/2, no TLS).
+    OtlpGrpc,
 }
 
 /// One `--push` URL, parsed.
@@ -41,7 +44,8 @@ pub struct SinkSpec {
     pub url: String,
 }
 
-/// Parses a `--push` value: `pyroscope+http://HOST[:PORT][/PREFIX]` or `otlp+http://HOST[:PORT][/PREFIX]`.
+/// Parses a `--push` value: `pyroscope+http://HOST[:PORT][/PREFIX]`, `otlp+http://HOST[:PORT][/PREFIX]`
+/// or `otlp+grpc://HOST[:PORT]`.
 pub fn parse_sink(s: &str) -> Result<SinkSpec, String> {
     let s = s.trim();
     let (scheme, rest) = s.split_once("://").ok_or_else(|| {
@@ -55,11 +59,7 @@ pub fn parse_sink(s: &str) -> Result<SinkSpec, String> {
                 "--push {s:?}: TLS is not built in; push over http to a local TLS-terminating proxy (e.g. a sidecar)"
             ))
         }
-        "otlp+grpc" => {
-            return Err(format!(
-                "--push {s:?}: OTLP over gRPC is not implemented yet; use otlp+http://HOST:4318 (the collector's HTTP receiver)"
-            ))
-        }
+        "otlp+grpc" => (SinkKind::OtlpGrpc, 4317),
         other => {
             return Err(format!(
                 "--push {s:?}: unknown scheme {other:?}; use pyroscope+http:// or otlp+http://"
@@ -397,7 +397,7 @@ impl PushMetrics {
         let failed = IntCounterVec::new(
             Opts::new(
                 "goheap_agent_push_failed_total",
-                "Push requests that failed (reason: connect, timeout, io, http_4xx, http_5xx); a failed request may be retried.",
+                "Push requests that failed (reason: connect, timeout, io, http_4xx, http_5xx, grpc); a failed request may be retried.",
             ),
             &["sink", "reason"],
         )?;
@@ -564,6 +564,7 @@ impl Pusher {
                 sink.gauges(&q);
             }
             let worker = Worker {
+                rt: None,
                 sink: sink.clone(),
                 credentials: credentials.clone(),
                 stop: stop.clone(),
@@ -598,6 +599,8 @@ pub struct Request {
 }
 
 struct Worker {
+    /// A runtime for the gRPC client (gRPC sinks only), made at the first request.
+    rt: Option<tokio::runtime::Runtime>,
     sink: Arc<Sink>,
     credentials: Credentials,
     stop: Arc<AtomicBool>,
@@ -610,6 +613,7 @@ impl Worker {
             let requests = match self.sink.spec.kind {
                 SinkKind::Pyroscope => pyroscope::requests(&self.sink.spec.endpoint, &item),
                 SinkKind::OtlpHttp => otlp::http_requests(&self.sink.spec.endpoint, &item),
+                SinkKind::OtlpGrpc => otlp::grpc_requests(&item),
             };
             for (req, profiles) in requests {
                 if self.stop.load(Ordering::Relaxed) {
@@ -628,7 +632,34 @@ impl Worker {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let outcome = client::post(&self.sink.spec.endpoint, req, &self.credentials, s.timeout);
+            let outcome = match self.sink.spec.kind {
+                SinkKind::OtlpGrpc => {
+                    if self.rt.is_none() {
+                        match tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                        {
+                            Ok(rt) => self.rt = Some(rt),
+                            Err(e) => {
+                                tracing::warn!(sink = %url, error = %e, "no runtime for the gRPC client; profile dropped");
+                                m.dropped
+                                    .with_label_values(&[&url, "retries_exhausted"])
+                                    .inc_by(profiles);
+                                return;
+                            }
+                        }
+                    }
+                    let Some(rt) = self.rt.as_ref() else { return };
+                    grpc::post(
+                        rt,
+                        &self.sink.spec.endpoint,
+                        req,
+                        &self.credentials,
+                        s.timeout,
+                    )
+                }
+                _ => client::post(&self.sink.spec.endpoint, req, &self.credentials, s.timeout),
+            };
             let retry = match outcome {
                 Outcome::Ok => {
                     m.sent.with_label_values(&[&url]).inc_by(profiles);
@@ -711,7 +742,7 @@ mod tests {
         assert_eq!(s.endpoint.prefix, "/base");
         assert!(parse_sink("otlp+http://user:pw@host:4318").is_err());
         assert!(parse_sink("http://host").is_err());
-        assert!(parse_sink("otlp+grpc://host:4317").is_err());
+        assert_eq!(parse_sink("otlp+grpc://h").unwrap().endpoint.port, 4317);
         assert!(parse_sink("otlp+http://host:99999").is_err());
     }
 

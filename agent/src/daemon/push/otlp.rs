@@ -477,3 +477,15 @@ pub fn http_requests(ep: &Endpoint, item: &PushItem) -> Vec<(Request, u64)> {
         1 + item.alloc_delta.is_some() as u64,
     )]
 }
+
+/// The gRPC request for one item (its body is the bare message; grpc.rs frames it).
+pub fn grpc_requests(item: &PushItem) -> Vec<(Request, u64)> {
+    vec![(
+        Request {
+            path_and_query: super::grpc::EXPORT_PATH.into(),
+            content_type: "application/grpc".into(),
+            body: export_request(item).encode_to_vec(),
+        },
+        1 + item.alloc_delta.is_some() as u64,
+    )]
+}
