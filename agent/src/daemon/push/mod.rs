@@ -746,6 +746,52 @@ mod tests {
         assert!(parse_sink("otlp+http://host:99999").is_err());
     }
 
+    fn item(pid: i32) -> Arc<PushItem> {
+        let labels = PushLabels {
+            pid,
+            ..Default::default()
+        };
+        let mut p = PushItem::new(labels, 0, 1, None, Profile::default());
+        p.size = 100;
+        Arc::new(p)
+    }
+
+    #[test]
+    fn the_queue_keeps_the_newest_within_its_bounds_and_counts_the_rest() {
+        let registry = Registry::new();
+        let sink = Sink {
+            spec: parse_sink("otlp+http://h").unwrap(),
+            queue: Mutex::new(Queue {
+                items: VecDeque::new(),
+                bytes: 0,
+            }),
+            ready: Condvar::new(),
+            settings: PushSettings {
+                queue_items: 3,
+                queue_bytes: 250,
+                ..PushSettings::default()
+            },
+            metrics: PushMetrics::register(&registry).unwrap(),
+        };
+        for pid in 1..=5 {
+            sink.enqueue(item(pid));
+        }
+        let q = sink.queue.lock().unwrap();
+        // 250 bytes hold two 100-byte items: the two newest stay.
+        let pids: Vec<i32> = q.items.iter().map(|i| i.labels.pid).collect();
+        assert_eq!(pids, [4, 5]);
+        assert_eq!(q.bytes, 200);
+        drop(q);
+        let dropped = sink
+            .metrics
+            .dropped
+            .with_label_values(&["otlp+http://h", "queue_full"])
+            .get();
+        assert_eq!(dropped, 3);
+        let stop = AtomicBool::new(false);
+        assert_eq!(sink.pop(&stop).unwrap().labels.pid, 4);
+    }
+
     #[test]
     fn base64_matches_rfc4648() {
         assert_eq!(base64(b"user:pass"), "dXNlcjpwYXNz");
