@@ -389,7 +389,7 @@ fn credentials_come_from_files_never_from_the_url() {
         err.contains("credentials are not taken from the command line"),
         "{err}"
     );
-    let out = goheap(&["agent", "--push", "otlp+grpc://127.0.0.1:4317"]);
+    let out = goheap(&["agent", "--push", "otlp+https://127.0.0.1:4318"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 
     let fx = start_fixture(&scratch);

@@ -813,10 +813,8 @@ fn collect_go(
             let Some(reader) = g.reader.as_ref() else {
                 return;
             };
-            // The delta profile is built once, for --output-dir and --push alike.
-            let delta_profile = (!delta.grown.is_empty()
-                && (output.is_some() || shared.push.is_some()))
-            .then(|| {
+            // The delta profile is built here only for --output-dir (push builds off the cycle).
+            let delta_profile = (!delta.grown.is_empty() && output.is_some()).then(|| {
                 let records = tracker::delta_records(reader.buckets(), &delta);
                 crate::profile::oneshot::build_profile(
                     key.pid,
@@ -828,6 +826,7 @@ fn collect_go(
                 )
             });
             if let Some(push) = &shared.push {
+                let built = delta_profile.as_ref().and_then(|r| r.as_ref().ok());
                 push_profiles(
                     push,
                     key,
@@ -835,7 +834,7 @@ fn collect_go(
                     &cached,
                     shared.node_name.as_deref(),
                     (from_unix_nano, now_unix_nano),
-                    &delta_profile,
+                    (&delta, built),
                 );
             }
             if let (Some(out), Some(built)) = (output, delta_profile) {
@@ -873,39 +872,32 @@ fn collect_go(
     }
 }
 
-/// Hands this read's profiles to the push sinks: the alloc delta since the previous read (not at
-/// the first read, whose counters hold everything since the process started) and the in-use
-/// profile now. Only enqueues: building happens here, sending on the sinks' threads.
+/// Hands this read to the push sinks: the alloc delta since the previous read (not at the first
+/// read, whose counters hold everything since the process started; the profile `--output-dir`
+/// built, or its records) and every bucket's records for the in-use profile. Only copies records
+/// and enqueues: profiles are built on the push builder thread, sent on the sinks' threads.
 fn push_profiles(
     push: &super::push::Pusher,
     key: ProcessKey,
     g: &GoProcess,
-    cached: &CachedBinary,
+    cached: &Arc<CachedBinary>,
     node: Option<&str>,
     (from_unix_nano, now_unix_nano): (Option<u64>, u64),
-    delta_profile: &Option<Result<pprof_proto::Profile, Refusal>>,
+    delta: (&tracker::CycleDelta, Option<&pprof_proto::Profile>),
 ) {
+    use super::push::DeltaSource;
     let Some(reader) = g.reader.as_ref() else {
         return;
     };
-    let records = crate::runtime::walk::memprofile_records(reader.buckets(), reader.cycle());
-    let inuse = match crate::profile::oneshot::build_profile(
-        key.pid,
-        cached,
-        &records,
-        reader.mem_profile_rate(),
-        reader.map(),
-        g.bias,
-    ) {
-        Ok(p) => p,
-        Err(r) => {
-            tracing::debug!(pid = key.pid, error = %r, "in-use profile for push not built");
-            return;
-        }
-    };
-    let alloc_delta = match (from_unix_nano, delta_profile) {
-        (Some(_), Some(Ok(p))) => Some(p.clone()),
-        _ => None,
+    let (cycle_delta, built) = delta;
+    let delta = match (from_unix_nano, built) {
+        (None, _) => None,
+        _ if cycle_delta.grown.is_empty() => None,
+        (Some(_), Some(p)) => Some(DeltaSource::Built(Box::new(p.clone()))),
+        (Some(_), None) => Some(DeltaSource::Records(tracker::delta_records(
+            reader.buckets(),
+            cycle_delta,
+        ))),
     };
     let labels = super::push::labels_of(
         key.pid,
@@ -916,13 +908,17 @@ fn push_profiles(
         &g.container.pod_uid,
         node,
     );
-    push.enqueue(super::push::PushItem::new(
+    push.enqueue(super::push::Pending {
         labels,
-        from_unix_nano.unwrap_or(now_unix_nano),
-        now_unix_nano,
-        alloc_delta,
-        inuse,
-    ));
+        from_unix_nano: from_unix_nano.unwrap_or(now_unix_nano),
+        until_unix_nano: now_unix_nano,
+        cached: cached.clone(),
+        rate: reader.mem_profile_rate(),
+        map: reader.map().clone(),
+        bias: g.bias,
+        delta,
+        inuse: crate::runtime::walk::memprofile_records(reader.buckets(), reader.cycle()),
+    });
 }
 
 fn open_reader(

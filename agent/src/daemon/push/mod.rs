@@ -404,7 +404,7 @@ impl PushMetrics {
         let dropped = IntCounterVec::new(
             Opts::new(
                 "goheap_agent_push_dropped_total",
-                "Profiles given up (reason: queue_full = oldest dropped beyond the queue, rejected = a 4xx, retries_exhausted).",
+                "Profiles given up (reason: queue_full = oldest dropped beyond the queue, rejected = a 4xx, retries_exhausted, build_queue_full = a read not built in time).",
             ),
             &["sink", "reason"],
         )?;
@@ -527,10 +527,75 @@ impl Sink {
     }
 }
 
-/// The sinks of `--push`, each with its worker thread.
+/// What the cycle hands over for one process: the records read, not profiles. Building the
+/// profiles (symbolization) happens on the push builder thread, so a cycle's cost does not grow
+/// with `--push`.
+pub struct Pending {
+    pub labels: PushLabels,
+    /// Interval, ns since the epoch (see [`PushItem`]).
+    pub from_unix_nano: u64,
+    pub until_unix_nano: u64,
+    pub cached: Arc<crate::binary::CachedBinary>,
+    /// `MemProfileRate` at this read.
+    pub rate: u64,
+    pub map: crate::target::maps::MemoryMap,
+    /// Load bias of the executable.
+    pub bias: u64,
+    /// The alloc delta: already built (when `--output-dir` built it) or its records; `None` at a
+    /// process's first read.
+    pub delta: Option<DeltaSource>,
+    /// Every bucket's published counters now (the in-use profile's records).
+    pub inuse: Vec<crate::runtime::walk::MemProfileRecord>,
+}
+
+/// The alloc delta of a [`Pending`].
+pub enum DeltaSource {
+    Built(Box<Profile>),
+    Records(Vec<crate::runtime::walk::MemProfileRecord>),
+}
+
+/// Process reads waiting for the builder thread; beyond it a read is dropped (counted per sink as
+/// `build_queue_full`).
+const BUILD_QUEUE: usize = 256;
+
+/// The sinks of `--push`, each with its worker thread, and the builder thread before them.
 pub struct Pusher {
+    builder: std::sync::mpsc::SyncSender<Pending>,
     sinks: Vec<Arc<Sink>>,
     stop: Arc<AtomicBool>,
+}
+
+/// Builds the profiles of a [`Pending`] (`None` if the in-use profile cannot be built).
+fn build(p: Pending) -> Option<PushItem> {
+    use crate::profile::oneshot::build_profile;
+    let pid = p.labels.pid;
+    let inuse = match build_profile(pid, &p.cached, &p.inuse, p.rate, &p.map, p.bias) {
+        Ok(x) => x,
+        Err(r) => {
+            tracing::debug!(pid, error = %r, "in-use profile for push not built");
+            return None;
+        }
+    };
+    let alloc_delta = match p.delta {
+        Some(DeltaSource::Built(d)) => Some(*d),
+        Some(DeltaSource::Records(r)) => {
+            match build_profile(pid, &p.cached, &r, p.rate, &p.map, p.bias) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    tracing::debug!(pid, error = %e, "alloc delta for push not built");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    Some(PushItem::new(
+        p.labels,
+        p.from_unix_nano,
+        p.until_unix_nano,
+        alloc_delta,
+        inuse,
+    ))
 }
 
 impl Pusher {
@@ -576,17 +641,44 @@ impl Pusher {
                 .map_err(|e| anyhow::anyhow!("cannot start a push thread: {e}"))?;
             sinks.push(sink);
         }
-        Ok(Pusher { sinks, stop })
+        let (builder, rx) = std::sync::mpsc::sync_channel::<Pending>(BUILD_QUEUE);
+        let to = sinks.clone();
+        let halt = stop.clone();
+        std::thread::Builder::new()
+            .name("goheap-push-build".into())
+            .spawn(move || {
+                while let Ok(p) = rx.recv() {
+                    if halt.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let Some(item) = build(p) else { continue };
+                    let item = Arc::new(item);
+                    for s in &to {
+                        s.enqueue(item.clone());
+                    }
+                }
+            })
+            .map_err(|e| anyhow::anyhow!("cannot start the push builder thread: {e}"))?;
+        Ok(Pusher {
+            builder,
+            sinks,
+            stop,
+        })
     }
 
-    /// Hands one process's profiles of this cycle to every sink (non-blocking).
-    pub fn enqueue(&self, item: PushItem) {
+    /// Hands one process's read of this cycle to the builder thread, then every sink. Never
+    /// waits: with the builder's queue full the read is dropped and counted.
+    pub fn enqueue(&self, pending: Pending) {
         if self.stop.load(Ordering::Relaxed) {
             return;
         }
-        let item = Arc::new(item);
-        for s in &self.sinks {
-            s.enqueue(item.clone());
+        if self.builder.try_send(pending).is_err() {
+            for s in &self.sinks {
+                s.metrics
+                    .dropped
+                    .with_label_values(&[&s.spec.url, "build_queue_full"])
+                    .inc();
+            }
         }
     }
 }
