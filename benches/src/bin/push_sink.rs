@@ -64,10 +64,10 @@ fn run_agent(goheap: &PathBuf, seconds: u64, extra: &[String], label: &str) -> a
         },
         hwm_kib: status_kib(apid, "VmHWM:").unwrap_or(0),
         rss_kib: status_kib(apid, "VmRSS:").unwrap_or(0),
-        dropped: metric(&text, "goheap_agent_push_dropped_total"),
-        failed: metric(&text, "goheap_agent_push_failed_total"),
-        queued: metric(&text, "goheap_agent_push_queue_length"),
-        queued_bytes: metric(&text, "goheap_agent_push_queue_bytes"),
+        dropped: metric(&text, "goheap_agent_push_dropped_total") + 0.0,
+        failed: metric(&text, "goheap_agent_push_failed_total") + 0.0,
+        queued: metric(&text, "goheap_agent_push_queue_length") + 0.0,
+        queued_bytes: metric(&text, "goheap_agent_push_queue_bytes") + 0.0,
     };
     let _ = agent.0.kill();
     Ok(r)
