@@ -565,6 +565,14 @@ pub struct Pusher {
     stop: Arc<AtomicBool>,
 }
 
+/// Lowers the calling thread's scheduling priority (nice +10): building and sending pushed
+/// profiles yields the CPU to the collection cycle. Best effort; a failure changes nothing else.
+fn lower_priority() {
+    // SAFETY: setpriority has no memory effects; on Linux PRIO_PROCESS with who = 0 applies to the
+    // calling thread only (nice values are per thread).
+    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+}
+
 /// Builds the profiles of a [`Pending`] (`None` if the in-use profile cannot be built).
 fn build(p: Pending) -> Option<PushItem> {
     use crate::profile::oneshot::build_profile;
@@ -637,7 +645,10 @@ impl Pusher {
             };
             std::thread::Builder::new()
                 .name(format!("goheap-push-{i}"))
-                .spawn(move || worker.run())
+                .spawn(move || {
+                    lower_priority();
+                    worker.run()
+                })
                 .map_err(|e| anyhow::anyhow!("cannot start a push thread: {e}"))?;
             sinks.push(sink);
         }
@@ -647,6 +658,7 @@ impl Pusher {
         std::thread::Builder::new()
             .name("goheap-push-build".into())
             .spawn(move || {
+                lower_priority();
                 while let Ok(p) = rx.recv() {
                     if halt.load(Ordering::Relaxed) {
                         return;
