@@ -51,6 +51,8 @@ pub struct Shared {
     pub listen: Option<std::net::SocketAddr>,
     /// `--goroutine-metrics`: also read goroutine states and the GC state each cycle.
     pub goroutine_metrics: bool,
+    /// The `--push` sinks; each cycle's profiles are enqueued there (never waiting for a sink).
+    pub push: Option<Arc<super::push::Pusher>>,
 }
 
 impl Shared {
@@ -74,6 +76,7 @@ impl Shared {
             advertise: None,
             listen: None,
             goroutine_metrics: false,
+            push: None,
         }
     }
 
@@ -149,6 +152,9 @@ struct GoProcess {
     inuse: (i64, i64),
     /// Cycles this process was read in.
     cycles: u32,
+    /// Wall-clock time of its last successful read, ns since the epoch (the start of the next
+    /// pushed alloc delta's interval).
+    last_read_unix_nano: Option<u64>,
     /// Its `found` line was logged (at its second cycle: a process that lives less than a cycle,
     /// a compiler's say, stays out of the info log). Until then state changes are debug lines,
     /// and so is its `gone`.
@@ -574,6 +580,7 @@ impl Collector {
             detail,
             inuse: (0, 0),
             cycles: 0,
+            last_read_unix_nano: None,
             announced: false,
         }))
     }
@@ -876,19 +883,37 @@ fn collect_go(
             }
             g.series = true;
             set_state(key, g, ProcessState::Readable, None);
-            if let (Some(out), false) = (output, delta.grown.is_empty()) {
-                let Some(reader) = g.reader.as_ref() else {
-                    return;
-                };
+            let now_unix_nano = super::push::now_unix_nano();
+            let from_unix_nano = g.last_read_unix_nano.replace(now_unix_nano);
+            let Some(reader) = g.reader.as_ref() else {
+                return;
+            };
+            // The delta profile is built here only for --output-dir (push builds off the cycle).
+            let delta_profile = (!delta.grown.is_empty() && output.is_some()).then(|| {
                 let records = tracker::delta_records(reader.buckets(), &delta);
-                match crate::profile::oneshot::build_profile(
+                crate::profile::oneshot::build_profile(
                     key.pid,
                     &cached,
                     &records,
                     reader.mem_profile_rate(),
                     reader.map(),
                     g.bias,
-                ) {
+                )
+            });
+            if let Some(push) = &shared.push {
+                let built = delta_profile.as_ref().and_then(|r| r.as_ref().ok());
+                push_profiles(
+                    push,
+                    key,
+                    g,
+                    &cached,
+                    shared.node_name.as_deref(),
+                    (from_unix_nano, now_unix_nano),
+                    (&delta, built),
+                );
+            }
+            if let (Some(out), Some(built)) = (output, delta_profile) {
+                match built {
                     Ok(p) => match out
                         .lock()
                         .map_err(|_| OutputError::Poisoned)
@@ -920,6 +945,55 @@ fn collect_go(
             set_state(key, g, state, Some(r.to_string()));
         }
     }
+}
+
+/// Hands this read to the push sinks: the alloc delta since the previous read (not at the first
+/// read, whose counters hold everything since the process started; the profile `--output-dir`
+/// built, or its records) and every bucket's records for the in-use profile. Only copies records
+/// and enqueues: profiles are built on the push builder thread, sent on the sinks' threads.
+fn push_profiles(
+    push: &super::push::Pusher,
+    key: ProcessKey,
+    g: &GoProcess,
+    cached: &Arc<CachedBinary>,
+    node: Option<&str>,
+    (from_unix_nano, now_unix_nano): (Option<u64>, u64),
+    delta: (&tracker::CycleDelta, Option<&pprof_proto::Profile>),
+) {
+    use super::push::DeltaSource;
+    let Some(reader) = g.reader.as_ref() else {
+        return;
+    };
+    let (cycle_delta, built) = delta;
+    let delta = match (from_unix_nano, built) {
+        (None, _) => None,
+        _ if cycle_delta.grown.is_empty() => None,
+        (Some(_), Some(p)) => Some(DeltaSource::Built(Box::new(p.clone()))),
+        (Some(_), None) => Some(DeltaSource::Records(tracker::delta_records(
+            reader.buckets(),
+            cycle_delta,
+        ))),
+    };
+    let labels = super::push::labels_of(
+        key.pid,
+        &g.binary_name,
+        &g.binary,
+        &g.go_version,
+        &g.container.container_id,
+        &g.container.pod_uid,
+        node,
+    );
+    push.enqueue(super::push::Pending {
+        labels,
+        from_unix_nano: from_unix_nano.unwrap_or(now_unix_nano),
+        until_unix_nano: now_unix_nano,
+        cached: cached.clone(),
+        rate: reader.mem_profile_rate(),
+        map: reader.map().clone(),
+        bias: g.bias,
+        delta,
+        inuse: crate::runtime::walk::memprofile_records(reader.buckets(), reader.cycle()),
+    });
 }
 
 fn open_reader(

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod output;
 pub mod pool;
 pub mod profiles;
+pub mod push;
 pub mod tracker;
 
 use std::path::PathBuf;
@@ -91,6 +92,33 @@ pub struct AgentArgs {
     /// Log format.
     #[arg(long, env = "GOHEAP_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Push every interval's profiles to a sink: pyroscope+http://HOST:4040[/PREFIX] (Pyroscope
+    /// /ingest) or otlp+http://HOST:4318[/PREFIX] (OTLP profiles, HTTP/protobuf). Repeatable; each
+    /// sink has its own queue and thread. Credentials never go in the URL (see --push-*-file).
+    #[arg(long = "push", value_name = "URL", value_parser = push::parse_sink)]
+    pub push: Vec<push::SinkSpec>,
+    /// Most process profiles one sink's queue holds; beyond it the oldest is dropped and counted.
+    #[arg(long, env = "GOHEAP_PUSH_QUEUE_ITEMS", default_value_t = 256)]
+    pub push_queue_items: usize,
+    /// Most bytes (encoded profiles) one sink's queue holds, e.g. 64MiB; oldest dropped beyond.
+    #[arg(long, env = "GOHEAP_PUSH_QUEUE_BYTES", default_value = "64MiB", value_parser = parse_bytes)]
+    pub push_queue_bytes: u64,
+    /// Time one push request may take (connect, send, answer), e.g. 10s.
+    #[arg(long, env = "GOHEAP_PUSH_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub push_timeout: Duration,
+    /// Attempts per profile on network errors, timeouts, 5xx, 408 and 429 (exponential backoff
+    /// with full jitter from 500ms, capped at 30s); other 4xx are not retried.
+    #[arg(long, env = "GOHEAP_PUSH_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub push_max_attempts: u32,
+    /// File holding `user:password` for HTTP basic auth to every sink (or GOHEAP_PUSH_BASIC_AUTH).
+    #[arg(long, env = "GOHEAP_PUSH_BASIC_AUTH_FILE")]
+    pub push_basic_auth_file: Option<PathBuf>,
+    /// File holding a bearer token for every sink (or GOHEAP_PUSH_BEARER_TOKEN).
+    #[arg(long, env = "GOHEAP_PUSH_BEARER_TOKEN_FILE")]
+    pub push_bearer_token_file: Option<PathBuf>,
+    /// File holding the tenant sent as X-Scope-OrgID (or GOHEAP_PUSH_TENANT).
+    #[arg(long, env = "GOHEAP_PUSH_TENANT_FILE")]
+    pub push_tenant_file: Option<PathBuf>,
 }
 
 /// Parses `--advertise-address`: `host:port` (a DNS name, IPv4 or `[IPv6]`), at most 255 bytes.
@@ -278,6 +306,28 @@ async fn run_async(proc_root: PathBuf, args: AgentArgs) -> anyhow::Result<()> {
     shared.goroutine_metrics = args.goroutine_metrics;
     // A new binary's processes are read in the cycle that found them if it is inspected by then.
     shared.inspect_wait = (args.interval / 2).min(Duration::from_secs(2));
+    if !args.push.is_empty() {
+        let credentials = push::Credentials::load(
+            args.push_basic_auth_file.as_deref(),
+            args.push_bearer_token_file.as_deref(),
+            args.push_tenant_file.as_deref(),
+        )?;
+        let settings = push::PushSettings {
+            queue_items: args.push_queue_items.max(1),
+            queue_bytes: args.push_queue_bytes,
+            timeout: args.push_timeout,
+            max_attempts: args.push_max_attempts,
+            ..push::PushSettings::default()
+        };
+        let pusher = push::Pusher::start(
+            args.push.clone(),
+            settings,
+            credentials,
+            &shared.metrics.registry,
+            shared.stop.clone(),
+        )?;
+        shared.push = Some(Arc::new(pusher));
+    }
     let shared = Arc::new(shared);
     tracing::info!(
         listen = %local,
@@ -285,6 +335,7 @@ async fn run_async(proc_root: PathBuf, args: AgentArgs) -> anyhow::Result<()> {
         mode = ?args.mode,
         proc_root = %proc_root.display(),
         output_dir = ?args.output_dir,
+        push = ?args.push.iter().map(|s| s.url.as_str()).collect::<Vec<_>>(),
         "goheap agent started"
     );
     use tokio::signal::unix::{signal, SignalKind};
