@@ -88,7 +88,7 @@ does."
     #[command(after_help = exit_codes_help())]
     Ps(PsArgs),
     /// Run the node agent: watch every Go process, serve /metrics and pprof over HTTP.
-    Agent(crate::daemon::AgentArgs),
+    Agent(Box<crate::daemon::AgentArgs>),
     /// Write the goroutines of one Go process: pprof goroutine profile, debug=2-like text, flame graph.
     #[command(after_help = exit_codes_help())]
     Goroutines(goroutines::GoroutinesArgs),
@@ -126,7 +126,7 @@ pub fn main() -> ExitCode {
         Command::Completions(args) => completions::completions(args),
         Command::Man(args) => completions::man(args),
         Command::Agent(args) => {
-            crate::daemon::run(cli.proc_root.clone(), args).map_err(Failure::Other)
+            crate::daemon::run(cli.proc_root.clone(), *args).map_err(Failure::Other)
         }
     };
     match result {

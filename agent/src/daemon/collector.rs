@@ -907,7 +907,6 @@ fn collect_go(
                     key,
                     g,
                     &cached,
-                    shared.node_name.as_deref(),
                     (from_unix_nano, now_unix_nano),
                     (&delta, built),
                 );
@@ -956,7 +955,6 @@ fn push_profiles(
     key: ProcessKey,
     g: &GoProcess,
     cached: &Arc<CachedBinary>,
-    node: Option<&str>,
     (from_unix_nano, now_unix_nano): (Option<u64>, u64),
     delta: (&tracker::CycleDelta, Option<&pprof_proto::Profile>),
 ) {
@@ -974,15 +972,7 @@ fn push_profiles(
             cycle_delta,
         ))),
     };
-    let labels = super::push::labels_of(
-        key.pid,
-        &g.binary_name,
-        &g.binary,
-        &g.go_version,
-        &g.container.container_id,
-        &g.container.pod_uid,
-        node,
-    );
+    let labels = super::push::labels_of(key.pid, &g.labels, &g.binary);
     push.enqueue(super::push::Pending {
         labels,
         from_unix_nano: from_unix_nano.unwrap_or(now_unix_nano),

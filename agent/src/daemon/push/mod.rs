@@ -242,9 +242,11 @@ impl Default for PushSettings {
     }
 }
 
-/// The labels a pushed profile carries, from what the agent knows of the process.
+/// The labels a pushed profile carries: the process's one label set
+/// ([`super::labels::ProcessLabels`]) plus its executable path.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PushLabels {
+    /// `<namespace>/<container>` when the kubelet's names are known, else the binary's file name.
     pub service_name: String,
     pub pid: i32,
     pub binary: String,
@@ -253,30 +255,29 @@ pub struct PushLabels {
     pub go_version: String,
     pub container_id: String,
     pub pod_uid: String,
+    /// Kubernetes names (empty when unknown).
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    /// `--node-name`, else this host's name.
     pub node: String,
 }
 
-/// The one place push takes its labels from the agent's view of a process (`service_name` is the
-/// binary's file name for now).
-pub fn labels_of(
-    pid: i32,
-    binary_name: &str,
-    executable: &str,
-    go_version: &str,
-    container_id: &str,
-    pod_uid: &str,
-    node: Option<&str>,
-) -> PushLabels {
+/// The one place push takes its labels from the agent's view of a process.
+pub fn labels_of(pid: i32, labels: &super::labels::ProcessLabels, executable: &str) -> PushLabels {
     PushLabels {
-        service_name: binary_name.to_string(),
+        service_name: labels.service_name.clone(),
         pid,
-        binary: binary_name.to_string(),
+        binary: labels.binary.clone(),
         executable: executable.to_string(),
-        go_version: go_version.to_string(),
-        container_id: container_id.to_string(),
-        pod_uid: pod_uid.to_string(),
-        node: node
-            .map(str::to_string)
+        go_version: labels.go_version.clone(),
+        container_id: labels.container_id.clone(),
+        pod_uid: labels.pod_uid.clone(),
+        namespace: labels.namespace.clone(),
+        pod: labels.pod.clone(),
+        container: labels.container.clone(),
+        node: Some(labels.node.clone())
+            .filter(|n| !n.is_empty())
             .or_else(host_name)
             .unwrap_or_default(),
     }

@@ -413,6 +413,9 @@ pub fn resource(l: &PushLabels) -> Resource {
         attr_str("process.runtime.version", &l.go_version),
         attr_str("container.id", &l.container_id),
         attr_str("k8s.pod.uid", &l.pod_uid),
+        attr_str("k8s.pod.name", &l.pod),
+        attr_str("k8s.namespace.name", &l.namespace),
+        attr_str("k8s.container.name", &l.container),
         attr_str("host.name", &l.node),
     ]
     .into_iter()

@@ -33,6 +33,9 @@ pub fn app_name(l: &PushLabels) -> String {
         ("go_version", clean(&l.go_version)),
         ("container_id", clean(&l.container_id)),
         ("pod_uid", clean(&l.pod_uid)),
+        ("namespace", clean(&l.namespace)),
+        ("pod", clean(&l.pod)),
+        ("container", clean(&l.container)),
         ("node", clean(&l.node)),
     ];
     pairs.retain(|(_, v)| !v.is_empty());
