@@ -6,7 +6,8 @@
 //!   `/var/log/pods/<ns>_<pod>_<uid>/<container>/`), made in a temp dir and given to the agent by
 //!   `--kubelet-log-dir`.
 //! - The names reach all three outputs: `/metrics` series labels, `/processes` labels and
-//!   `/targets` groups, also for a container whose log link appears only after the agent saw it.
+//!   `/targets` groups and the labels of pushed (Pyroscope `/ingest`) profiles, also for a container
+//!   whose log link appears only after the agent saw it.
 //! - Prometheus (Debian's `/usr/bin/prometheus`) with `http_sd_configs` on `/targets` lists every
 //!   fixture with its labels and a scrape URL carrying `?pid=`, scrapes `/metrics?pid=` (up) and
 //!   stores the series under the process's labels.
@@ -255,6 +256,8 @@ fn kubernetes_names_reach_metrics_processes_and_targets() {
     let root = private_proc_root(&s, &pids);
     let node = "node-a";
     let advertise = "goheap-test.invalid:9465";
+    let ingest = IngestLog::start();
+    let push = format!("pyroscope+http://127.0.0.1:{}", ingest.port);
     let agent = Agent::start_with_interval(
         &s,
         "500ms",
@@ -267,6 +270,8 @@ fn kubernetes_names_reach_metrics_processes_and_targets() {
             node,
             "--advertise-address",
             advertise,
+            "--push",
+            &push,
         ],
     );
     // Before its link exists, `worker` is known only as a container of a pod nobody lists.
@@ -335,9 +340,113 @@ fn kubernetes_names_reach_metrics_processes_and_targets() {
     let unknown = agent.get(&format!("/metrics?pid={}", i32::MAX));
     assert_eq!(unknown.status, 404, "{}", unknown.text());
     assert!(unknown.text().contains("is tracked"), "{}", unknown.text());
+    // Pushed profiles carry the same names: each process's Pyroscope application name.
+    for f in &fixtures {
+        let want = f.want(node);
+        let app = wait_for(
+            Duration::from_secs(30),
+            &format!("an upload of pid {} with its names", f.running.pid),
+            || {
+                ingest.names().into_iter().find(|n| {
+                    n.contains(&format!(",pid={},", f.running.pid))
+                        && (f.pod.is_empty() || n.contains(&format!(",pod={},", f.pod)))
+                })
+            },
+        );
+        for key in [
+            "service_name",
+            "namespace",
+            "pod",
+            "container",
+            "container_id",
+            "pod_uid",
+            "node",
+        ] {
+            // Every label but service_name follows a comma; empty ones are left out.
+            if want[key].is_empty() {
+                assert!(!app.contains(&format!(",{key}=")), "{key}: {app}");
+            } else {
+                let sep = if key == "service_name" { '{' } else { ',' };
+                assert!(
+                    app.contains(&format!("{sep}{key}={},", want[key])),
+                    "{key}: {app}"
+                );
+            }
+        }
+        assert!(
+            app.starts_with(&format!("{}{{", want["service_name"])),
+            "{app}"
+        );
+    }
     drop(agent);
     drop(fixtures);
     drop(cgroups);
+}
+
+/// Records the `name` of every Pyroscope `/ingest` upload it receives (answering 200), to check
+/// the labels pushed profiles carry; the push protocol itself is checked against real receivers
+/// in push_pyroscope.rs and push_otlp.rs.
+struct IngestLog {
+    port: u16,
+    names: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl IngestLog {
+    fn start() -> IngestLog {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let names = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = names.clone();
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 16384];
+                let head_end = loop {
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break Some(i + 4);
+                    }
+                    match conn.read(&mut chunk) {
+                        Ok(n) if n > 0 && buf.len() < 1 << 20 => buf.extend_from_slice(&chunk[..n]),
+                        _ => break None,
+                    }
+                };
+                let Some(head_end) = head_end else { continue };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                while buf.len() < head_end + len {
+                    match conn.read(&mut chunk) {
+                        Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                        _ => break,
+                    }
+                }
+                let target = head.split(' ').nth(1).unwrap_or("");
+                if let Some((_, query)) = target.split_once('?') {
+                    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+                        if k == "name" {
+                            seen.lock().unwrap().push(v.into_owned());
+                        }
+                    }
+                }
+                let _ = conn.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+        });
+        IngestLog { port, names }
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.names.lock().unwrap().clone()
+    }
 }
 
 /// Prometheus' `/api/v1/query` result for `query`: (labels, value) of each series.
