@@ -413,16 +413,11 @@ fn many_new_binaries_at_once_are_read_by_the_next_cycle() {
     use std::process::{Command, Stdio};
     let s = Scratch::new("newbins");
     let root = private_proc_root(&s, &[]);
-    // A long interval, so that starting 32 processes fits between two cycles even on a loaded
-    // machine (they took 5.5 s once with both cores busy).
-    let agent = Agent::start_with_interval(&s, "12s", &["--proc-root", root.to_str().unwrap()]);
-    // Right after a cycle ends, so that all of them are there for the next one.
-    let c0 = agent.cycles();
-    wait_for(Duration::from_secs(40), "a cycle to end", || {
-        (agent.cycles() > c0).then_some(())
-    });
-    let c1 = agent.cycles();
-    let t0 = Instant::now();
+    // The processes start before the agent can see them (the private /proc root lists none of
+    // them yet): starting 32 Go programs took 14.7 s once on a loaded CI machine, longer than any
+    // interval a test can wait. They become visible all at once, right after a cycle ends, so the
+    // next cycle is the first that sees any of them.
+    let agent = Agent::start_with_interval(&s, "4s", &["--proc-root", root.to_str().unwrap()]);
     let mut procs = Vec::new();
     for v in GO_VERSIONS {
         for program in ["steadyalloc", "noprofile"] {
@@ -435,14 +430,22 @@ fn many_new_binaries_at_once_are_read_by_the_next_cycle() {
                     .spawn()
                     .unwrap();
                 let pid = child.id() as i32;
-                add_to_proc_root(&root, pid);
                 procs.push(Running { child, pid });
             }
         }
     }
+    let c0 = agent.cycles();
+    wait_for(Duration::from_secs(40), "a cycle to end", || {
+        (agent.cycles() > c0).then_some(())
+    });
+    let c1 = agent.cycles();
+    let t0 = Instant::now();
+    for r in &procs {
+        add_to_proc_root(&root, r.pid);
+    }
     assert!(
         agent.cycles() == c1,
-        "could not start them all between two cycles ({:?})",
+        "could not make them visible between two cycles ({:?})",
         t0.elapsed()
     );
     wait_for(Duration::from_secs(40), "the next cycle", || {
