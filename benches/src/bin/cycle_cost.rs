@@ -15,15 +15,19 @@
 //! Steady cycles during which the target added buckets (the Go 1.27 build keeps adding some) are
 //! reported in their own "growing" rows, so the steady rows measure re-reads only.
 
+use std::cell::Cell;
 use std::path::Path;
 use std::process::Command;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use goheap::binary::BinaryInfo;
 use goheap::daemon::tracker::{DeltaTracker, IncrementalReader};
 use goheap::runtime::walk::BucketWalker;
 use goheap::target::maps::MemoryMap;
-use goheap::target::memory::{ProcMem, RemoteMemory, VmReader, IOV_MAX};
+use goheap::target::memory::{
+    MemoryError, ProcMem, ReadRequest, ReadStats, RemoteMemory, VmReader, IOV_MAX,
+};
 use goheap::target::open::{self, RuntimeAddresses};
 use goheap::target::procfs::ProcPaths;
 use goheap_benches::*;
@@ -45,6 +49,9 @@ struct Sample {
     cpu_ms: f64,
     /// Of which the delta update, ms (0 for the reference).
     delta_ms: f64,
+    /// Of which inside the read syscalls (the kernel pinning and copying pages), ms; measured by
+    /// [`TimedMemory`].
+    syscall_ms: f64,
     wall_ms: f64,
 }
 
@@ -70,8 +77,52 @@ fn medians(samples: &[Sample]) -> Medians {
         bytes: m(|s| s.bytes),
         cpu_ms: m(|s| s.cpu_ms),
         delta_ms: m(|s| s.delta_ms),
+        syscall_ms: m(|s| s.syscall_ms),
         wall_ms: m(|s| s.wall_ms),
     })
+}
+
+/// Remote memory that adds the reading thread's CPU time spent inside each read call to a shared
+/// counter: the kernel's share of a cycle (pinning the target's pages and copying them), apart
+/// from goheap's own decoding and delta tracking.
+struct TimedMemory<M> {
+    inner: M,
+    in_reads: Rc<Cell<Duration>>,
+}
+
+impl<M: RemoteMemory> TimedMemory<M> {
+    fn new(inner: M) -> (TimedMemory<M>, Rc<Cell<Duration>>) {
+        let in_reads = Rc::new(Cell::new(Duration::ZERO));
+        (
+            TimedMemory {
+                inner,
+                in_reads: in_reads.clone(),
+            },
+            in_reads,
+        )
+    }
+
+    fn timed<T>(&self, f: impl FnOnce() -> T) -> T {
+        let c0 = thread_cpu();
+        let out = f();
+        self.in_reads.set(self.in_reads.get() + (thread_cpu() - c0));
+        out
+    }
+}
+
+impl<M: RemoteMemory> RemoteMemory for TimedMemory<M> {
+    fn pid(&self) -> i32 {
+        self.inner.pid()
+    }
+    fn read_partial(&self, addr: u64, buf: &mut [u8]) -> Result<usize, MemoryError> {
+        self.timed(|| self.inner.read_partial(addr, buf))
+    }
+    fn read_batch(&self, reqs: &mut [ReadRequest<'_>]) -> Result<(), MemoryError> {
+        self.timed(|| self.inner.read_batch(reqs))
+    }
+    fn stats(&self) -> ReadStats {
+        self.inner.stats()
+    }
 }
 
 /// Steady-cycle coalescing gaps compared (bytes); 0 = one range per record.
@@ -84,8 +135,10 @@ fn timed_cycle<M: RemoteMemory>(
     deltas: &mut DeltaTracker,
     info: &BinaryInfo,
     proc_root: &Path,
+    in_reads: &Cell<Duration>,
 ) -> anyhow::Result<(Sample, usize)> {
     let s0 = reader.stats();
+    let r0 = in_reads.get();
     let (c0, w0) = (thread_cpu(), Instant::now());
     let out = reader
         .read(info, proc_root)
@@ -106,6 +159,7 @@ fn timed_cycle<M: RemoteMemory>(
             bytes: (s1.bytes - s0.bytes) as f64,
             cpu_ms: (c2 - c0).as_secs_f64() * 1e3,
             delta_ms: (c2 - c1).as_secs_f64() * 1e3,
+            syscall_ms: (in_reads.get() - r0).as_secs_f64() * 1e3,
             wall_ms: wall,
         },
         out.new_buckets,
@@ -164,11 +218,12 @@ fn main() -> anyhow::Result<()> {
 
         // Reference: pread, full walk, 2 reads per bucket.
         if reference {
-            let pm = ProcMem::open(proc_root, pid)?;
+            let (pm, in_reads) = TimedMemory::new(ProcMem::open(proc_root, pid)?);
             let mut samples = Vec::new();
             let mut nb = 0;
             for _ in 0..cycles {
                 let s0 = pm.stats();
+                let r0 = in_reads.get();
                 let (c0, w0) = (thread_cpu(), Instant::now());
                 let _rate = pm.read_u64(addrs.mem_profile_rate)?;
                 let head = pm.read_u64(addrs.mbuckets)?;
@@ -185,6 +240,7 @@ fn main() -> anyhow::Result<()> {
                     bytes: (s1.bytes - s0.bytes) as f64,
                     cpu_ms,
                     delta_ms: 0.0,
+                    syscall_ms: (in_reads.get() - r0).as_secs_f64() * 1e3,
                     wall_ms,
                 });
                 std::thread::sleep(Duration::from_millis(100));
@@ -204,10 +260,10 @@ fn main() -> anyhow::Result<()> {
             let mut samples = Vec::new();
             let mut nb = 0;
             for _ in 0..cycles {
-                let vm = VmReader::open(proc_root, pid)?;
+                let (vm, in_reads) = TimedMemory::new(VmReader::open(proc_root, pid)?);
                 let mut reader = IncrementalReader::new(vm, map.clone(), addrs, info.layout);
                 let mut deltas = DeltaTracker::default();
-                let (s, _) = timed_cycle(&mut reader, &mut deltas, &info, proc_root)?;
+                let (s, _) = timed_cycle(&mut reader, &mut deltas, &info, proc_root, &in_reads)?;
                 samples.push(s);
                 nb = reader.buckets().len();
                 std::thread::sleep(Duration::from_millis(50));
@@ -226,17 +282,17 @@ fn main() -> anyhow::Result<()> {
 
         // goheap steady cycles: batched re-read of the known records + delta update, per gap.
         // Cycles during which the target added buckets are reported apart ("growing").
-        let vm = VmReader::open(proc_root, pid)?;
+        let (vm, in_reads) = TimedMemory::new(VmReader::open(proc_root, pid)?);
         let mut reader = IncrementalReader::new(vm, map.clone(), addrs, info.layout);
         let mut deltas = DeltaTracker::default();
-        timed_cycle(&mut reader, &mut deltas, &info, proc_root)?;
+        timed_cycle(&mut reader, &mut deltas, &info, proc_root, &in_reads)?;
         for &gap in &gaps {
             reader.set_coalesce_gap(gap);
             let mut m: [Vec<Sample>; 2] = Default::default();
             let mut worst = 0.0f64;
             for _ in 0..cycles {
                 std::thread::sleep(Duration::from_millis(100));
-                let (s, new) = timed_cycle(&mut reader, &mut deltas, &info, proc_root)?;
+                let (s, new) = timed_cycle(&mut reader, &mut deltas, &info, proc_root, &in_reads)?;
                 if new == 0 {
                     worst = worst.max(s.syscalls);
                 }
@@ -269,12 +325,12 @@ fn main() -> anyhow::Result<()> {
         drop(target);
     }
     println!();
-    println!("| Go | stacks | buckets | method | read syscalls / cycle | bytes read / cycle | CPU ms / cycle | of which delta update | wall ms / cycle |");
-    println!("|---|---:|---:|---|---:|---:|---:|---:|---:|");
+    println!("| Go | stacks | buckets | method | read syscalls / cycle | bytes read / cycle | CPU ms / cycle | of which in read syscalls | of which delta update | wall ms / cycle |");
+    println!("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         let s = &r.s.0;
         println!(
-            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} |",
+            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} |",
             r.go,
             r.stacks,
             r.buckets,
@@ -282,6 +338,7 @@ fn main() -> anyhow::Result<()> {
             s.syscalls,
             s.bytes,
             s.cpu_ms,
+            s.syscall_ms,
             s.delta_ms,
             s.wall_ms
         );
