@@ -646,8 +646,21 @@ pub fn bucket_walk(data: &[u8]) {
         plan.rebuild(&walk.buckets[half..], &layout, plan_map);
         plan.prepend(half, &walk.buckets, &layout, plan_map);
         let mut buckets = walk.buckets.clone();
-        let _ = plan.read_into(&mem, &mut extra, None, &mut buckets, &layout);
-        let _ = plan.read_into(&mem, &mut extra, None, &mut buckets[half..], &layout);
+        let _ = plan.read_into(&mem, &mut extra, None, &mut buckets, &layout, None);
+        let mut ages = Vec::new();
+        let log = goheap::runtime::records::ChangeLog {
+            ages: &mut ages,
+            cycle_extra: Some(extra.len().saturating_sub(1)),
+        };
+        let _ = plan.read_into(
+            &mem,
+            &mut extra,
+            None,
+            &mut buckets[half..],
+            &layout,
+            Some(log),
+        );
+        assert!(ages.len() <= buckets.len() - half);
     }
     let _ = check_layout(&layout, "go1.fuzz", &walk.buckets);
     let cycle = (cycle & 1 == 0).then_some(cycle >> 1);

@@ -849,16 +849,10 @@ fn collect_go(
             if let Some(w) = &outcome.warning {
                 tracing::debug!(pid = key.pid, warning = %w, "partial bucket walk");
             }
-            let Some(reader) = g.reader.as_ref() else {
+            let Some(reader) = g.reader.as_mut() else {
                 return;
             };
-            let delta = g.deltas.update(
-                reader.buckets(),
-                reader.cycle(),
-                reader.mem_profile_rate(),
-                reader.layout(),
-            );
-            g.deltas.retain(reader.buckets());
+            let delta = g.deltas.update_from(reader);
             g.inuse = (delta.inuse_bytes, delta.inuse_objects);
             m.set_process(
                 &g.labels,

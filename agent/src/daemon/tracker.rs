@@ -7,8 +7,8 @@ use std::path::Path;
 use crate::binary::BinaryInfo;
 use crate::error::Refusal;
 use crate::profile::heap;
-use crate::runtime::layout::{RuntimeLayout, FUTURE_CYCLES};
-use crate::runtime::records::{RecordPlan, DEFAULT_COALESCE_GAP};
+use crate::runtime::layout::RuntimeLayout;
+use crate::runtime::records::{ChangeLog, RecordPlan, DEFAULT_COALESCE_GAP};
 use crate::runtime::snapshot::{self, HeapSnapshot};
 use crate::runtime::walk::{
     BucketWalker, Cycle, MemProfileRecord, MemRecord, RawBucket, WalkLimits,
@@ -127,6 +127,18 @@ pub struct ReadOutcome {
     pub warning: Option<String>,
 }
 
+/// Which buckets' records changed since [`IncrementalReader::take_changes`] was last called.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum RecordChanges {
+    /// Any of them may have: the list was walked anew or re-ordered.
+    #[default]
+    All,
+    /// Only these, by age (position counted from the end of the list, which the runtime's
+    /// prepending does not change; may repeat): buckets added at the front and buckets whose
+    /// published counters ([`MemRecord::published`]) moved at the `mProfCycle` read with them.
+    Ages(Vec<u32>),
+}
+
 /// Reads a process's buckets cycle after cycle at minimal cost.
 ///
 /// The first read walks the whole `allnext` list. Later reads do one batch (`read_batch`, i.e.
@@ -160,6 +172,8 @@ pub struct IncrementalReader<M: RemoteMemory> {
     /// Bytes read at once when walking many buckets ([`WalkLimits::read_window`]; 0: one read a
     /// bucket).
     pub read_window: u64,
+    /// What changed since the last [`IncrementalReader::take_changes`].
+    changes: RecordChanges,
 }
 
 /// Default [`IncrementalReader::walk_budget`].
@@ -182,7 +196,13 @@ impl<M: RemoteMemory> IncrementalReader<M> {
             tail: None,
             walk_budget: DEFAULT_WALK_BUDGET,
             read_window: crate::runtime::walk::DEFAULT_READ_WINDOW,
+            changes: RecordChanges::All,
         }
+    }
+
+    /// Which buckets changed since the last call (all of them on the first).
+    pub fn take_changes(&mut self) -> RecordChanges {
+        std::mem::replace(&mut self.changes, RecordChanges::Ages(Vec::new()))
     }
 
     /// Whether older buckets remain to be read (a time-limited walk stopped early).
@@ -268,6 +288,12 @@ impl<M: RemoteMemory> IncrementalReader<M> {
         // previous values and starts with them next time. Records are decoded into the buckets
         // batch by batch (so a read refused below has updated them with what it read).
         let deadline = std::time::Instant::now() + self.walk_budget;
+        // mProfCycle is the third extra range when its address is known.
+        let cycle_extra = self.addrs.mprof_cycle.map(|_| 2);
+        let changed = match &mut self.changes {
+            RecordChanges::Ages(ages) => Some(ChangeLog { ages, cycle_extra }),
+            RecordChanges::All => None,
+        };
         let planned = self
             .plan
             .read_into(
@@ -276,6 +302,7 @@ impl<M: RemoteMemory> IncrementalReader<M> {
                 Some(deadline),
                 &mut self.buckets,
                 &self.layout,
+                changed,
             )
             .map_err(|e| snapshot::walk_refusal(pid, e.into(), info, proc_root))?;
         let extra_ok: Vec<bool> = extra.iter().map(|r| r.got == r.buf.len()).collect();
@@ -320,6 +347,10 @@ impl<M: RemoteMemory> IncrementalReader<M> {
                 out.warning = walk.warning;
             }
             out.new_buckets = walk.buckets.len();
+            let old = self.buckets.len();
+            if let RecordChanges::Ages(v) = &mut self.changes {
+                v.extend((old..old + out.new_buckets).map(|a| a as u32));
+            }
             let mut list = walk.buckets;
             list.append(&mut self.buckets);
             self.plan
@@ -329,6 +360,10 @@ impl<M: RemoteMemory> IncrementalReader<M> {
         }
         if let Some(tail) = self.tail {
             self.continue_tail(tail, info, proc_root, &mut out)?;
+        }
+        // Not taken for a while: "all" says as much in less memory.
+        if matches!(&self.changes, RecordChanges::Ages(v) if v.len() > self.buckets.len()) {
+            self.changes = RecordChanges::All;
         }
         Ok(out)
     }
@@ -398,6 +433,8 @@ impl<M: RemoteMemory> IncrementalReader<M> {
     }
 
     fn set_buckets(&mut self, list: Vec<RawBucket>, head: u64) {
+        // A new list, or older buckets appended (every age moves).
+        self.changes = RecordChanges::All;
         self.plan.rebuild(&list, &self.layout, &self.map);
         self.buckets = list;
         self.head = head;
@@ -415,19 +452,9 @@ impl<M: RemoteMemory> IncrementalReader<M> {
     }
 }
 
-/// The counters of one bucket as `runtime.MemProfile` publishes them: `active` plus the future cycle
-/// `mProfCycle % 3` that `MemProfile` flushes before reading (just `active` when the cycle is unknown).
+/// The counters of one bucket as `runtime.MemProfile` publishes them ([`MemRecord::published`]).
 pub fn published(record: &MemRecord, cycle: Option<u32>) -> Cycle {
-    let mut c = record.active;
-    if let Some(n) = cycle {
-        if let Some(f) = record.future.get(n as usize % FUTURE_CYCLES) {
-            c.allocs = c.allocs.wrapping_add(f.allocs);
-            c.frees = c.frees.wrapping_add(f.frees);
-            c.alloc_bytes = c.alloc_bytes.wrapping_add(f.alloc_bytes);
-            c.free_bytes = c.free_bytes.wrapping_add(f.free_bytes);
-        }
-    }
-    c
+    record.published(cycle)
 }
 
 /// Per-cycle sampled growth above this many bytes in one bucket is treated as garbage, not counted.
@@ -473,6 +500,9 @@ pub struct DeltaTracker {
     inuse_bytes: i64,
     /// `MemProfileRate` the cached values were scaled with.
     rate: i64,
+    /// `mProfCycle` of the last update: the published counters depend on it, not only on the
+    /// records.
+    cycle: Option<u32>,
     /// Scaled totals since the process was first seen (including what it had allocated before).
     pub alloc_objects_total: u64,
     pub alloc_bytes_total: u64,
@@ -487,64 +517,63 @@ impl DeltaTracker {
         rate: u64,
         layout: &RuntimeLayout,
     ) -> CycleDelta {
+        self.update_changed(buckets, cycle, rate, layout, &RecordChanges::All)
+    }
+
+    /// Updates with what `reader` read last, visiting only the buckets it says changed when
+    /// nothing else moved (same `MemProfileRate` and `mProfCycle`, list only prepended to);
+    /// the result equals [`DeltaTracker::update`]'s.
+    pub fn update_from<M: RemoteMemory>(
+        &mut self,
+        reader: &mut IncrementalReader<M>,
+    ) -> CycleDelta {
+        let changes = reader.take_changes();
+        self.update_changed(
+            reader.buckets(),
+            reader.cycle(),
+            reader.mem_profile_rate(),
+            reader.layout(),
+            &changes,
+        )
+    }
+
+    /// [`DeltaTracker::update`], told which buckets may have changed since the last update.
+    pub fn update_changed(
+        &mut self,
+        buckets: &[RawBucket],
+        cycle: Option<u32>,
+        rate: u64,
+        layout: &RuntimeLayout,
+        changes: &RecordChanges,
+    ) -> CycleDelta {
         let rate = rate.min(i64::MAX as u64) as i64;
-        self.align(buckets);
+        let prepended = self.align(buckets, matches!(changes, RecordChanges::Ages(_)));
         let rescale = rate != self.rate;
         if rescale {
             self.rate = rate;
         }
+        let same_cycle = cycle == self.cycle;
+        self.cycle = cycle;
         let mut out = CycleDelta::default();
-        for (i, b) in buckets.iter().enumerate() {
-            let now = published(&b.record, cycle);
-            let mark = &mut self.marks[i];
-            let d = Cycle {
-                allocs: now.allocs.saturating_sub(mark.allocs),
-                frees: now.frees.saturating_sub(mark.frees),
-                alloc_bytes: now.alloc_bytes.saturating_sub(mark.alloc_bytes),
-                free_bytes: now.free_bytes.saturating_sub(mark.free_bytes),
-            };
-            let moved = d != Cycle::default();
-            if moved {
-                mark.allocs = mark.allocs.max(now.allocs);
-                mark.frees = mark.frees.max(now.frees);
-                mark.alloc_bytes = mark.alloc_bytes.max(now.alloc_bytes);
-                mark.free_bytes = mark.free_bytes.max(now.free_bytes);
+        let n = buckets.len();
+        match (changes, prepended) {
+            (RecordChanges::Ages(ages), Some(k)) if !rescale && same_cycle => {
+                for (i, b) in buckets.iter().enumerate().take(k) {
+                    self.step(i, b, cycle, rate, false, layout, &mut out);
+                }
+                for &age in ages {
+                    let Some(i) = n.checked_sub(age as usize + 1).filter(|&i| i >= k) else {
+                        continue;
+                    };
+                    self.step(i, &buckets[i], cycle, rate, false, layout, &mut out);
+                }
+                // In list order, as a full pass gives them.
+                out.grown.sort_unstable_by_key(|(i, _)| *i);
             }
-            let plausible = d.alloc_bytes <= MAX_PLAUSIBLE_DELTA_BYTES
-                && d.free_bytes <= MAX_PLAUSIBLE_DELTA_BYTES
-                && d.allocs <= MAX_PLAUSIBLE_DELTA_BYTES
-                && d.frees <= MAX_PLAUSIBLE_DELTA_BYTES;
-            if rescale || self.scale[i].is_nan() {
-                self.scale[i] = size_scale(b.size, rate);
-            }
-            let scale = self.scale[i];
-            if plausible && (d.allocs > 0 || d.frees > 0) {
-                let (o, by) = scaled(
-                    d.allocs as i64,
-                    d.alloc_bytes as i64,
-                    b.size,
-                    scale,
-                    rate,
-                    layout,
-                );
-                out.alloc_objects = out.alloc_objects.saturating_add(o.max(0) as u64);
-                out.alloc_bytes = out.alloc_bytes.saturating_add(by.max(0) as u64);
-                out.grown.push((i, d));
-            }
-            if moved || rescale {
-                // In use: from the cumulative published counters (capped at the mark, so consistent).
-                let mark = &self.marks[i];
-                let count = (mark.allocs.min(i64::MAX as u64) as i64)
-                    .wrapping_sub(mark.frees.min(mark.allocs).min(i64::MAX as u64) as i64);
-                let bytes =
-                    (mark.alloc_bytes.min(i64::MAX as u64) as i64).wrapping_sub(
-                        mark.free_bytes.min(mark.alloc_bytes).min(i64::MAX as u64) as i64,
-                    );
-                let (o, by) = scaled(count, bytes, b.size, scale, rate, layout);
-                let new = (o.max(0), by.max(0));
-                let old = std::mem::replace(&mut self.inuse[i], new);
-                self.inuse_objects = self.inuse_objects.wrapping_sub(old.0).wrapping_add(new.0);
-                self.inuse_bytes = self.inuse_bytes.wrapping_sub(old.1).wrapping_add(new.1);
+            _ => {
+                for (i, b) in buckets.iter().enumerate() {
+                    self.step(i, b, cycle, rate, rescale, layout, &mut out);
+                }
             }
         }
         out.inuse_objects = self.inuse_objects.max(0);
@@ -554,27 +583,100 @@ impl DeltaTracker {
         out
     }
 
+    /// Moves bucket `i`'s mark to its published counters now, adding its growth to `out` and
+    /// refreshing its in-use contribution. A bucket visited twice adds nothing the second time.
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &mut self,
+        i: usize,
+        b: &RawBucket,
+        cycle: Option<u32>,
+        rate: i64,
+        rescale: bool,
+        layout: &RuntimeLayout,
+        out: &mut CycleDelta,
+    ) {
+        let now = published(&b.record, cycle);
+        let mark = &mut self.marks[i];
+        let d = Cycle {
+            allocs: now.allocs.saturating_sub(mark.allocs),
+            frees: now.frees.saturating_sub(mark.frees),
+            alloc_bytes: now.alloc_bytes.saturating_sub(mark.alloc_bytes),
+            free_bytes: now.free_bytes.saturating_sub(mark.free_bytes),
+        };
+        let moved = d != Cycle::default();
+        if moved {
+            mark.allocs = mark.allocs.max(now.allocs);
+            mark.frees = mark.frees.max(now.frees);
+            mark.alloc_bytes = mark.alloc_bytes.max(now.alloc_bytes);
+            mark.free_bytes = mark.free_bytes.max(now.free_bytes);
+        }
+        let plausible = d.alloc_bytes <= MAX_PLAUSIBLE_DELTA_BYTES
+            && d.free_bytes <= MAX_PLAUSIBLE_DELTA_BYTES
+            && d.allocs <= MAX_PLAUSIBLE_DELTA_BYTES
+            && d.frees <= MAX_PLAUSIBLE_DELTA_BYTES;
+        if rescale || self.scale[i].is_nan() {
+            self.scale[i] = size_scale(b.size, rate);
+        }
+        let scale = self.scale[i];
+        if plausible && (d.allocs > 0 || d.frees > 0) {
+            let (o, by) = scaled(
+                d.allocs as i64,
+                d.alloc_bytes as i64,
+                b.size,
+                scale,
+                rate,
+                layout,
+            );
+            out.alloc_objects = out.alloc_objects.saturating_add(o.max(0) as u64);
+            out.alloc_bytes = out.alloc_bytes.saturating_add(by.max(0) as u64);
+            out.grown.push((i, d));
+        }
+        if moved || rescale {
+            // In use: from the cumulative published counters (capped at the mark, so consistent).
+            let mark = &self.marks[i];
+            let count = (mark.allocs.min(i64::MAX as u64) as i64)
+                .wrapping_sub(mark.frees.min(mark.allocs).min(i64::MAX as u64) as i64);
+            let bytes = (mark.alloc_bytes.min(i64::MAX as u64) as i64)
+                .wrapping_sub(mark.free_bytes.min(mark.alloc_bytes).min(i64::MAX as u64) as i64);
+            let (o, by) = scaled(count, bytes, b.size, scale, rate, layout);
+            let new = (o.max(0), by.max(0));
+            let old = std::mem::replace(&mut self.inuse[i], new);
+            self.inuse_objects = self.inuse_objects.wrapping_sub(old.0).wrapping_add(new.0);
+            self.inuse_bytes = self.inuse_bytes.wrapping_sub(old.1).wrapping_add(new.1);
+        }
+    }
+
     /// Brings the arrays in line with `buckets`: new buckets in front get fresh marks; anything
     /// else (a list re-read from scratch, older buckets appended by a resumed walk) is matched by
     /// address once.
-    fn align(&mut self, buckets: &[RawBucket]) {
+    ///
+    /// Returns how many buckets were added in front when the arrays were a suffix of `buckets`
+    /// (`None`: matched anew). `only_prepended` (the reader says its list was only prepended to
+    /// since the last update) checks the suffix at its two ends instead of every address.
+    fn align(&mut self, buckets: &[RawBucket], only_prepended: bool) -> Option<usize> {
         let n = buckets.len();
         let old = self.addrs.len();
         let suffix = n >= old
-            && buckets[n - old..]
-                .iter()
-                .zip(&self.addrs)
-                .all(|(b, a)| b.addr == *a);
+            && if only_prepended {
+                buckets.get(n - old).map(|b| b.addr) == self.addrs.first().copied()
+                    && buckets.last().map(|b| b.addr) == self.addrs.last().copied()
+            } else {
+                buckets[n - old..]
+                    .iter()
+                    .zip(&self.addrs)
+                    .all(|(b, a)| b.addr == *a)
+            };
         if suffix {
-            if n > old {
-                let k = n - old;
+            let k = n - old;
+            if k > 0 {
                 self.addrs.splice(0..0, buckets[..k].iter().map(|b| b.addr));
                 self.marks
                     .splice(0..0, std::iter::repeat_n(Cycle::default(), k));
                 self.inuse.splice(0..0, std::iter::repeat_n((0, 0), k));
                 self.scale.splice(0..0, std::iter::repeat_n(f64::NAN, k));
             }
-            return;
+            return Some(k);
         }
         let prev: HashMap<u64, (Cycle, (i64, i64))> = self
             .addrs
@@ -594,11 +696,8 @@ impl DeltaTracker {
         }
         self.inuse_objects = self.inuse.iter().fold(0i64, |s, u| s.wrapping_add(u.0));
         self.inuse_bytes = self.inuse.iter().fold(0i64, |s, u| s.wrapping_add(u.1));
+        None
     }
-
-    /// Kept for callers: the arrays always follow the last update's bucket list, so there is
-    /// nothing left to drop.
-    pub fn retain(&mut self, _buckets: &[RawBucket]) {}
 }
 
 /// `scaleHeapSample`'s factor `1 / (1 − e^(−size/rate))` for objects of `size` bytes (1 when the
@@ -803,6 +902,94 @@ mod tests {
         // Garbage that jumps absurdly is not counted.
         let huge = d.update(&[bucket(0x1000, 64, u64::MAX / 64, 4)], None, rate, &l);
         assert!(huge.grown.is_empty());
+    }
+
+    /// Visiting only the buckets a reader says changed gives what a full pass gives, through
+    /// prepends, record changes (up and back), `mProfCycle` and `MemProfileRate` changes.
+    #[test]
+    fn changed_buckets_only_equal_a_full_pass() {
+        let l = layout();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rand = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let (mut full, mut partial) = (DeltaTracker::default(), DeltaTracker::default());
+        let mut list: Vec<RawBucket> = Vec::new();
+        let (mut cycle, mut rate) = (Some(1u32), 512 * 1024u64);
+        let mut fast_passes = 0;
+        for round in 0..400 {
+            let mut ages: Vec<u32> = Vec::new();
+            let n = list.len();
+            // Prepend a few buckets now and then (ages n.., in front).
+            if round == 0 || rand(4) == 0 {
+                let k = 1 + rand(5) as usize;
+                let fresh: Vec<RawBucket> = (0..k)
+                    .map(|j| {
+                        bucket(
+                            0x10_0000 + 0x100 * (n + j) as u64,
+                            16 << rand(4),
+                            rand(9),
+                            0,
+                        )
+                    })
+                    .collect();
+                ages.extend((n..n + k).map(|a| a as u32));
+                let mut l2 = fresh;
+                l2.append(&mut list);
+                list = l2;
+            }
+            let n = list.len();
+            // Change some records; some go backwards (a raced read), as reads can.
+            for _ in 0..rand(4) {
+                let i = rand(n as u64) as usize;
+                let b = &mut list[i];
+                let c = &mut b.record.future[rand(3) as usize];
+                if rand(5) == 0 {
+                    c.allocs = c.allocs.saturating_sub(2);
+                } else {
+                    c.allocs += 1 + rand(3);
+                    c.frees += rand(2);
+                }
+                c.alloc_bytes = c.allocs * b.size;
+                c.free_bytes = c.frees * b.size;
+                ages.push((n - 1 - i) as u32);
+            }
+            if rand(10) == 0 {
+                cycle = cycle.map(|c| c + 1);
+            }
+            if rand(50) == 0 {
+                rate = if rate == 1 { 512 * 1024 } else { 1 };
+            }
+            let a = full.update(&list, cycle, rate, &l);
+            let changes = RecordChanges::Ages(ages);
+            let fast = partial.cycle == cycle && partial.rate == rate as i64;
+            fast_passes += usize::from(fast);
+            let b = partial.update_changed(&list, cycle, rate, &l, &changes);
+            assert_eq!(
+                (
+                    a.alloc_objects,
+                    a.alloc_bytes,
+                    a.inuse_objects,
+                    a.inuse_bytes
+                ),
+                (
+                    b.alloc_objects,
+                    b.alloc_bytes,
+                    b.inuse_objects,
+                    b.inuse_bytes
+                ),
+                "round {round}"
+            );
+            assert_eq!(a.grown, b.grown, "round {round}");
+            assert_eq!(full.alloc_bytes_total, partial.alloc_bytes_total);
+        }
+        assert!(
+            fast_passes > 200,
+            "the changed-only path ran {fast_passes} times"
+        );
     }
 
     #[test]

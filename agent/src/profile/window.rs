@@ -212,12 +212,7 @@ impl Recorder {
     /// not be read whole.
     pub fn read(&mut self) -> Result<Option<String>, Refusal> {
         let out = self.reader.read(&self.cached.info, &self.proc_root)?;
-        self.deltas.update(
-            self.reader.buckets(),
-            self.reader.cycle(),
-            self.reader.mem_profile_rate(),
-            self.reader.layout(),
-        );
+        self.deltas.update_from(&mut self.reader);
         Ok(out.warning)
     }
 
@@ -227,12 +222,7 @@ impl Recorder {
         let mut warning = None;
         for _ in 0..MAX_COMPLETION_ROUNDS {
             let out = self.reader.read(&self.cached.info, &self.proc_root)?;
-            self.deltas.update(
-                self.reader.buckets(),
-                self.reader.cycle(),
-                self.reader.mem_profile_rate(),
-                self.reader.layout(),
-            );
+            self.deltas.update_from(&mut self.reader);
             if out.warning.is_some() {
                 warning = out.warning;
             }

@@ -94,6 +94,15 @@ pub struct RecordPlan {
     next: usize,
 }
 
+/// Where [`RecordPlan::read_into`] notes the buckets whose published counters moved.
+#[derive(Debug)]
+pub struct ChangeLog<'a> {
+    /// Ages (position counted from the end of the list) appended to.
+    pub ages: &'a mut Vec<u32>,
+    /// Which of the extra ranges holds `mProfCycle` (4 bytes); without it only `active` counts.
+    pub cycle_extra: Option<usize>,
+}
+
 /// What one [`RecordPlan::read_into`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlanRead {
@@ -269,7 +278,9 @@ impl RecordPlan {
     /// with `extra`, is always read); the next read starts with the ranges not read, so a huge
     /// list is re-read over several calls rather than delaying one. Buckets whose records were not
     /// read (or did not arrive whole) keep their previous record. A `buckets` slice of another
-    /// length than planned updates only the buckets the plan knows (by age).
+    /// length than planned updates only the buckets the plan knows (by age). With `changed`, the
+    /// age of every bucket whose published counters ([`MemRecord::published`] at the `mProfCycle`
+    /// read in `extra`) differ from those of the record it had is appended to its log.
     pub fn read_into<M: RemoteMemory + ?Sized>(
         &mut self,
         mem: &M,
@@ -277,7 +288,9 @@ impl RecordPlan {
         deadline: Option<std::time::Instant>,
         buckets: &mut [RawBucket],
         layout: &RuntimeLayout,
+        mut changed: Option<ChangeLog<'_>>,
     ) -> Result<PlanRead, MemoryError> {
+        let mut cycle = None;
         let n = self.ranges.len();
         if self.next >= n {
             self.next = 0;
@@ -322,6 +335,13 @@ impl RecordPlan {
                 });
             }
             mem.read_batch(&mut reqs)?;
+            if let (true, Some(k)) = (first, changed.as_ref().and_then(|c| c.cycle_extra)) {
+                cycle = reqs[..n_extra]
+                    .get(k)
+                    .filter(|q| q.got == 4)
+                    .and_then(|q| q.buf.get(..4)?.try_into().ok())
+                    .map(|b| u32::from_le_bytes(b) >> 1);
+            }
             let (got_extra, got_ranges) = reqs.split_at(n_extra);
             let got: Vec<usize> = got_extra.iter().map(|q| q.got).collect();
             // Decode what arrived, while it is in cache.
@@ -352,6 +372,11 @@ impl RecordPlan {
                         continue;
                     };
                     if let Some(rec) = MemRecord::decode(layout, data, b.size) {
+                        if let Some(log) = changed.as_mut() {
+                            if rec.published(cycle) != b.record.published(cycle) {
+                                log.ages.push(age as u32);
+                            }
+                        }
                         b.record = rec;
                         updated += 1;
                     }
@@ -453,7 +478,7 @@ mod tests {
         // Out of time: only the first batch (with the extra range) is read.
         let mut got = bs.clone();
         let r = p
-            .read_into(&mem, &mut extra, past, &mut got, &layout)
+            .read_into(&mem, &mut extra, past, &mut got, &layout, None)
             .unwrap();
         assert!(!r.complete);
         assert_eq!(extra[0].got, 8);
@@ -471,7 +496,7 @@ mod tests {
                 got: 0,
             }];
             let _ = p
-                .read_into(&mem, &mut extra, past, &mut got, &layout)
+                .read_into(&mem, &mut extra, past, &mut got, &layout, None)
                 .unwrap();
         }
         assert!((0..n).all(|i| got[i].record.active.allocs == marked(i)));
@@ -479,7 +504,7 @@ mod tests {
         let before = mem.calls.get();
         let mut fresh = bs.clone();
         let r = p
-            .read_into(&mem, &mut [], None, &mut fresh, &layout)
+            .read_into(&mem, &mut [], None, &mut fresh, &layout, None)
             .unwrap();
         assert_eq!((r.complete, r.kept), (true, 0));
         assert!((0..n).all(|i| fresh[i].record.active.allocs == marked(i)));
@@ -522,7 +547,9 @@ mod tests {
         p.rebuild(&bs[n / 3..], &layout, &map);
         p.prepend(n / 3, &bs, &layout, &map);
         let mut got = bs.clone();
-        let r = p.read_into(&mem, &mut [], None, &mut got, &layout).unwrap();
+        let r = p
+            .read_into(&mem, &mut [], None, &mut got, &layout, None)
+            .unwrap();
         assert_eq!((r.complete, r.kept), (true, 0));
         for (i, b) in got.iter().enumerate() {
             assert_eq!(b.record.active.allocs, marked(i), "bucket {i}");
@@ -539,7 +566,7 @@ mod tests {
         // A shorter list than planned: only the buckets the plan knows (by age) are updated.
         let mut older = bs[1..].to_vec();
         let r = p
-            .read_into(&mem, &mut [], None, &mut older, &layout)
+            .read_into(&mem, &mut [], None, &mut older, &layout, None)
             .unwrap();
         assert_eq!(r.kept, 0);
         for (i, b) in older.iter().enumerate() {

@@ -129,6 +129,17 @@ pub struct MemRecord {
 }
 
 impl MemRecord {
+    /// The counters as `runtime.MemProfile` publishes them: `active` plus the future cycle
+    /// `mProfCycle % 3` that `MemProfile` flushes before reading (just `active` when the cycle is
+    /// unknown). `cycle` is the decoded `mProfCycle` (value >> 1).
+    pub fn published(&self, cycle: Option<u32>) -> Cycle {
+        let mut c = self.active;
+        if let Some(f) = cycle.and_then(|n| self.future.get(n as usize % FUTURE_CYCLES)) {
+            c.add(f);
+        }
+        c
+    }
+
     /// Decodes a memRecord; for layouts without byte counters, bytes = count × `size`. `None` if
     /// `data` is shorter than [`RuntimeLayout::record_size`].
     pub fn decode(layout: &RuntimeLayout, data: &[u8], size: u64) -> Option<MemRecord> {
@@ -572,16 +583,7 @@ pub struct MemProfileRecord {
 /// counter is then zero (no GC finished yet), sum all future cycles. `cycle` is the decoded
 /// `mProfCycle` (value >> 1) if the symbol was found. Records keep the list order.
 pub fn memprofile_records(buckets: &[RawBucket], cycle: Option<u32>) -> Vec<MemProfileRecord> {
-    let mut actives: Vec<Cycle> = buckets
-        .iter()
-        .map(|b| {
-            let mut a = b.record.active;
-            if let Some(c) = cycle {
-                a.add(&b.record.future[(c as usize) % FUTURE_CYCLES]);
-            }
-            a
-        })
-        .collect();
+    let mut actives: Vec<Cycle> = buckets.iter().map(|b| b.record.published(cycle)).collect();
     if actives.iter().all(|a| a.allocs == 0 && a.frees == 0) {
         for (a, b) in actives.iter_mut().zip(buckets) {
             *a = b.record.active;

@@ -144,12 +144,7 @@ fn timed_cycle<M: RemoteMemory>(
         .read(info, proc_root)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let c1 = thread_cpu();
-    let _ = deltas.update(
-        reader.buckets(),
-        reader.cycle(),
-        reader.mem_profile_rate(),
-        reader.layout(),
-    );
+    let _ = deltas.update_from(reader);
     let c2 = thread_cpu();
     let wall = w0.elapsed().as_secs_f64() * 1e3;
     let s1 = reader.stats();
