@@ -50,6 +50,19 @@ fn io_reason(e: &std::io::Error) -> &'static str {
 
 /// POSTs `req` to `ep` within `timeout` (connect, send and the whole answer).
 pub fn post(ep: &Endpoint, req: &Request, creds: &Credentials, timeout: Duration) -> Outcome {
+    post_with(ep, req, creds, timeout, &[], classify_http)
+}
+
+/// [`post`] with `headers` added to the request and the answer's status and body (control
+/// characters removed, at most 300 characters) judged by `classify` instead of [`classify_http`].
+pub fn post_with(
+    ep: &Endpoint,
+    req: &Request,
+    creds: &Credentials,
+    timeout: Duration,
+    headers: &[(&str, &str)],
+    classify: fn(u16, &str) -> Outcome,
+) -> Outcome {
     let deadline = Instant::now() + timeout;
     let left = |d: Instant| {
         d.checked_duration_since(Instant::now())
@@ -91,6 +104,9 @@ pub fn post(ep: &Endpoint, req: &Request, creds: &Credentials, timeout: Duration
     }
     if let Some(t) = &creds.tenant {
         head.push_str(&format!("X-Scope-OrgID: {t}\r\n"));
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
     // Write in chunks so the deadline is checked between them.
@@ -138,7 +154,11 @@ pub fn post(ep: &Endpoint, req: &Request, creds: &Credentials, timeout: Duration
     let Some(status) = status else {
         return failed("io", true, "the answer is not HTTP");
     };
-    let body = body_of(&resp);
+    classify(status, &body_of(&resp))
+}
+
+/// The HTTP status rules: 2xx success; 408, 429 and 5xx retried; any other 4xx not.
+pub fn classify_http(status: u16, body: &str) -> Outcome {
     match status {
         200..=299 => Outcome::Ok,
         408 | 429 => failed("http_4xx", true, format!("HTTP {status}: {body}")),
