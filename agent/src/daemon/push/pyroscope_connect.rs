@@ -108,7 +108,14 @@ pub fn labels(l: &PushLabels) -> Vec<LabelPair> {
 fn profile_id(item: &PushItem, kind: &str) -> String {
     let half = |salt: u64| {
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        (salt, item.labels.pid, &item.labels.node, item.until_unix_nano, kind).hash(&mut h);
+        (
+            salt,
+            item.labels.pid,
+            &item.labels.node,
+            item.until_unix_nano,
+            kind,
+        )
+            .hash(&mut h);
         h.finish()
     };
     let b = ((half(1) as u128) << 64) | half(2) as u128;
@@ -211,10 +218,8 @@ mod tests {
             node: "n1".into(),
             ..Default::default()
         };
-        let got: Vec<(String, String)> = labels(&l)
-            .into_iter()
-            .map(|p| (p.name, p.value))
-            .collect();
+        let got: Vec<(String, String)> =
+            labels(&l).into_iter().map(|p| (p.name, p.value)).collect();
         let names: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(
             names,
@@ -236,12 +241,20 @@ mod tests {
         let body = r#"{"code":"unavailable","message":"try later"}"#;
         assert!(matches!(
             classify(503, body),
-            Outcome::Failed { retry: true, reason: "http_5xx", .. }
+            Outcome::Failed {
+                retry: true,
+                reason: "http_5xx",
+                ..
+            }
         ));
         // aborted is 409 in HTTP terms, but Connect (as gRPC) says retry.
         assert!(matches!(
             classify(409, r#"{"code":"aborted"}"#),
-            Outcome::Failed { retry: true, reason: "http_4xx", .. }
+            Outcome::Failed {
+                retry: true,
+                reason: "http_4xx",
+                ..
+            }
         ));
         // internal is a 500 but not retried: the receiver failed on this payload.
         assert!(matches!(
