@@ -403,6 +403,8 @@ fn connect_push_series_equal_goheaps_own_profiles_through_pyroscopes_handler() {
             tenant.to_str().unwrap(),
             "--node-name",
             "node-c",
+            "--push-timeout",
+            "7s",
         ],
     );
     let pid = fx.pid.to_string();
@@ -453,6 +455,10 @@ fn connect_push_series_equal_goheaps_own_profiles_through_pyroscopes_handler() {
         assert_eq!(u["error"], "", "{u}");
         assert_eq!(u["content_type"], "application/proto", "{u}");
         assert_eq!(u["connect_protocol_version"], "1", "{u}");
+        // --push-timeout 7s reaches the handler as its context's deadline.
+        assert_eq!(u["connect_timeout_ms"], "7000", "{u}");
+        let left = u["deadline_ms"].as_i64().unwrap();
+        assert!(left > 0 && left <= 7000, "{u}");
         assert_eq!(u["tenant"], "tenant-9", "{u}");
         assert_eq!(u["authorization"], expected_auth.as_str(), "{u}");
         assert_eq!(u["raw_samples"], 1, "{u}");

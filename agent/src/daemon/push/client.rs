@@ -12,6 +12,9 @@ use super::{Credentials, Request};
 /// Most bytes of a response read (status line, headers and the start of the body, for the log).
 pub const MAX_RESPONSE: usize = 64 * 1024;
 
+/// Most characters of an answer's body handed to a classifier (enough for a Connect error's JSON).
+pub const MAX_BODY_CHARS: usize = 8192;
+
 /// Where a sink is: host, port and a path prefix (no trailing slash; may be empty).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
@@ -54,7 +57,8 @@ pub fn post(ep: &Endpoint, req: &Request, creds: &Credentials, timeout: Duration
 }
 
 /// [`post`] with `headers` added to the request and the answer's status and body (control
-/// characters removed, at most 300 characters) judged by `classify` instead of [`classify_http`].
+/// characters removed, at most [`MAX_BODY_CHARS`] characters) judged by `classify` instead of
+/// [`classify_http`].
 pub fn post_with(
     ep: &Endpoint,
     req: &Request,
@@ -157,8 +161,10 @@ pub fn post_with(
     classify(status, &body_of(&resp))
 }
 
-/// The HTTP status rules: 2xx success; 408, 429 and 5xx retried; any other 4xx not.
+/// The HTTP status rules: 2xx success; 408, 429 and 5xx retried; any other 4xx not. The detail
+/// keeps the first 300 characters of the body.
 pub fn classify_http(status: u16, body: &str) -> Outcome {
+    let body: String = body.chars().take(300).collect();
     match status {
         200..=299 => Outcome::Ok,
         408 | 429 => failed("http_4xx", true, format!("HTTP {status}: {body}")),
@@ -183,7 +189,11 @@ fn body_of(resp: &[u8]) -> String {
         .map(|i| i + 4)
         .unwrap_or(resp.len());
     let b = String::from_utf8_lossy(&resp[start..]);
-    let b: String = b.chars().filter(|c| !c.is_control()).take(300).collect();
+    let b: String = b
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_BODY_CHARS)
+        .collect();
     b.trim().to_string()
 }
 

@@ -772,14 +772,18 @@ impl Worker {
                         s.timeout,
                     )
                 }
-                SinkKind::PyroscopeConnect => client::post_with(
-                    &self.sink.spec.endpoint,
-                    req,
-                    &self.credentials,
-                    s.timeout,
-                    pyroscope_connect::HEADERS,
-                    pyroscope_connect::classify,
-                ),
+                SinkKind::PyroscopeConnect => {
+                    let h = pyroscope_connect::headers(s.timeout);
+                    let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                    client::post_with(
+                        &self.sink.spec.endpoint,
+                        req,
+                        &self.credentials,
+                        s.timeout,
+                        &h,
+                        pyroscope_connect::classify,
+                    )
+                }
                 _ => client::post(&self.sink.spec.endpoint, req, &self.credentials, s.timeout),
             };
             let retry = match outcome {

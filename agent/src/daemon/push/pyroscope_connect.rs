@@ -1,6 +1,6 @@
 //! Pyroscope's Connect push API: `POST {prefix}/push.v1.PusherService/Push` over the Connect
-//! protocol (unary, `Content-Type: application/proto`, `Connect-Protocol-Version: 1`), the body a
-//! protobuf `push.v1.PushRequest`.
+//! protocol (unary, `Content-Type: application/proto`, `Connect-Protocol-Version: 1`,
+//! `Connect-Timeout-Ms` the `--push-timeout`), the body a protobuf `push.v1.PushRequest`.
 //!
 //! The messages below are written by hand with prost's derive, field for field from Pyroscope's
 //! published API module **github.com/grafana/pyroscope/api v1.6.0** (`push/v1/push.proto`,
@@ -31,8 +31,17 @@ use super::{select_sample_types, PushItem, PushLabels, Request};
 /// `push.v1.PusherService/Push` (pushv1connect.PusherServicePushProcedure).
 pub const PUSH_PROCEDURE: &str = "/push.v1.PusherService/Push";
 
-/// Headers of every request besides those client.rs writes: the Connect protocol version.
-pub const HEADERS: &[(&str, &str)] = &[("Connect-Protocol-Version", "1")];
+/// Headers of every request besides those client.rs writes: the Connect protocol version and the
+/// request's deadline, `timeout` in whole milliseconds (at most 10 digits, as the protocol allows).
+pub fn headers(timeout: std::time::Duration) -> [(&'static str, String); 2] {
+    [
+        ("Connect-Protocol-Version", "1".to_string()),
+        (
+            "Connect-Timeout-Ms",
+            timeout.as_millis().clamp(1, 9_999_999_999).to_string(),
+        ),
+    ]
+}
 
 /// `push.v1.PushRequest`.
 #[derive(Clone, PartialEq, Message)]
@@ -267,5 +276,11 @@ mod tests {
             Outcome::Failed { retry: true, .. }
         ));
         assert!(matches!(classify(200, ""), Outcome::Ok));
+        // A long message does not hide the code.
+        let long = format!(r#"{{"code":"aborted","message":"{}"}}"#, "x".repeat(2000));
+        assert!(matches!(
+            classify(409, &long),
+            Outcome::Failed { retry: true, .. }
+        ));
     }
 }
