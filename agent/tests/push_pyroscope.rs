@@ -287,35 +287,11 @@ fn pyroscope_ingest_uploads_equal_goheaps_own_profiles() {
         let Some((_, path)) = own.iter().find(|(ms, _)| *ms >= until * 1000) else {
             panic!("no --output-dir profile after {until} s: {own:?}");
         };
-        let mine = pprof_stacks(&read_pprof(path), &["alloc_objects", "alloc_space"]);
-        let mut theirs: BTreeMap<Vec<String>, Vec<i64>> = BTreeMap::new();
-        for s in u["samples"].as_array().unwrap() {
-            let stack: Vec<String> = s["stack"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|f| f.as_str().unwrap().to_string())
-                .collect();
-            let e = theirs.entry(stack).or_insert_with(|| vec![0, 0]);
-            for k in 0..2 {
-                e[k] += s["values"][k].as_i64().unwrap();
-            }
-        }
-        assert_eq!(
-            mine.keys().collect::<Vec<_>>(),
-            theirs.keys().collect::<Vec<_>>(),
-            "{}",
-            path.display()
+        assert_stacks_close(
+            &pprof_stacks(&read_pprof(path), &["alloc_objects", "alloc_space"]),
+            &received_stacks(u),
+            &path.display().to_string(),
         );
-        for (stack, v) in &mine {
-            let r = &theirs[stack];
-            for k in 0..2 {
-                assert!(
-                    (v[k] - r[k]).abs() <= 1,
-                    "{stack:?}: ours {v:?}, received {r:?}"
-                );
-            }
-        }
         compared += 1;
     }
     assert!(compared >= 4, "{compared} alloc uploads compared");
@@ -331,32 +307,7 @@ fn pyroscope_ingest_uploads_equal_goheaps_own_profiles() {
     );
     let mut heap_uploads = 0;
     for u in uploads(&received).iter().filter(|u| heap_inuse(u)) {
-        let mut got: BTreeMap<Vec<String>, Vec<i64>> = BTreeMap::new();
-        for s in u["samples"].as_array().unwrap() {
-            let stack: Vec<String> = s["stack"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|f| f.as_str().unwrap().to_string())
-                .collect();
-            let e = got.entry(stack).or_insert_with(|| vec![0, 0]);
-            for k in 0..2 {
-                e[k] += s["values"][k].as_i64().unwrap();
-            }
-        }
-        assert_eq!(
-            truth.keys().collect::<Vec<_>>(),
-            got.keys().collect::<Vec<_>>()
-        );
-        for (stack, v) in &truth {
-            for k in 0..2 {
-                assert!(
-                    (v[k] - got[stack][k]).abs() <= 1,
-                    "{stack:?}: runtime {v:?}, received {:?}",
-                    got[stack]
-                );
-            }
-        }
+        assert_stacks_close(&truth, &received_stacks(u), "heap fixture in-use upload");
         heap_uploads += 1;
     }
     assert!(heap_uploads >= 2);
