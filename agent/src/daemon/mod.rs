@@ -93,8 +93,10 @@ pub struct AgentArgs {
     #[arg(long, env = "GOHEAP_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
     /// Push every interval's profiles to a sink: pyroscope+http://HOST:4040[/PREFIX] (Pyroscope
-    /// /ingest) or otlp+http://HOST:4318[/PREFIX] (OTLP profiles, HTTP/protobuf). Repeatable; each
-    /// sink has its own queue and thread. Credentials never go in the URL (see --push-*-file).
+    /// /ingest), pyroscope+connect+http://HOST:4040[/PREFIX] (Pyroscope's Connect
+    /// push.v1.PusherService/Push), otlp+http://HOST:4318[/PREFIX] (OTLP profiles, HTTP/protobuf)
+    /// or otlp+grpc://HOST:4317 (OTLP over gRPC). Repeatable; each sink has its own queue and
+    /// thread. Credentials never go in the URL (see --push-*-file).
     #[arg(long = "push", value_name = "URL", value_parser = push::parse_sink)]
     pub push: Vec<push::SinkSpec>,
     /// Most process profiles one sink's queue holds; beyond it the oldest is dropped and counted.

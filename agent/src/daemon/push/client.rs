@@ -12,6 +12,9 @@ use super::{Credentials, Request};
 /// Most bytes of a response read (status line, headers and the start of the body, for the log).
 pub const MAX_RESPONSE: usize = 64 * 1024;
 
+/// Most characters of an answer's body handed to a classifier (enough for a Connect error's JSON).
+pub const MAX_BODY_CHARS: usize = 8192;
+
 /// Where a sink is: host, port and a path prefix (no trailing slash; may be empty).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
@@ -50,6 +53,20 @@ fn io_reason(e: &std::io::Error) -> &'static str {
 
 /// POSTs `req` to `ep` within `timeout` (connect, send and the whole answer).
 pub fn post(ep: &Endpoint, req: &Request, creds: &Credentials, timeout: Duration) -> Outcome {
+    post_with(ep, req, creds, timeout, &[], classify_http)
+}
+
+/// [`post`] with `headers` added to the request and the answer's status and body (control
+/// characters removed, at most [`MAX_BODY_CHARS`] characters) judged by `classify` instead of
+/// [`classify_http`].
+pub fn post_with(
+    ep: &Endpoint,
+    req: &Request,
+    creds: &Credentials,
+    timeout: Duration,
+    headers: &[(&str, &str)],
+    classify: fn(u16, &str) -> Outcome,
+) -> Outcome {
     let deadline = Instant::now() + timeout;
     let left = |d: Instant| {
         d.checked_duration_since(Instant::now())
@@ -91,6 +108,9 @@ pub fn post(ep: &Endpoint, req: &Request, creds: &Credentials, timeout: Duration
     }
     if let Some(t) = &creds.tenant {
         head.push_str(&format!("X-Scope-OrgID: {t}\r\n"));
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
     // Write in chunks so the deadline is checked between them.
@@ -138,7 +158,13 @@ pub fn post(ep: &Endpoint, req: &Request, creds: &Credentials, timeout: Duration
     let Some(status) = status else {
         return failed("io", true, "the answer is not HTTP");
     };
-    let body = body_of(&resp);
+    classify(status, &body_of(&resp))
+}
+
+/// The HTTP status rules: 2xx success; 408, 429 and 5xx retried; any other 4xx not. The detail
+/// keeps the first 300 characters of the body.
+pub fn classify_http(status: u16, body: &str) -> Outcome {
+    let body: String = body.chars().take(300).collect();
     match status {
         200..=299 => Outcome::Ok,
         408 | 429 => failed("http_4xx", true, format!("HTTP {status}: {body}")),
@@ -163,7 +189,11 @@ fn body_of(resp: &[u8]) -> String {
         .map(|i| i + 4)
         .unwrap_or(resp.len());
     let b = String::from_utf8_lossy(&resp[start..]);
-    let b: String = b.chars().filter(|c| !c.is_control()).take(300).collect();
+    let b: String = b
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_BODY_CHARS)
+        .collect();
     b.trim().to_string()
 }
 

@@ -1,5 +1,5 @@
-//! Push: every cycle's profiles go to the sinks given with `--push URL` (Pyroscope's `/ingest`,
-//! OTLP profiles over HTTP/protobuf).
+//! Push: every cycle's profiles go to the sinks given with `--push URL` (Pyroscope's `/ingest` or
+//! its Connect push API, OTLP profiles over HTTP/protobuf or gRPC).
 //!
 //! Each sink has its own bounded queue and its own worker thread. The collection cycle only calls
 //! [`Pusher::enqueue`], which takes each queue's lock for a push and never waits for the network;
@@ -13,6 +13,7 @@ pub mod client;
 pub mod grpc;
 pub mod otlp;
 pub mod pyroscope;
+pub mod pyroscope_connect;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +30,9 @@ use client::{Endpoint, Outcome};
 pub enum SinkKind {
     /// `pyroscope+http://host:4040[/prefix]`: `POST {prefix}/ingest?format=pprof`, multipart.
     Pyroscope,
+    /// `pyroscope+connect+http://host:4040[/prefix]`: Connect unary
+    /// `POST {prefix}/push.v1.PusherService/Push`, protobuf `PushRequest`.
+    PyroscopeConnect,
     /// `otlp+http://host:4318[/prefix]`: `POST {prefix}/v1development/profiles`, protobuf.
     OtlpHttp,
     /// `otlp+grpc://host:4317`: the `ProfilesService/Export` gRPC call (HTTP/2, no TLS).
@@ -44,8 +48,9 @@ pub struct SinkSpec {
     pub url: String,
 }
 
-/// Parses a `--push` value: `pyroscope+http://HOST[:PORT][/PREFIX]`, `otlp+http://HOST[:PORT][/PREFIX]`
-/// or `otlp+grpc://HOST[:PORT]`.
+/// Parses a `--push` value: `pyroscope+http://HOST[:PORT][/PREFIX]`,
+/// `pyroscope+connect+http://HOST[:PORT][/PREFIX]`, `otlp+http://HOST[:PORT][/PREFIX]` or
+/// `otlp+grpc://HOST[:PORT]`.
 pub fn parse_sink(s: &str) -> Result<SinkSpec, String> {
     let s = s.trim();
     let (scheme, rest) = s.split_once("://").ok_or_else(|| {
@@ -53,8 +58,9 @@ pub fn parse_sink(s: &str) -> Result<SinkSpec, String> {
     })?;
     let (kind, default_port) = match scheme {
         "pyroscope+http" => (SinkKind::Pyroscope, 4040),
+        "pyroscope+connect+http" => (SinkKind::PyroscopeConnect, 4040),
         "otlp+http" => (SinkKind::OtlpHttp, 4318),
-        "pyroscope+https" | "otlp+https" | "https" => {
+        "pyroscope+https" | "pyroscope+connect+https" | "otlp+https" | "https" => {
             return Err(format!(
                 "--push {s:?}: TLS is not built in; push over http to a local TLS-terminating proxy (e.g. a sidecar)"
             ))
@@ -62,7 +68,7 @@ pub fn parse_sink(s: &str) -> Result<SinkSpec, String> {
         "otlp+grpc" => (SinkKind::OtlpGrpc, 4317),
         other => {
             return Err(format!(
-                "--push {s:?}: unknown scheme {other:?}; use pyroscope+http:// or otlp+http://"
+                "--push {s:?}: unknown scheme {other:?}; use pyroscope+http://, pyroscope+connect+http://, otlp+http:// or otlp+grpc://"
             ))
         }
     };
@@ -717,6 +723,9 @@ impl Worker {
         while let Some(item) = self.sink.pop(&self.stop) {
             let requests = match self.sink.spec.kind {
                 SinkKind::Pyroscope => pyroscope::requests(&self.sink.spec.endpoint, &item),
+                SinkKind::PyroscopeConnect => {
+                    pyroscope_connect::requests(&self.sink.spec.endpoint, &item)
+                }
                 SinkKind::OtlpHttp => otlp::http_requests(&self.sink.spec.endpoint, &item),
                 SinkKind::OtlpGrpc => otlp::grpc_requests(&item),
             };
@@ -761,6 +770,18 @@ impl Worker {
                         req,
                         &self.credentials,
                         s.timeout,
+                    )
+                }
+                SinkKind::PyroscopeConnect => {
+                    let h = pyroscope_connect::headers(s.timeout);
+                    let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                    client::post_with(
+                        &self.sink.spec.endpoint,
+                        req,
+                        &self.credentials,
+                        s.timeout,
+                        &h,
+                        pyroscope_connect::classify,
                     )
                 }
                 _ => client::post(&self.sink.spec.endpoint, req, &self.credentials, s.timeout),
@@ -845,6 +866,10 @@ mod tests {
         assert_eq!(s.kind, SinkKind::Pyroscope);
         assert_eq!(s.endpoint.port, 4040);
         assert_eq!(s.endpoint.prefix, "/base");
+        let s = parse_sink("pyroscope+connect+http://pyro").unwrap();
+        assert_eq!(s.kind, SinkKind::PyroscopeConnect);
+        assert_eq!(s.endpoint.port, 4040);
+        assert!(parse_sink("pyroscope+connect+https://pyro").is_err());
         assert!(parse_sink("otlp+http://user:pw@host:4318").is_err());
         assert!(parse_sink("http://host").is_err());
         assert_eq!(parse_sink("otlp+grpc://h").unwrap().endpoint.port, 4317);
