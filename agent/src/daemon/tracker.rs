@@ -557,7 +557,10 @@ impl DeltaTracker {
         let mut out = CycleDelta::default();
         let n = buckets.len();
         match (changes, prepended) {
-            (RecordChanges::Ages(ages), Some(k)) if !rescale && same_cycle => {
+            // Past half the list a pass in list order is cheaper than visiting by age.
+            (RecordChanges::Ages(ages), Some(k))
+                if !rescale && same_cycle && ages.len() < n / 2 =>
+            {
                 for (i, b) in buckets.iter().enumerate().take(k) {
                     self.step(i, b, cycle, rate, false, layout, &mut out);
                 }
@@ -964,8 +967,10 @@ mod tests {
                 rate = if rate == 1 { 512 * 1024 } else { 1 };
             }
             let a = full.update(&list, cycle, rate, &l);
+            let fast = partial.cycle == cycle
+                && partial.rate == rate as i64
+                && ages.len() < list.len() / 2;
             let changes = RecordChanges::Ages(ages);
-            let fast = partial.cycle == cycle && partial.rate == rate as i64;
             fast_passes += usize::from(fast);
             let b = partial.update_changed(&list, cycle, rate, &l, &changes);
             assert_eq!(
