@@ -233,9 +233,12 @@ fn ctrl_c_ends_the_window_early_and_writes_the_profile() {
     assert!(err.contains("ended early: interrupted"), "{err}");
     let p = decode(&file);
     let dur = Duration::from_nanos(p.duration_nanos as u64);
+    // The window opens after the target's binary is inspected and first read, which took over a
+    // second on a loaded machine (a 1.97 s window for the signal at 3 s, once): the lower bound
+    // leaves room for that; the upper one says the signal ended the 60 s window at once.
     assert!(
-        dur >= Duration::from_millis(2500) && dur <= Duration::from_secs(6),
-        "duration {dur:?} for a window interrupted after ~3 s"
+        dur >= Duration::from_millis(1000) && dur <= Duration::from_secs(6),
+        "duration {dur:?} for a window interrupted 3 s after goheap started"
     );
     assert!(totals(&p)[1] > 0, "nothing recorded before the interrupt");
 }
