@@ -159,6 +159,26 @@ fn uploads(path: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The two processes whose profiles the Pyroscope tests push: steadyalloc allocating 20 MiB/s
+/// (alloc deltas), and an idle heap fixture (GC off) that wrote its own heap profile (returned
+/// third: the truth for in-use uploads).
+fn start_pushed_fixtures(scratch: &Scratch) -> (Running, Running, PathBuf) {
+    let ready = scratch.path("steady.ready");
+    let mut cmd = Command::new(fixture("steadyalloc", GO, "default"));
+    cmd.args(["-rate-mib-per-sec", "20", "-ready"]).arg(&ready);
+    let fx = start_and_wait(cmd, &ready, Duration::from_secs(30));
+    let self_profile = scratch.path("heapfixture.pb.gz");
+    let hready = scratch.path("heap.ready");
+    let mut cmd = Command::new(fixture("heapfixture", GO, "default"));
+    cmd.env("GOGC", "off")
+        .args(["-scale", "0.2", "-rate", "4096", "-profile"])
+        .arg(&self_profile)
+        .arg("-ready")
+        .arg(&hready);
+    let hfx = start_and_wait(cmd, &hready, Duration::from_secs(60));
+    (fx, hfx, self_profile)
+}
+
 #[test]
 fn pyroscope_ingest_uploads_equal_goheaps_own_profiles() {
     let scratch = Scratch::new("push-pyroscope");
@@ -177,20 +197,7 @@ fn pyroscope_ingest_uploads_equal_goheaps_own_profiles() {
     wait_for(Duration::from_secs(30), "the ingest receiver", || {
         TcpStream::connect(("127.0.0.1", port)).ok()
     });
-    let ready = scratch.path("steady.ready");
-    let mut cmd = Command::new(fixture("steadyalloc", GO, "default"));
-    cmd.args(["-rate-mib-per-sec", "20", "-ready"]).arg(&ready);
-    let fx = start_and_wait(cmd, &ready, Duration::from_secs(30));
-    // An idle heap fixture (GC off) that wrote its own heap profile: the truth for in-use uploads.
-    let self_profile = scratch.path("heapfixture.pb.gz");
-    let hready = scratch.path("heap.ready");
-    let mut cmd = Command::new(fixture("heapfixture", GO, "default"));
-    cmd.env("GOGC", "off")
-        .args(["-scale", "0.2", "-rate", "4096", "-profile"])
-        .arg(&self_profile)
-        .arg("-ready")
-        .arg(&hready);
-    let hfx = start_and_wait(cmd, &hready, Duration::from_secs(60));
+    let (fx, hfx, self_profile) = start_pushed_fixtures(&scratch);
     let outdir = scratch.path("out");
     std::fs::create_dir_all(&outdir).unwrap();
     let auth = scratch.path("basic");
@@ -321,19 +328,7 @@ fn connect_push_series_equal_goheaps_own_profiles_through_pyroscopes_handler() {
     let scratch = Scratch::new("push-pyroscope-connect");
     let received = scratch.path("connect.jsonl");
     let (_rx, port) = start_connect_receiver(&received, None);
-    let ready = scratch.path("steady.ready");
-    let mut cmd = Command::new(fixture("steadyalloc", GO, "default"));
-    cmd.args(["-rate-mib-per-sec", "20", "-ready"]).arg(&ready);
-    let fx = start_and_wait(cmd, &ready, Duration::from_secs(30));
-    let self_profile = scratch.path("heapfixture.pb.gz");
-    let hready = scratch.path("heap.ready");
-    let mut cmd = Command::new(fixture("heapfixture", GO, "default"));
-    cmd.env("GOGC", "off")
-        .args(["-scale", "0.2", "-rate", "4096", "-profile"])
-        .arg(&self_profile)
-        .arg("-ready")
-        .arg(&hready);
-    let hfx = start_and_wait(cmd, &hready, Duration::from_secs(60));
+    let (fx, hfx, self_profile) = start_pushed_fixtures(&scratch);
     let outdir = scratch.path("out");
     std::fs::create_dir_all(&outdir).unwrap();
     let auth = scratch.path("basic");
