@@ -9,30 +9,12 @@ mod agent_common;
 
 use std::collections::BTreeMap;
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use agent_common::pprof_stacks::{pprof_stacks, read_pprof};
 use agent_common::*;
-
-/// The collector binary, built (once per machine, cached) by fixtures/otelcol/build.sh.
-fn otelcol_bin() -> PathBuf {
-    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(build_otelcol).clone()
-}
-
-fn build_otelcol() -> PathBuf {
-    let bin = cache_dir().join("otelcol/goheap-otelcol");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/otelcol/build.sh");
-    let st = Command::new("bash")
-        .arg(&script)
-        .status()
-        .expect("running fixtures/otelcol/build.sh");
-    assert!(st.success(), "fixtures/otelcol/build.sh failed");
-    assert!(bin.exists(), "{} missing after build.sh", bin.display());
-    bin
-}
 
 /// A running collector, stopped with SIGTERM (so the fileexporter flushes) then killed on drop.
 struct Collector {
@@ -64,7 +46,7 @@ impl Collector {
             ),
         )
         .unwrap();
-        let child = Command::new(otelcol_bin())
+        let child = Command::new(go_tool("otelcol"))
             .arg("--config")
             .arg(&config)
             .arg("--feature-gates=service.profilesSupport")
@@ -105,7 +87,7 @@ impl Collector {
     /// What the collector received, decoded with pdata/pprofile: one JSON array of resources per
     /// export request.
     fn decoded(&self) -> Vec<serde_json::Value> {
-        let out = Command::new(otelcol_bin())
+        let out = Command::new(go_tool("otelcol"))
             .arg("decode")
             .arg(&self.out)
             .output()
@@ -197,24 +179,6 @@ fn received_allocs(
         }
     }
     (out, attrs, inuse)
-}
-
-/// goheap's own delta profiles of `pid` in `dir`: (write time in ms since the epoch, path).
-fn own_profiles(dir: &Path, pid: i32) -> Vec<(u64, PathBuf)> {
-    let mut v: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| {
-            let p = e.ok()?.path();
-            let name = p.file_name()?.to_str()?.to_string();
-            let rest = name
-                .strip_prefix("goheap-steadyalloc-")?
-                .strip_suffix(".pb.gz")?;
-            let (p_pid, ms) = rest.rsplit_once('-')?;
-            (p_pid == pid.to_string()).then_some((ms.parse().ok()?, p.clone()))
-        })
-        .collect();
-    v.sort();
-    v
 }
 
 fn metric(text: &str, name_and_labels: &str) -> f64 {

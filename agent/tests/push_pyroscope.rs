@@ -22,63 +22,10 @@ use std::time::Duration;
 use agent_common::pprof_stacks::{pprof_stacks, read_pprof};
 use agent_common::*;
 
-/// The collector binary, built (once per machine, cached) by fixtures/otelcol/build.sh.
-fn otelcol_bin() -> PathBuf {
-    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(build_otelcol).clone()
-}
-
-fn build_otelcol() -> PathBuf {
-    let bin = cache_dir().join("otelcol/goheap-otelcol");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/otelcol/build.sh");
-    let st = Command::new("bash")
-        .arg(&script)
-        .status()
-        .expect("running fixtures/otelcol/build.sh");
-    assert!(st.success(), "fixtures/otelcol/build.sh failed");
-    assert!(bin.exists(), "{} missing after build.sh", bin.display());
-    bin
-}
-
-/// goheap's own delta profiles of `pid` in `dir`: (write time in ms since the epoch, path).
-fn own_profiles(dir: &Path, pid: i32) -> Vec<(u64, PathBuf)> {
-    let mut v: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| {
-            let p = e.ok()?.path();
-            let name = p.file_name()?.to_str()?.to_string();
-            let rest = name
-                .strip_prefix("goheap-steadyalloc-")?
-                .strip_suffix(".pb.gz")?;
-            let (p_pid, ms) = rest.rsplit_once('-')?;
-            (p_pid == pid.to_string()).then_some((ms.parse().ok()?, p.clone()))
-        })
-        .collect();
-    v.sort();
-    v
-}
-
-/// The Connect receiver, built (once per machine, cached) by fixtures/pyroscope/build.sh.
-fn pyroscope_bin() -> PathBuf {
-    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        let bin = cache_dir().join("pyroscope/goheap-pyroscope");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/pyroscope/build.sh");
-        let st = Command::new("bash")
-            .arg(&script)
-            .status()
-            .expect("running fixtures/pyroscope/build.sh");
-        assert!(st.success(), "fixtures/pyroscope/build.sh failed");
-        assert!(bin.exists(), "{} missing after build.sh", bin.display());
-        bin
-    })
-    .clone()
-}
-
 /// Starts `goheap-pyroscope connect 127.0.0.1:PORT OUT [FAIL_CODE FAIL_COUNT]` and waits for it.
 fn start_connect_receiver(out: &Path, fail: Option<(&str, u32)>) -> (Receiver, u16) {
     let port = free_port();
-    let mut cmd = Command::new(pyroscope_bin());
+    let mut cmd = Command::new(go_tool("pyroscope"));
     cmd.args(["connect", &format!("127.0.0.1:{port}")]).arg(out);
     if let Some((code, n)) = fail {
         cmd.args([code, &n.to_string()]);
@@ -185,7 +132,7 @@ fn pyroscope_ingest_uploads_equal_goheaps_own_profiles() {
     let port = free_port();
     let received = scratch.path("ingest.jsonl");
     let _rx = Receiver(
-        Command::new(otelcol_bin())
+        Command::new(go_tool("otelcol"))
             .args(["pyroscope-ingest", &format!("127.0.0.1:{port}")])
             .arg(&received)
             .stdin(Stdio::null())

@@ -14,6 +14,45 @@ pub mod pprof_stacks;
 /// The Go version whose fixtures the agent tests use.
 pub const GO: &str = GO_1_23;
 
+/// A test tool built from `fixtures/NAME/` (`otelcol`, `pyroscope`) by its `build.sh`, once per
+/// machine and cached: `<cache>/NAME/goheap-NAME`. Built at most once per test binary.
+pub fn go_tool(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let bin = cache_dir().join(format!("{name}/goheap-{name}"));
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.iter().any(|n| n == name) {
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../fixtures/{name}/build.sh"));
+        let st = Command::new("bash")
+            .arg(&script)
+            .status()
+            .unwrap_or_else(|e| panic!("running fixtures/{name}/build.sh: {e}"));
+        assert!(st.success(), "fixtures/{name}/build.sh failed");
+        assert!(bin.exists(), "{} missing after build.sh", bin.display());
+        built.push(name.to_string());
+    }
+    bin
+}
+
+/// goheap's own delta profiles of the steadyalloc process `pid` that `--output-dir` wrote into
+/// `dir`: (write time in ms since the epoch, path), oldest first.
+pub fn own_profiles(dir: &Path, pid: i32) -> Vec<(u64, PathBuf)> {
+    let mut v: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let p = e.ok()?.path();
+            let name = p.file_name()?.to_str()?.to_string();
+            let rest = name
+                .strip_prefix("goheap-steadyalloc-")?
+                .strip_suffix(".pb.gz")?;
+            let (p_pid, ms) = rest.rsplit_once('-')?;
+            (p_pid == pid.to_string()).then_some((ms.parse().ok()?, p.clone()))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
 /// A running `goheap agent`, killed on drop. Its stderr goes to `log`.
 pub struct Agent {
     pub child: Child,
