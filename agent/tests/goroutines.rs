@@ -181,9 +181,11 @@ fn check_oracle(version: &str, mode: &str) {
     // A spinner is preempted now and then (sysmon, every 10 ms): read again when one was not
     // caught running.
     let mut ours = None;
+    let mut summary = String::new();
     for _attempt in 0..5 {
         let o = goheap(&["goroutines", "--pid", &pid, "-o", out.to_str().unwrap()]);
         assert!(o.status.success(), "Go {version} {mode}: {o:?}");
+        summary = String::from_utf8_lossy(&o.stderr).into_owned();
         let p = Profile::decode(&std::fs::read(&out).unwrap()).unwrap();
         let done = labelled_running(&p) == spinners && total(&p) == count;
         ours = Some(p);
@@ -206,6 +208,12 @@ fn check_oracle(version: &str, mode: &str) {
         labelled_running(&ours),
         spinners,
         "Go {version} {mode}: goroutines labelled state=running"
+    );
+    assert!(
+        summary.contains(&format!(
+            "{count} goroutines ({spinners} running, stacks not read)"
+        )),
+        "Go {version} {mode}: goheap's summary: {summary}"
     );
     assert_eq!(
         running(&ours),
