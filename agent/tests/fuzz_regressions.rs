@@ -4,7 +4,8 @@
 //!    `agent/fuzz/regressions/<target>/`) is replayed through the same harness code the fuzz targets
 //!    run (`agent/fuzz/src/lib.rs`, compiled in here).
 //! 2. A deterministic, seeded mutation loop (xorshift) drives every target with mutated seeds: real
-//!    fixture binaries with random patches, mutated bucket images, profiles and maps files.
+//!    fixture binaries with random patches, mutated bucket images, profiles, maps files and `g`
+//!    memory (`allgs`, `g` structs, stacks).
 //!
 //! Each input must return (no panic) within [`PER_INPUT_LIMIT`].
 
@@ -137,4 +138,9 @@ fn patched_binaries_coderef() {
 #[test]
 fn patched_binaries_elf_open() {
     mutation_loop("elf_open", 0xe1f0_0001, 60, 4096);
+}
+
+#[test]
+fn mutated_goroutines() {
+    mutation_loop("goroutines", 0x6f72_0001, 1500, 1 << 15);
 }

@@ -1,7 +1,7 @@
 //! Fuzz harness of goheap's parsers of untrusted input.
 //!
 //! One entry point per fuzz target (`buildinfo`, `maps`, `pclntab`, `coderef`, `elf_open`,
-//! `bucket_walk`, `pprof_decode`), each taking the fuzzer's bytes. The same file is compiled into
+//! `bucket_walk`, `pprof_decode`, `goroutines`), each taking the fuzzer's bytes. The same file is compiled into
 //! `agent/tests/fuzz_regressions.rs` (by `#[path]`), so stored crashing inputs replay through exactly
 //! the code the fuzzer ran, on stable Rust. It depends only on `goheap`, `pprof_proto` and `object`,
 //! and shares the tests' support module (`agent/tests/support/mod.rs`: Go versions, fixture paths,
@@ -42,6 +42,7 @@ pub const TARGETS: &[&str] = &[
     "elf_open",
     "bucket_walk",
     "pprof_decode",
+    "goroutines",
 ];
 
 /// Runs target `name` on `data`; panics on an unknown name.
@@ -54,6 +55,7 @@ pub fn run(name: &str, data: &[u8]) {
         "elf_open" => elf_open(data),
         "bucket_walk" => bucket_walk(data),
         "pprof_decode" => pprof_decode(data),
+        "goroutines" => goroutines(data),
         other => panic!("unknown fuzz target {other}"),
     }
 }
@@ -78,6 +80,12 @@ impl<'a> Cursor<'a> {
     }
     pub fn u8(&mut self) -> u8 {
         self.bytes(1).first().copied().unwrap_or(0)
+    }
+    pub fn u16(&mut self) -> u16 {
+        let mut b = [0u8; 2];
+        let s = self.bytes(2);
+        b[..s.len()].copy_from_slice(s);
+        u16::from_le_bytes(b)
     }
     pub fn u32(&mut self) -> u32 {
         let mut b = [0u8; 4];
@@ -959,7 +967,333 @@ pub mod seeds {
                     .encode_gzip();
                 vec![plain, gz]
             }
+            "goroutines" => goroutine_seeds(),
             other => panic!("unknown fuzz target {other}"),
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Goroutines: fuzzed `allgs`, `g` structs and stacks
+
+/// Where the `goroutines` target maps its regions (a binary's data, then Go-heap addresses as a
+/// real process has them): `runtime.allgs` (slice header, 24 bytes) and `runtime.allglen` (8) at
+/// [`G_GLOBALS`], the `[]*g` array at [`G_ARRAY`], the `g` structs at [`G_STRUCTS`], the stack
+/// bytes at [`G_STACK`].
+pub const G_GLOBALS: u64 = 0x5_0000;
+pub const G_ARRAY: u64 = 0xc000_010000;
+pub const G_STRUCTS: u64 = 0xc000_100000;
+pub const G_STACK: u64 = 0xc000_800000;
+
+/// One configuration the `goroutines` target reads with: a real fixture's pclntab (unwinding,
+/// system-goroutine test, symbolization) and the table layout of its release and arch.
+pub struct GConfig {
+    pub name: String,
+    pub tab: Pclntab,
+    /// Entries of every function of `tab`, unrelocated (for seeds).
+    pub funcs: Vec<u64>,
+    pub version: GoVersion,
+    pub layout: goheap::goroutine::layout::GLayout,
+    pub uses_lr: bool,
+    /// Load bias the target is read with (PIE configurations).
+    pub bias: u64,
+}
+
+/// (program, Go version, mode, arm64, bias): Go 1.19 (no `parentGoid`), 1.22 PIE relocated, 1.23
+/// stripped, 1.27, arm64 (link register).
+const G_CONFIGS: &[(&str, &str, &str, bool, u64)] = &[
+    ("goroutines", GO_1_19, "default", false, 0),
+    ("goroutines", GO_1_22, "pie", false, 0x5555_5555_0000),
+    ("goroutines", GO_1_23, "stripped", false, 0),
+    ("goroutines", GO_1_27, "default", false, 0),
+    ("heapfixture", GO_1_25, "arm64", true, 0),
+];
+
+/// The loaded configurations (panics telling to build the fixtures when missing).
+pub fn goroutine_configs() -> &'static [GConfig] {
+    static C: OnceLock<Vec<GConfig>> = OnceLock::new();
+    C.get_or_init(|| {
+        G_CONFIGS
+            .iter()
+            .map(|&(program, v, mode, arm64, bias)| {
+                let path = fixtures_dir()
+                    .join(program)
+                    .join(v)
+                    .join(mode)
+                    .join(program);
+                let bytes = std::fs::read(&path).unwrap_or_else(|e| {
+                    panic!("fixture {}: {e}; run fixtures/build.sh", path.display())
+                });
+                let tab = Pclntab::parse(&bytes)
+                    .unwrap_or_else(|e| panic!("{}: pclntab: {e}", path.display()));
+                let funcs = tab.funcs().map(|f| f.entry).collect();
+                let version = GoVersion::parse(&format!("go{v}")).expect("fixture version");
+                let arch = if arm64 {
+                    goheap::binary::elf::Arch::Arm64
+                } else {
+                    goheap::binary::elf::Arch::Amd64
+                };
+                GConfig {
+                    name: format!("{program} {v} {mode}"),
+                    tab,
+                    funcs,
+                    version,
+                    layout: goheap::goroutine::layout::GLayout::for_version(&version, arch),
+                    uses_lr: arm64,
+                    bias,
+                }
+            })
+            .collect()
+    })
+}
+
+/// A fake address space of a few regions, one of whose bytes may flip between the first and the
+/// second batch of `g` header reads (a goroutine that ran meanwhile).
+pub struct GMemory {
+    pub regions: Vec<(u64, std::cell::RefCell<Vec<u8>>)>,
+    /// (region index, byte offset) XORed with 0xff before the second `read_batch`.
+    pub flip: Option<(usize, usize)>,
+    pub batches: std::cell::Cell<u32>,
+}
+
+impl RemoteMemory for GMemory {
+    fn pid(&self) -> i32 {
+        1
+    }
+    fn read_partial(&self, addr: u64, buf: &mut [u8]) -> Result<usize, MemoryError> {
+        for (base, bytes) in &self.regions {
+            let bytes = bytes.borrow();
+            let Some(off) = addr.checked_sub(*base) else {
+                continue;
+            };
+            let Some(src) = usize::try_from(off).ok().and_then(|o| bytes.get(o..)) else {
+                continue;
+            };
+            if src.is_empty() {
+                continue;
+            }
+            let n = src.len().min(buf.len());
+            buf[..n].copy_from_slice(&src[..n]);
+            return Ok(n);
+        }
+        Err(MemoryError::Unmapped {
+            pid: 1,
+            addr,
+            len: buf.len(),
+        })
+    }
+    fn read_batch(&self, reqs: &mut [ReadRequest<'_>]) -> Result<(), MemoryError> {
+        let n = self.batches.get();
+        self.batches.set(n.saturating_add(1));
+        if n == 1 {
+            if let Some((_, bytes)) = self.flip.and_then(|(r, _)| self.regions.get(r)) {
+                let o = self.flip.map_or(0, |(_, o)| o);
+                if let Some(b) = bytes.borrow_mut().get_mut(o) {
+                    *b ^= 0xff;
+                }
+            }
+        }
+        for r in reqs.iter_mut() {
+            r.got = self.read_partial(r.addr, r.buf).unwrap_or(0);
+        }
+        Ok(())
+    }
+    fn stats(&self) -> ReadStats {
+        ReadStats::default()
+    }
+}
+
+/// Header of a `goroutines` input: `[flags u8][globals 32 bytes][array len u16][g structs len u16]
+/// [flip offset u16]`, then the array bytes, the `g` structs' bytes and (the rest) the stack bytes.
+/// flags: bits 0–2 the configuration ([`goroutine_configs`], modulo their number), bit 3 flip the
+/// `g` structs' byte at the flip offset between the two header reads.
+pub const G_HEADER: usize = 1 + 32 + 2 + 2 + 2;
+
+/// `read::read_goroutines` and `read::count_states` over fuzzed `allgs`/`g`/stack memory with a
+/// real layout and pclntab, then `profile::build`, `profile::text` and `profile::leak_report` of
+/// the snapshot. Asserts the reader's invariants: at most `allglen` goroutines (kept, dropped and
+/// invalid together), unique goids, at most `max_frames` PCs per stack, running goroutines not
+/// unwound, and a profile counting every user goroutine once.
+pub fn goroutines(data: &[u8]) {
+    use goheap::goroutine::{layout::GStatus, profile, read};
+    let mut c = Cursor::new(data);
+    let flags = c.u8();
+    let globals = c.bytes(32).to_vec();
+    let arr_len = usize::from(c.u16());
+    let gs_len = usize::from(c.u16());
+    let flip = usize::from(c.u16());
+    let arr = c.bytes(arr_len).to_vec();
+    let gs = c.bytes(gs_len).to_vec();
+    let stack = c.rest().to_vec();
+    let configs = goroutine_configs();
+    let cfg = &configs[usize::from(flags & 7) % configs.len()];
+    let flip = (flags & 8 != 0 && !gs.is_empty()).then(|| (2, flip % gs.len()));
+    let mem = GMemory {
+        regions: [
+            (G_GLOBALS, globals),
+            (G_ARRAY, arr),
+            (G_STRUCTS, gs),
+            (G_STACK, stack),
+        ]
+        .into_iter()
+        .map(|(a, v)| (a, std::cell::RefCell::new(v)))
+        .collect(),
+        flip,
+        batches: std::cell::Cell::new(0),
+    };
+    let t = read::GoroutineTarget {
+        mem: &mem,
+        pclntab: &cfg.tab,
+        layout: cfg.layout,
+        version: cfg.version,
+        uses_lr: cfg.uses_lr,
+        allgs: G_GLOBALS,
+        allglen: G_GLOBALS + 24,
+        bias: cfg.bias,
+    };
+    let limits = read::GoroutineLimits::for_version(&cfg.version);
+    if let Ok(states) = read::count_states(&t, &limits) {
+        let n: i64 = states.values().sum();
+        assert!(n >= 0 && n as u64 <= limits.max_goroutines, "{states:?}");
+    }
+    mem.batches.set(0);
+    let Ok(snap) = read::read_goroutines(&t, &limits) else {
+        return;
+    };
+    assert!(snap.allglen <= limits.max_goroutines);
+    assert!(
+        (snap.goroutines.len() + snap.changed + snap.invalid) as u64 <= snap.allglen,
+        "{}: {} kept + {} changed + {} invalid of allglen {}",
+        cfg.name,
+        snap.goroutines.len(),
+        snap.changed,
+        snap.invalid,
+        snap.allglen
+    );
+    let mut ids = std::collections::HashSet::new();
+    for g in &snap.goroutines {
+        assert!(
+            ids.insert(g.goid),
+            "{}: goid {} kept twice",
+            cfg.name,
+            g.goid
+        );
+        assert!(g.stack.len() <= limits.max_frames, "{}", cfg.name);
+        if g.status == GStatus::Running {
+            assert!(g.stack.is_empty() && g.unwind.is_none(), "{}", cfg.name);
+        } else {
+            assert!(g.unwind.is_some(), "{}", cfg.name);
+        }
+    }
+    let p = profile::build(&snap, &cfg.tab, cfg.bias, &[], 0);
+    let Ok(samples) = p.flat_samples() else {
+        panic!(
+            "{}: goheap's own goroutine profile does not read back",
+            cfg.name
+        );
+    };
+    let total: i64 = samples
+        .iter()
+        .map(|s| s.values.first().copied().unwrap_or(0))
+        .sum();
+    assert_eq!(total, snap.user().count() as i64, "{}", cfg.name);
+    let text = profile::text(&snap, &cfg.tab, &cfg.version, true);
+    assert!(text.ends_with("invalid\n"), "{}", cfg.name);
+    let _ = profile::leak_report(&snap, &cfg.tab, &cfg.version);
+}
+
+/// A plausible `goroutines` input for configuration `cfg`: `n` goroutines (waiting, runnable,
+/// running, in a syscall, dead) with bounds around the stack region, saved SP inside it, saved PC
+/// and start PC in real functions; the stack a mix of real return PCs and junk.
+pub fn goroutine_image(rng: &mut XorShift, cfg_index: u8, n: usize, stack_len: usize) -> Vec<u8> {
+    let configs = goroutine_configs();
+    let cfg = &configs[usize::from(cfg_index) % configs.len()];
+    let l = cfg.layout;
+    let size = l.size as usize;
+    let pc = |rng: &mut XorShift| {
+        cfg.funcs[rng.below(cfg.funcs.len())]
+            .wrapping_add(cfg.bias)
+            .wrapping_add(1 + rng.below(48) as u64)
+    };
+    let mut globals = Vec::with_capacity(32);
+    for w in [G_ARRAY, n as u64, n as u64, n as u64] {
+        globals.extend_from_slice(&w.to_le_bytes());
+    }
+    let arr: Vec<u8> = (0..n as u64)
+        .flat_map(|i| (G_STRUCTS + i * l.size).to_le_bytes())
+        .collect();
+    let mut gs = vec![0u8; n * size];
+    let put = |g: &mut [u8], off: u64, v: u64| {
+        g[off as usize..off as usize + 8].copy_from_slice(&v.to_le_bytes())
+    };
+    for (i, g) in gs.chunks_exact_mut(size).enumerate() {
+        let status: u32 = [4, 4, 4, 1, 2, 3, 6][rng.below(7)];
+        g[l.atomicstatus as usize..l.atomicstatus as usize + 4]
+            .copy_from_slice(&status.to_le_bytes());
+        put(g, l.goid, 1 + i as u64);
+        put(g, l.stack_lo, G_STACK);
+        put(g, l.stack_hi, G_STACK + stack_len as u64);
+        put(
+            g,
+            l.sched_sp,
+            G_STACK + (rng.below(stack_len / 8) * 8) as u64,
+        );
+        put(g, l.sched_pc, pc(rng));
+        if status == 3 {
+            put(
+                g,
+                l.syscallsp,
+                G_STACK + (rng.below(stack_len / 8) * 8) as u64,
+            );
+            put(g, l.syscallpc, pc(rng));
+        }
+        g[l.waitreason as usize] = rng.below(40) as u8;
+        put(g, l.waitsince, rng.next_u64() >> 2);
+        if let Some(o) = l.parent_goid {
+            put(g, o, 1);
+        }
+        put(g, l.gopc, pc(rng));
+        put(g, l.startpc, pc(rng) & !0xf);
+    }
+    let stack: Vec<u8> = (0..stack_len / 8)
+        .flat_map(|_| {
+            if rng.below(2) == 0 {
+                pc(rng)
+            } else {
+                G_STACK + rng.below(stack_len) as u64
+            }
+            .to_le_bytes()
+        })
+        .collect();
+    let mut v = vec![cfg_index];
+    v.extend_from_slice(&globals);
+    v.extend_from_slice(&(arr.len() as u16).to_le_bytes());
+    v.extend_from_slice(&(gs.len() as u16).to_le_bytes());
+    v.extend_from_slice(&0u16.to_le_bytes());
+    v.extend_from_slice(&arr);
+    v.extend_from_slice(&gs);
+    v.extend_from_slice(&stack);
+    v
+}
+
+/// Seeds of the `goroutines` target: every configuration, a few sizes, with and without a flip.
+fn goroutine_seeds() -> Vec<Vec<u8>> {
+    let mut rng = XorShift(0x6f72_6f75_7469_6e65);
+    let mut v = Vec::new();
+    for cfg in 0..G_CONFIGS.len() as u8 {
+        for (n, stack_len) in [(1, 256), (4, 1024), (12, 2048)] {
+            v.push(goroutine_image(&mut rng, cfg, n, stack_len));
+        }
+        let mut flipped = goroutine_image(&mut rng, cfg, 3, 512);
+        flipped[0] |= 8;
+        v.push(flipped);
+        // allgs naming one g twice (its goid must be kept once), and allglen past the slice.
+        let mut twice = goroutine_image(&mut rng, cfg, 3, 512);
+        twice.copy_within(G_HEADER..G_HEADER + 8, G_HEADER + 8);
+        v.push(twice);
+        let mut long = goroutine_image(&mut rng, cfg, 2, 256);
+        long[1 + 24..1 + 32].copy_from_slice(&3u64.to_le_bytes());
+        v.push(long);
+    }
+    v
 }

@@ -265,6 +265,51 @@ pub fn start_prometheus(scratch: &Scratch, config: &str) -> (Running, u16) {
     (running, port)
 }
 
+/// Debian's `etcd` (package etcd-server: stripped, Go 1.19), installed by
+/// `fixtures/install-toolchains.sh`.
+pub const DEBIAN_ETCD: &str = "/usr/bin/etcd";
+
+/// Starts Debian's etcd as a one-member cluster on free loopback ports (client and peer) with its
+/// data in `scratch` and `--enable-pprof` (`/debug/pprof/` on the client port), and waits until
+/// `/health` answers 200; returns it (killed on drop) and its client port.
+pub fn start_etcd(scratch: &Scratch) -> (Running, u16) {
+    assert!(
+        Path::new(DEBIAN_ETCD).exists(),
+        "{DEBIAN_ETCD} missing: run fixtures/install-toolchains.sh"
+    );
+    let client = free_port();
+    let peer = std::iter::repeat_with(free_port)
+        .find(|&p| p != client)
+        .expect("a second free port");
+    let client_url = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let child = Command::new(DEBIAN_ETCD)
+        .args(["--name", "goheap-test"])
+        .arg(format!(
+            "--data-dir={}",
+            scratch.path(&format!("etcd-{client}")).display()
+        ))
+        .arg(format!("--listen-client-urls={client_url}"))
+        .arg(format!("--advertise-client-urls={client_url}"))
+        .arg(format!("--listen-peer-urls={peer_url}"))
+        .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+        .arg(format!("--initial-cluster=goheap-test={peer_url}"))
+        .arg("--enable-pprof")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start etcd");
+    let running = Running {
+        pid: child.id() as i32,
+        child,
+    };
+    wait_for(Duration::from_secs(60), "etcd /health", || {
+        (http_get(client, "/health").ok()?.status == 200).then_some(())
+    });
+    (running, client)
+}
+
 /// Runs goheap with `args`.
 pub fn goheap(args: &[&str]) -> Output {
     Command::new(goheap_bin())
