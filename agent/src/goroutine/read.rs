@@ -282,9 +282,12 @@ pub fn read_goroutines(
                     continue;
                 }
                 let want = (h.stack_hi - sp).min(limits.max_stack_bytes) as usize;
-                stack_buf.clear();
-                stack_buf.resize(want, 0);
-                let got = mem.read_partial(sp, &mut stack_buf)?;
+                // Grown (and zeroed) only past its largest size so far: a hostile `g` claiming a
+                // huge stack costs one read, not a memset of `max_stack_bytes` per goroutine.
+                if stack_buf.len() < want {
+                    stack_buf.resize(want, 0);
+                }
+                let got = mem.read_partial(sp, &mut stack_buf[..want])?;
                 let window = StackWindow {
                     base: sp,
                     bytes: &stack_buf[..got],
