@@ -12,8 +12,15 @@
 
 mod support;
 
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::Duration;
+
 use goheap::binary::elf::Arch;
+use goheap::binary::locate::LocateMethod;
+use goheap::goroutine::gc::GcLocation;
 use goheap::goroutine::gc_layout::GcLayout;
+use goheap::goroutine::LayoutSource;
 use goheap::runtime::version::GoVersion;
 use goheap::symbolize::pclntab::Pclntab;
 use support::*;
@@ -98,4 +105,240 @@ fn memstats_and_gc_controller_recovered_from_code_equal_the_symtab() {
         }
     }
     assert_eq!(checked, GO_VERSIONS.len() * 3);
+}
+
+/// The fixture's own runtime/metrics values (OUTDIR/gc).
+fn own_metrics(dir: &Scratch) -> HashMap<String, u64> {
+    std::fs::read_to_string(dir.path("gc"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (k, v) = l.split_once(' ').unwrap();
+            (k.to_string(), v.parse().unwrap())
+        })
+        .collect()
+}
+
+/// Runs the `gcstate` fixture (`live_mib` of live heap, `GOMEMLIMIT=limit` when given) and reads
+/// its GC state with goheap; returns (own runtime/metrics, goheap's state, how it was located).
+fn run_gcstate(
+    v: &str,
+    mode: &str,
+    live_mib: u32,
+    limit: Option<&str>,
+) -> (
+    HashMap<String, u64>,
+    goheap::goroutine::gc::GcState,
+    goheap::goroutine::gc::GcLocation,
+) {
+    use goheap::target::procfs::ProcPaths;
+    let dir = Scratch::new(&format!(
+        "gcstate-{v}-{mode}-{}",
+        limit.unwrap_or("nolimit")
+    ));
+    let mut cmd = Command::new(fixture("gcstate", v, mode));
+    cmd.arg(&dir.0).arg(live_mib.to_string());
+    match limit {
+        Some(l) => cmd.env("GOMEMLIMIT", l),
+        None => cmd.env_remove("GOMEMLIMIT"),
+    };
+    cmd.env_remove("GOGC");
+    let proc = start_and_wait(cmd, &dir.path("ready"), Duration::from_secs(30));
+    let own = own_metrics(&dir);
+    let root = std::path::Path::new("/proc");
+    let info = goheap::binary::cache::inspect(&ProcPaths::new(root, proc.pid)).unwrap();
+    let map = goheap::target::maps::MemoryMap::read(root, proc.pid).unwrap();
+    let bias = goheap::target::open::load_bias(&info, &map).unwrap();
+    let mem = goheap::target::memory::VmReader::open(root, proc.pid).unwrap();
+    let loc = GcLocation::of(&info.binary).unwrap_or_else(|e| panic!("Go {v} {mode}: {e}"));
+    let s = loc
+        .read(&mem, bias)
+        .unwrap_or_else(|e| panic!("Go {v} {mode}: {e}"));
+    drop(proc);
+    (own, s, loc)
+}
+
+/// goheap's GC state equals the fixture's own runtime/metrics at the same quiescent moment, every
+/// version × default/PIE/stripped: cycles, heap goal, heap live, heap objects, GOGC, memory limit
+/// (each metric the release has: /gc/gogc:percent, /gc/gomemlimit:bytes and /gc/heap/live:bytes
+/// arrived in Go 1.21). Stripped builds are located by code references with the table's offsets.
+#[test]
+fn gc_state_equals_the_processes_own_runtime_metrics_every_build() {
+    let mut compared = 0;
+    for v in GO_VERSIONS {
+        for mode in ["default", "pie", "stripped"] {
+            let (own, s, loc) = run_gcstate(v, mode, 8, None);
+            let want_method = if mode == "stripped" {
+                (LocateMethod::CodeReference, LayoutSource::Table)
+            } else {
+                (LocateMethod::Symtab, LayoutSource::Dwarf)
+            };
+            assert_eq!((loc.method, loc.offsets), want_method, "Go {v} {mode}");
+            compared += compare(v, mode, &own, &s);
+            assert!(!s.memory_limited, "Go {v} {mode}: no GOMEMLIMIT, {s:?}");
+            assert_eq!(s.memory_limit_bytes, i64::MAX, "Go {v} {mode}");
+            assert_eq!(s.gogc_percent, 100, "Go {v} {mode}");
+            assert!(s.cycles >= 2, "Go {v} {mode}: the fixture forced two GCs");
+            assert!(
+                s.heap_objects_bytes >= 8 << 20,
+                "Go {v} {mode}: 8 MiB kept live, {s:?}"
+            );
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64;
+            assert!(
+                s.last_gc_unix_ns <= now && now - s.last_gc_unix_ns < 60_000_000_000,
+                "Go {v} {mode}: last GC {} vs now {now}",
+                s.last_gc_unix_ns
+            );
+        }
+    }
+    // cycles, goal, objects everywhere; live, GOGC, limit from 1.21 (7 of the 8 versions).
+    assert!(compared >= GO_VERSIONS.len() * 3 * 3, "{compared}");
+}
+
+/// Compares every metric of `own` goheap also reports; returns how many were compared.
+fn compare(
+    v: &str,
+    mode: &str,
+    own: &HashMap<String, u64>,
+    s: &goheap::goroutine::gc::GcState,
+) -> usize {
+    let ours: [(&str, u64); 6] = [
+        ("/gc/cycles/total:gc-cycles", s.cycles),
+        ("/gc/heap/goal:bytes", s.heap_goal_bytes),
+        ("/gc/heap/live:bytes", s.heap_live_bytes),
+        ("/memory/classes/heap/objects:bytes", s.heap_objects_bytes),
+        ("/gc/gogc:percent", s.gogc_percent as u64),
+        ("/gc/gomemlimit:bytes", s.memory_limit_bytes as u64),
+    ];
+    let mut n = 0;
+    for (name, value) in ours {
+        if let Some(&want) = own.get(name) {
+            assert_eq!(
+                value, want,
+                "Go {v} {mode}: {name}; theirs {own:?}, ours {s:?}"
+            );
+            n += 1;
+        }
+    }
+    for must in [
+        "/gc/cycles/total:gc-cycles",
+        "/gc/heap/goal:bytes",
+        "/memory/classes/heap/objects:bytes",
+    ] {
+        assert!(
+            own.contains_key(must),
+            "Go {v}: fixture lacks {must}: {own:?}"
+        );
+    }
+    n
+}
+
+/// With a GOMEMLIMIT that binds (32 MiB live, GOGC goal ≈ 64 MiB, limit 56 MiB) the heap goal is
+/// the memory-limit goal — above its floor (heapMarked), below the limit — and equals the process's own `/gc/heap/goal:bytes`: every version ×
+/// default/PIE/stripped.
+#[test]
+fn heap_goal_in_the_memory_limit_regime_equals_the_processes_own() {
+    for v in GO_VERSIONS {
+        for mode in ["default", "pie", "stripped"] {
+            let (own, s, _) = run_gcstate(v, mode, 32, Some("56MiB"));
+            compare(v, mode, &own, &s);
+            assert!(
+                s.memory_limited,
+                "Go {v} {mode}: limit goal not binding: {s:?}"
+            );
+            assert_eq!(s.memory_limit_bytes, 56 << 20, "Go {v} {mode}");
+            assert!(
+                s.heap_goal_bytes < 56 << 20 && s.heap_goal_bytes > s.heap_live_bytes,
+                "Go {v} {mode}: {s:?}"
+            );
+        }
+    }
+}
+
+/// `name value` of an unlabelled sample in Prometheus text format.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Debian's prometheus (stripped Go 1.19: no .symtab, no DWARF) serves its own
+/// `go_gc_duration_seconds_count` (`debug.ReadGCStats` NumGC), `go_memstats_next_gc_bytes`
+/// (`MemStats.NextGC`, the heap goal) and `go_memstats_last_gc_time_seconds`: goheap's values,
+/// read between two scrapes that agree, equal them. GOGC (not exported by this release) must be
+/// what its environment sets, else 100; the memory limit math.MaxInt64.
+#[test]
+fn debian_prometheus_gc_state_equals_its_own_metrics() {
+    use goheap::target::procfs::ProcPaths;
+    let scratch = Scratch::new("gc-prometheus");
+    let (prom, port) = start_prometheus(&scratch, "global:\n  scrape_interval: 1h\n");
+    let root = std::path::Path::new("/proc");
+    let info = goheap::binary::cache::inspect(&ProcPaths::new(root, prom.pid)).unwrap();
+    assert_eq!(
+        info.binary.go_version.minor, 19,
+        "Debian 12 builds with Go 1.19"
+    );
+    let loc = GcLocation::of(&info.binary).unwrap();
+    assert_eq!(
+        (loc.method, loc.offsets),
+        (LocateMethod::CodeReference, LayoutSource::Table)
+    );
+    let map = goheap::target::maps::MemoryMap::read(root, prom.pid).unwrap();
+    let bias = goheap::target::open::load_bias(&info, &map).unwrap();
+    let mem = goheap::target::memory::VmReader::open(root, prom.pid).unwrap();
+    let environ = std::fs::read(format!("/proc/{}/environ", prom.pid)).unwrap();
+    let gogc: i64 = environ
+        .split(|b| *b == 0)
+        .find_map(|kv| kv.strip_prefix(b"GOGC="))
+        .map_or(100, |v| {
+            let v = String::from_utf8_lossy(v);
+            if v == "off" {
+                -1
+            } else {
+                v.parse().unwrap()
+            }
+        });
+    let scrape = || {
+        let r = http_get(port, "/metrics").unwrap();
+        assert_eq!(r.status, 200);
+        let t = String::from_utf8_lossy(&r.body).into_owned();
+        (
+            sample(&t, "go_gc_duration_seconds_count").unwrap(),
+            sample(&t, "go_memstats_next_gc_bytes").unwrap(),
+            sample(&t, "go_memstats_last_gc_time_seconds").unwrap(),
+        )
+    };
+    let mut last = String::new();
+    for _attempt in 0..20 {
+        let before = scrape();
+        let s = loc.read(&mem, bias).unwrap();
+        let after = scrape();
+        assert_eq!(s.gogc_percent, gogc);
+        assert_eq!(s.memory_limit_bytes, i64::MAX);
+        assert!(
+            s.cycles as f64 >= before.0 && s.cycles as f64 <= after.0,
+            "{before:?} {s:?} {after:?}"
+        );
+        if before != after {
+            last = format!("a GC between the scrapes: {before:?} {after:?}");
+            std::thread::sleep(Duration::from_millis(300));
+            continue;
+        }
+        assert_eq!(s.cycles as f64, before.0, "{s:?}");
+        assert_eq!(s.heap_goal_bytes as f64, before.1, "{s:?}");
+        let last_gc = s.last_gc_unix_ns as f64 / 1e9;
+        assert!(
+            (last_gc - before.2).abs() < 1e-3,
+            "{last_gc} vs {}",
+            before.2
+        );
+        assert!(
+            s.cycles >= 1 && s.heap_live_bytes > 0 && s.heap_objects_bytes > 0,
+            "{s:?}"
+        );
+        return;
+    }
+    panic!("no two back-to-back scrapes agreed in 20 attempts; last: {last}");
 }

@@ -1010,15 +1010,16 @@ pub fn recover_gc_globals(
     controller_offsets: &[u64],
 ) -> Result<RecoveredGcGlobals, CodeRefError> {
     let image = Image::parse(elf)?;
-    let decode_all = |names: &[&str], required: &str| -> Result<Vec<DecodedFunction>, CodeRefError> {
-        let mut out = vec![require_function(&image, funcs, required)?];
-        for n in names.iter().filter(|n| **n != required) {
-            if let Some(f) = decode_function(&image, funcs, n)? {
-                out.push(f);
+    let decode_all =
+        |names: &[&str], required: &str| -> Result<Vec<DecodedFunction>, CodeRefError> {
+            let mut out = vec![require_function(&image, funcs, required)?];
+            for n in names.iter().filter(|n| **n != required) {
+                if let Some(f) = decode_function(&image, funcs, n)? {
+                    out.push(f);
+                }
             }
-        }
-        Ok(out)
-    };
+            Ok(out)
+        };
     let ms_fns = decode_all(MEMSTATS_FUNCTIONS, "runtime.gcMarkTermination")?;
     let gc_fns = decode_all(GC_CONTROLLER_FUNCTIONS, "runtime.gcControllerCommit")?;
     // gcMarkTermination increments memstats.numgc, a uint32: the base must put numgc on a global
