@@ -8,14 +8,17 @@
 //! - oracle: the `gcstate` fixture forces two GCs, writes its own runtime/metrics values and stops
 //!   changing; goheap's GC state equals them (every version × default/PIE/stripped, with and
 //!   without a binding GOMEMLIMIT);
-//! - Debian's stripped prometheus: cycles and GOGC equal its own `go_gc_*` series.
+//! - the agent's `container_go_gc_*` series of stripped builds equal the same oracle;
+//! - Debian's stripped prometheus: cycles and GOGC equal its own `go_gc_*` series;
+//! - garbage goal inputs: no panic.
 
-mod support;
+mod agent_common;
 
 use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
+use agent_common::*;
 use goheap::binary::elf::Arch;
 use goheap::binary::locate::LocateMethod;
 use goheap::goroutine::gc::GcLocation;
@@ -23,7 +26,6 @@ use goheap::goroutine::gc_layout::GcLayout;
 use goheap::goroutine::LayoutSource;
 use goheap::runtime::version::GoVersion;
 use goheap::symbolize::pclntab::Pclntab;
-use support::*;
 
 fn version_of(v: &str) -> GoVersion {
     GoVersion::parse(&format!("go{v}")).unwrap()
@@ -341,4 +343,97 @@ fn debian_prometheus_gc_state_equals_its_own_metrics() {
         return;
     }
     panic!("no two back-to-back scrapes agreed in 20 attempts; last: {last}");
+}
+
+/// The agent's `container_go_gc_*` series of stripped `gcstate` builds (Go 1.19 and the agent
+/// tests' release, the second with a binding GOMEMLIMIT) equal the fixture's own runtime/metrics.
+#[test]
+fn agent_gc_series_of_stripped_builds_equal_the_processes_own() {
+    let scratch = Scratch::new("gc-agent");
+    let agent = Agent::start(&scratch, &["--goroutine-metrics"]);
+    for (v, live, limit) in [(GO_1_19, "8", None), (GO, "32", Some("56MiB"))] {
+        let dir = scratch.path(&format!("gcstate-{v}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut cmd = Command::new(fixture("gcstate", v, "stripped"));
+        cmd.arg(&dir).arg(live).env_remove("GOGC");
+        match limit {
+            Some(l) => cmd.env("GOMEMLIMIT", l),
+            None => cmd.env_remove("GOMEMLIMIT"),
+        };
+        let proc = start_and_wait(cmd, &dir.join("ready"), Duration::from_secs(30));
+        let own: HashMap<String, f64> = std::fs::read_to_string(dir.join("gc"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let (k, v) = l.split_once(' ').unwrap();
+                (k.to_string(), v.parse().unwrap())
+            })
+            .collect();
+        // A cycle that read the process before its GCs shows fewer cycles: wait for one after.
+        let want_cycles = own["/gc/cycles/total:gc-cycles"];
+        let text = wait_for(
+            Duration::from_secs(30),
+            "GC series after the fixture's GCs",
+            || {
+                let t = agent.metrics();
+                (metric_for_pid(&t, "container_go_gc_cycles_total", proc.pid) == Some(want_cycles))
+                    .then_some(t)
+            },
+        );
+        let mut compared = 0;
+        for (metric, name) in [
+            ("container_go_gc_heap_goal_bytes", "/gc/heap/goal:bytes"),
+            ("container_go_gc_heap_live_bytes", "/gc/heap/live:bytes"),
+            (
+                "container_go_gc_heap_objects_bytes",
+                "/memory/classes/heap/objects:bytes",
+            ),
+            ("container_go_gc_gogc_percent", "/gc/gogc:percent"),
+            ("container_go_gc_memory_limit_bytes", "/gc/gomemlimit:bytes"),
+        ] {
+            let got = metric_for_pid(&text, metric, proc.pid);
+            assert!(got.is_some(), "Go {v}: {metric} missing:\n{text}");
+            if let Some(&want) = own.get(name) {
+                assert_eq!(got, Some(want), "Go {v}: {metric}");
+                compared += 1;
+            }
+        }
+        assert!(compared >= 2, "Go {v}: {own:?}");
+    }
+}
+
+/// `heapGoalInternal` on garbage inputs (what wrong addresses would read): no panic, and the
+/// memory-limit goal never exceeds the limit unless it is `heapMarked` (its floor).
+#[test]
+fn heap_goal_of_garbage_inputs_does_not_panic() {
+    use goheap::goroutine::gc::GoalInputs;
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    let pick = |rng: &mut XorShift| match rng.below(4) {
+        0 => rng.next_u64(),
+        1 => u64::MAX - rng.below(1 << 20) as u64,
+        2 => rng.below(1 << 30) as u64,
+        _ => 0,
+    };
+    for i in 0..200_000u32 {
+        let g = GoalInputs {
+            gc_percent_heap_goal: pick(&mut rng),
+            sweep_dist_min_trigger: pick(&mut rng),
+            triggered: pick(&mut rng),
+            heap_marked: pick(&mut rng),
+            memory_limit: pick(&mut rng),
+            heap_free: pick(&mut rng),
+            heap_alloc: pick(&mut rng),
+            mapped_ready: pick(&mut rng),
+        };
+        let v = version_of(if i % 2 == 0 { GO_1_19 } else { GO_1_27 });
+        let limit_goal = g.memory_limit_heap_goal(&v);
+        assert!(
+            limit_goal <= g.memory_limit || limit_goal == g.heap_marked,
+            "{g:?}: {limit_goal}"
+        );
+        let (goal, limited) = g.heap_goal(&v);
+        if limited {
+            assert_eq!(goal, limit_goal, "{g:?}");
+        }
+    }
 }

@@ -250,7 +250,7 @@ impl GoalInputs {
         if non_heap.wrapping_add(overage) >= limit {
             return self.heap_marked;
         }
-        let mut goal = limit - (non_heap + overage);
+        let mut goal = limit - non_heap.wrapping_add(overage);
         const MIN_HEADROOM: u64 = 1 << 20;
         let headroom = if v.at_least(21) {
             (goal / 100 * 3).max(MIN_HEADROOM)
