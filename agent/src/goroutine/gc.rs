@@ -55,7 +55,13 @@ pub struct GcState {
     /// Heap bytes marked live by the last GC (`/gc/heap/live:bytes`).
     pub heap_live_bytes: u64,
     /// Bytes of heap objects allocated and not yet swept free
-    /// (`/memory/classes/heap/objects:bytes`): `totalAlloc − totalFree`.
+    /// (`/memory/classes/heap/objects:bytes`): `totalAlloc − totalFree`. runtime/metrics
+    /// computes the same from `memstats.heapStats` (`largeAlloc + Σ smallAllocCount[i] ·
+    /// class_to_size[i] − largeFree − Σ smallFreeCount[i] · class_to_size[i]`); every site that
+    /// adds to those (mcache `refill`/`allocLarge`/`releaseAll`, `mspan.sweep`, Go 1.19–1.27)
+    /// adds the same bytes (`slots · elemsize`, `npages · pageSize`) to `totalAlloc`/`totalFree`,
+    /// so the two agree whenever no update is half done. `tinyAllocCount` counts objects only:
+    /// tiny blocks are 16-byte class-2 objects, counted in `smallAllocCount`.
     pub heap_objects_bytes: u64,
     /// Heap goal (`/gc/heap/goal:bytes`), as `heapGoalInternal` computes it, the memory-limit
     /// goal included.
