@@ -3,7 +3,8 @@
 //! profile names every allocating function and, for Go >= 1.23, has stacks deeper than 64 frames;
 //! the live `runtime.MemProfileRate` is 524288 (0 in `noprofile`, whose linker flag
 //! `disableMemoryProfiling` is set); `steadyalloc` allocates at its configured rate; `goroutines`
-//! writes its own goroutine profile and a NumGoroutine of 22.
+//! writes its own goroutine profile and a NumGoroutine of 22; `gcstate` shows two forced GCs and
+//! its 8 MiB of live heap objects in its own runtime/metrics.
 //! Equality tests alone would still pass if a fixture silently stopped exercising one of these.
 
 mod support;
@@ -12,8 +13,8 @@ use std::path::Path;
 use std::process::Command;
 
 /// Binaries per Go version in the matrix of fixtures/build.sh: heapfixture × 7 modes,
-/// steadyalloc × 2, noprofile × 2, goroutines × 3.
-const BINARIES_PER_VERSION: usize = 14;
+/// steadyalloc × 2, noprofile × 2, goroutines × 3, gcstate × 3.
+const BINARIES_PER_VERSION: usize = 17;
 
 #[test]
 fn every_fixture_binary_is_what_the_tests_assume() {

@@ -67,6 +67,61 @@ impl GoBinary {
     }
 }
 
+/// GC globals: `memstats mstats` and `gcController gcControllerState` (runtime/mstats.go,
+/// mgcpacer.go).
+pub const SYM_MEMSTATS: &str = "runtime.memstats";
+pub const SYM_GC_CONTROLLER: &str = "runtime.gcController";
+
+/// Addresses (unrelocated) of the GC globals' first bytes, and how they were found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GcSymbols {
+    pub memstats: u64,
+    pub gc_controller: u64,
+    pub method: LocateMethod,
+}
+
+impl GoBinary {
+    /// Finds `runtime.memstats` and `runtime.gcController` in `.symtab`, else (stripped binaries)
+    /// by code references ([`crate::binary::coderef::recover_gc_globals`], fitted with the
+    /// offsets `layout` of the binary's release); the error says why not.
+    pub fn gc_symbols(
+        &self,
+        layout: &crate::goroutine::gc_layout::GcLayout,
+    ) -> Result<GcSymbols, String> {
+        let Some(loc) = self.symtab_location() else {
+            let map = crate::symbolize::symbolizer::map_binary(self)
+                .map_err(|e| format!("stripped: no .symtab; {e}"))?;
+            let pclntab = crate::symbolize::pclntab::Pclntab::parse_mapped(map.clone())
+                .map_err(|e| format!("stripped: no .symtab; .gopclntab: {e}"))?;
+            let ranges =
+                PclntabRanges::resolve_names(&pclntab, crate::binary::coderef::GC_FUNCTIONS_USED);
+            drop(pclntab);
+            let found = crate::binary::coderef::recover_gc_globals(
+                &map,
+                &ranges,
+                &layout.mstats.offsets(),
+                &layout.controller.offsets(),
+            )
+            .map_err(|e| format!("stripped: no .symtab; code references: {e}"))?;
+            return Ok(GcSymbols {
+                memstats: found.memstats,
+                gc_controller: found.gc_controller,
+                method: LocateMethod::CodeReference,
+            });
+        };
+        let table = SymbolTable::find(&self.file, loc, &[SYM_MEMSTATS, SYM_GC_CONTROLLER])
+            .map_err(|e| BinaryError::Symtab(self.path.display().to_string(), e).to_string())?;
+        match (table.get(SYM_MEMSTATS), table.get(SYM_GC_CONTROLLER)) {
+            (Some(m), Some(g)) => Ok(GcSymbols {
+                memstats: m.value,
+                gc_controller: g.value,
+                method: LocateMethod::Symtab,
+            }),
+            _ => Err(".symtab lacks runtime.memstats or runtime.gcController".into()),
+        }
+    }
+}
+
 /// Addresses of the runtime globals (unrelocated ELF virtual addresses), and how they were found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuntimeSymbols {

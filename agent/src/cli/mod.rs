@@ -10,6 +10,7 @@ use crate::error::{exit_code, exit_codes_help, Refusal};
 
 mod completions;
 mod diff;
+mod gc_layout;
 mod goroutines;
 mod output;
 mod profile;
@@ -95,6 +96,9 @@ does."
     /// Print the goroutine-layout table rows derived from Go binaries' DWARF (generator; see goroutine/layout.rs).
     #[command(hide = true)]
     GoroutineLayout(goroutines::LayoutArgs),
+    /// Print the GC-layout table rows (runtime.mstats, runtime.gcControllerState offsets) derived from Go binaries' DWARF (generator; see goroutine/gc_layout.rs).
+    #[command(hide = true)]
+    GcLayout(gc_layout::GcLayoutArgs),
     /// Print a shell completion script (bash: `source <(goheap completions bash)`).
     Completions(CompletionsArgs),
     /// Print the manual page goheap(1) in roff (`goheap man | man -l -`), or write all pages.
@@ -123,6 +127,7 @@ pub fn main() -> ExitCode {
         Command::Ps(args) => ps::run(&cli.proc_root, args),
         Command::Goroutines(args) => goroutines::run(&cli.proc_root, args),
         Command::GoroutineLayout(args) => goroutines::layout(args),
+        Command::GcLayout(args) => gc_layout::run(args),
         Command::Completions(args) => completions::completions(args),
         Command::Man(args) => completions::man(args),
         Command::Agent(args) => {

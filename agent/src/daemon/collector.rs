@@ -870,9 +870,10 @@ fn collect_go(
                     Ok(counts) => m.set_goroutines(&g.labels, &counts),
                     Err(e) => tracing::debug!(pid = key.pid, error = %e, "goroutines not counted"),
                 }
-                if let Ok(Ok(s)) = crate::goroutine::gc_location(c).map(|l| l.read(&r.mem, g.bias))
-                {
-                    m.set_gc(&g.labels, &s);
+                match crate::goroutine::gc_location(c).map(|l| l.read(&r.mem, g.bias)) {
+                    Ok(Ok(s)) => m.set_gc(&g.labels, &s),
+                    Ok(Err(e)) => tracing::debug!(pid = key.pid, error = %e, "GC state not read"),
+                    Err(e) => tracing::debug!(pid = key.pid, error = %e, "GC state not located"),
                 }
             }
             g.series = true;

@@ -10,12 +10,13 @@ pub use super::labels::ProcessLabels;
 pub const PROCESS_LABELS: [&str; 10] = super::labels::NAMES;
 
 /// The GC gauges (name, help), in the order of [`AgentMetrics::gc`].
-pub const GC_GAUGES: [(&str, &str); 5] = [
+pub const GC_GAUGES: [(&str, &str); 6] = [
     ("container_go_gc_heap_live_bytes", "Heap bytes marked live by the last GC (runtime gcController.heapMarked, /gc/heap/live:bytes)."),
     ("container_go_gc_heap_goal_bytes", "Heap size at which the next GC starts (gcController heap goal, /gc/heap/goal:bytes)."),
     ("container_go_gc_last_unix_seconds", "When the last GC ended, Unix seconds (memstats.last_gc_unix); 0 before the first."),
     ("container_go_gc_gogc_percent", "GOGC in force (gcController.gcPercent, /gc/gogc:percent); -1 = off."),
     ("container_go_gc_memory_limit_bytes", "Memory limit in force (gcController.memoryLimit, /gc/gomemlimit:bytes)."),
+    ("container_go_gc_heap_objects_bytes", "Bytes of heap objects allocated and not yet swept free (gcController.totalAlloc - totalFree, /memory/classes/heap/objects:bytes)."),
 ];
 
 /// Every metric the agent exports.
@@ -29,7 +30,8 @@ pub struct AgentMetrics {
     /// User goroutines by state (`PROCESS_LABELS` + `state`), as `runtime.NumGoroutine` counts.
     pub goroutines: IntGaugeVec,
     /// GC state from the runtime's globals (`goroutine::gc`): completed cycles, then the gauges
-    /// heap live, heap goal, last GC (unix seconds), GOGC, memory limit (in [`GC_GAUGES`] order).
+    /// heap live, heap goal, last GC (unix seconds), GOGC, memory limit, heap objects (in
+    /// [`GC_GAUGES`] order).
     pub gc_cycles: IntCounterVec,
     pub gc: Vec<IntGaugeVec>,
     pub cycle_duration: Histogram,
@@ -230,6 +232,7 @@ impl AgentMetrics {
             (s.last_gc_unix_ns / 1_000_000_000) as i64,
             s.gogc_percent,
             s.memory_limit_bytes,
+            s.heap_objects_bytes as i64,
         ];
         for (g, v) in self.gc.iter().zip(values) {
             g.with_label_values(&l).set(v);

@@ -9,6 +9,7 @@
 
 pub mod dwarf_layout;
 pub mod gc;
+pub mod gc_layout;
 pub mod layout;
 pub mod profile;
 pub mod read;

@@ -871,3 +871,206 @@ pub fn recover_goroutine_globals(
         evidence,
     })
 }
+
+/// Runtime functions whose code references `runtime.memstats` fields (GC bookkeeping at the end of
+/// every cycle; `ReadMemStats`/`debug.ReadGCStats`, linked only when the program uses them).
+pub const MEMSTATS_FUNCTIONS: &[&str] = &[
+    "runtime.gcMarkTermination",
+    "runtime.readmemstats_m",
+    "runtime.readGCStats_m",
+];
+
+/// Runtime functions whose code references `runtime.gcController` fields directly (not through a
+/// method's receiver): the pacer commit, GC start and the allocator's initialisation.
+pub const GC_CONTROLLER_FUNCTIONS: &[&str] = &[
+    "runtime.gcControllerCommit",
+    "runtime.gcMarkTermination",
+    "runtime.gcPaceScavenger",
+    "runtime.gcStart",
+    "runtime.mallocinit",
+    "runtime.gcinit",
+    "runtime.(*mheap).grow",
+    "runtime.gcTrigger.test",
+];
+
+/// Every function [`recover_gc_globals`] may decode.
+pub const GC_FUNCTIONS_USED: &[&str] = &[
+    "runtime.gcMarkTermination",
+    "runtime.readmemstats_m",
+    "runtime.readGCStats_m",
+    "runtime.gcControllerCommit",
+    "runtime.gcStart",
+    "runtime.mallocinit",
+    "runtime.gcinit",
+    "runtime.(*mheap).grow",
+    "runtime.gcTrigger.test",
+    "runtime.gcPaceScavenger",
+];
+
+/// `runtime.memstats` and `runtime.gcController` (their start addresses) recovered from machine
+/// code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveredGcGlobals {
+    pub memstats: u64,
+    pub gc_controller: u64,
+    /// Human-readable description of each reference that supports the result.
+    pub evidence: Vec<String>,
+}
+
+/// Fewest distinct fields of a struct the code must reference at one base address.
+const MIN_FIELDS_FITTED: usize = 3;
+/// How many more fields the chosen base must explain than any other base.
+const MIN_MARGIN: usize = 2;
+
+/// The base address `B` of a global of a struct type such that the most distinct `offsets` of that
+/// struct, `B + offset`, are referenced by `functions`' code, all inside one writable data section.
+/// It must reference at least [`MIN_FIELDS_FITTED`] fields, [`MIN_MARGIN`] more than any other base.
+/// With `anchors`, only those addresses are candidate bases. Returns the base, its field count,
+/// the next best count and the functions that reference it.
+fn fit_struct_base(
+    image: &Image<'_>,
+    functions: &[DecodedFunction],
+    offsets: &[u64],
+    anchors: Option<&BTreeSet<u64>>,
+    what: &'static str,
+) -> Result<(u64, usize, usize, Vec<String>), CodeRefError> {
+    let max_off = offsets.iter().copied().max().unwrap_or(0);
+    let per_fn: Vec<BTreeSet<u64>> = functions.iter().map(|f| f.targets(image)).collect();
+    let all: BTreeSet<u64> = per_fn.iter().flatten().copied().collect();
+    let mut candidates: BTreeSet<u64> = BTreeSet::new();
+    for &t in &all {
+        for &o in offsets {
+            if let Some(b) = t.checked_sub(o) {
+                candidates.insert(b);
+            }
+        }
+    }
+    let mut scored: Vec<(usize, u64)> = candidates
+        .into_iter()
+        .filter(|b| anchors.is_none_or(|a| a.contains(b)))
+        .filter(|&b| {
+            image.section_of(b).is_some_and(|s| {
+                s.global_data && b.checked_add(max_off).is_some_and(|e| s.addrs.contains(&e))
+            })
+        })
+        .map(|b| {
+            let mut seen: Vec<u64> = offsets
+                .iter()
+                .copied()
+                .filter(|&o| all.contains(&(b + o)))
+                .collect();
+            seen.dedup();
+            (seen.len(), b)
+        })
+        .collect();
+    scored.sort_unstable_by(|a, b| b.cmp(a));
+    let best = scored.first().copied().unwrap_or((0, 0));
+    let runner_up = scored.get(1).map_or(0, |s| s.0);
+    if best.0 < MIN_FIELDS_FITTED || best.0 < runner_up + MIN_MARGIN {
+        let top: Vec<String> = scored
+            .iter()
+            .take(4)
+            .map(|(n, b)| format!("{b:#x}: {n} fields"))
+            .collect();
+        return Err(CodeRefError::NotIdentified {
+            what,
+            detail: format!(
+                "no single base address explains at least {MIN_FIELDS_FITTED} field references, {MIN_MARGIN} more than any other, of {} (best: {})",
+                functions
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                top.join("; ")
+            ),
+        });
+    }
+    let users = functions
+        .iter()
+        .zip(&per_fn)
+        .filter(|(_, t)| offsets.iter().any(|&o| t.contains(&(best.1 + o))))
+        .map(|(f, _)| f.name.clone())
+        .collect();
+    Ok((best.1, best.0, runner_up, users))
+}
+
+/// Recovers `runtime.memstats` and `runtime.gcController` from the code of the functions in
+/// [`MEMSTATS_FUNCTIONS`] and [`GC_CONTROLLER_FUNCTIONS`] present in the binary, given the field
+/// offsets of their types (`memstats_offsets`, `controller_offsets`: the table row of the binary's
+/// release, [`crate::goroutine::gc_layout::GcLayout`]): each global is the one base address at
+/// which the code references the most distinct fields of its type (at least three), all in one
+/// writable data section; `memstats` must put `numgc` (`memstats_offsets[0]`) on a global
+/// `runtime.gcMarkTermination` accesses as 4 bytes, `runtime.gcController` must also be referenced at its own address by
+/// `runtime.gcControllerCommit` (the receiver of the methods it calls). `runtime.gcMarkTermination`
+/// and `runtime.gcControllerCommit` are required; the two globals must differ.
+pub fn recover_gc_globals(
+    elf: &[u8],
+    funcs: &dyn FunctionRanges,
+    memstats_offsets: &[u64],
+    controller_offsets: &[u64],
+) -> Result<RecoveredGcGlobals, CodeRefError> {
+    let image = Image::parse(elf)?;
+    let decode_all =
+        |names: &[&str], required: &str| -> Result<Vec<DecodedFunction>, CodeRefError> {
+            let mut out = vec![require_function(&image, funcs, required)?];
+            for n in names.iter().filter(|n| **n != required) {
+                if let Some(f) = decode_function(&image, funcs, n)? {
+                    out.push(f);
+                }
+            }
+            Ok(out)
+        };
+    let ms_fns = decode_all(MEMSTATS_FUNCTIONS, "runtime.gcMarkTermination")?;
+    let gc_fns = decode_all(GC_CONTROLLER_FUNCTIONS, "runtime.gcControllerCommit")?;
+    // gcMarkTermination increments memstats.numgc, a uint32: the base must put numgc on a global
+    // it accesses as 4 bytes (readmemstats_m copies the pause arrays, whose interior references
+    // fit shifted bases as well as the true one).
+    let numgc_off = memstats_offsets.first().copied().unwrap_or(0);
+    let numgc_bases: BTreeSet<u64> = ms_fns[0]
+        .global_refs(&image)
+        .filter(|(_, _, g)| g.size == 4)
+        .filter_map(|(_, _, g)| g.target.checked_sub(numgc_off))
+        .collect();
+    let (memstats, n_ms, r_ms, ms_users) = fit_struct_base(
+        &image,
+        &ms_fns,
+        memstats_offsets,
+        Some(&numgc_bases),
+        "runtime.memstats",
+    )?;
+    // gcControllerCommit calls methods on gcController (commit, trigger, revise): it takes the
+    // global's own address as the receiver, which singles it out from other structs whose
+    // consecutive fields gcMarkTermination also references (runtime.work).
+    let receivers = gc_fns[0].targets(&image);
+    let (gc_controller, n_gc, r_gc, gc_users) = fit_struct_base(
+        &image,
+        &gc_fns,
+        controller_offsets,
+        Some(&receivers),
+        "runtime.gcController",
+    )?;
+    if memstats == gc_controller {
+        return Err(CodeRefError::Disagreement {
+            what: "runtime.gcController",
+            detail: format!("fitted at the same address as runtime.memstats {memstats:#x}"),
+        });
+    }
+    Ok(RecoveredGcGlobals {
+        memstats,
+        gc_controller,
+        evidence: vec![
+            format!(
+                "memstats {memstats:#x} ({}): {n_ms} (next best {r_ms}) of {} mstats fields referenced by {}",
+                image.section_name(memstats),
+                memstats_offsets.len(),
+                ms_users.join(", ")
+            ),
+            format!(
+                "gcController {gc_controller:#x} ({}): {n_gc} (next best {r_gc}) of {} gcControllerState fields referenced by {}",
+                image.section_name(gc_controller),
+                controller_offsets.len(),
+                gc_users.join(", ")
+            ),
+        ],
+    })
+}
