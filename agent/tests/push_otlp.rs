@@ -46,7 +46,7 @@ impl Collector {
             ),
         )
         .unwrap();
-        let child = Command::new(go_tool("otelcol"))
+        let child = Command::new(built_tool("otelcol"))
             .arg("--config")
             .arg(&config)
             .arg("--feature-gates=service.profilesSupport")
@@ -87,7 +87,7 @@ impl Collector {
     /// What the collector received, decoded with pdata/pprofile: one JSON array of resources per
     /// export request.
     fn decoded(&self) -> Vec<serde_json::Value> {
-        let out = Command::new(go_tool("otelcol"))
+        let out = Command::new(built_tool("otelcol"))
             .arg("decode")
             .arg(&self.out)
             .output()

@@ -25,7 +25,7 @@ use agent_common::*;
 /// Starts `goheap-pyroscope connect 127.0.0.1:PORT OUT [FAIL_CODE FAIL_COUNT]` and waits for it.
 fn start_connect_receiver(out: &Path, fail: Option<(&str, u32)>) -> (Receiver, u16) {
     let port = free_port();
-    let mut cmd = Command::new(go_tool("pyroscope"));
+    let mut cmd = Command::new(built_tool("pyroscope"));
     cmd.args(["connect", &format!("127.0.0.1:{port}")]).arg(out);
     if let Some((code, n)) = fail {
         cmd.args([code, &n.to_string()]);
@@ -132,7 +132,7 @@ fn pyroscope_ingest_uploads_equal_goheaps_own_profiles() {
     let port = free_port();
     let received = scratch.path("ingest.jsonl");
     let _rx = Receiver(
-        Command::new(go_tool("otelcol"))
+        Command::new(built_tool("otelcol"))
             .args(["pyroscope-ingest", &format!("127.0.0.1:{port}")])
             .arg(&received)
             .stdin(Stdio::null())

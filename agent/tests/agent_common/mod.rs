@@ -16,7 +16,7 @@ pub const GO: &str = GO_1_23;
 
 /// A test tool built from `fixtures/NAME/` (`otelcol`, `pyroscope`) by its `build.sh`, once per
 /// machine and cached: `<cache>/NAME/goheap-NAME`. Built at most once per test binary.
-pub fn go_tool(name: &str) -> PathBuf {
+pub fn built_tool(name: &str) -> PathBuf {
     static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let bin = cache_dir().join(format!("{name}/goheap-{name}"));
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
