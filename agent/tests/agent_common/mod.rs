@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 pub mod support;
 pub use support::*;
 pub mod cgroups;
+pub mod otelcol;
 pub mod pprof_stacks;
 
 /// The Go version whose fixtures the agent tests use.
