@@ -4,13 +4,18 @@
 //! goheap's own (the comparison of push_otlp.rs, agent_common/otelcol.rs). Faults: a certificate
 //! from another CA and a certificate for another name are refused (`failed{reason="tls"}`,
 //! retried, nothing reaches the collector) with one log line saying what to do.
+//!
+//! `pyroscope+connect+https://`: fixtures/pyroscope's receiver (Pyroscope's own generated Connect
+//! handler) served by Go's http.ListenAndServeTLS with such a certificate; its series equal
+//! goheap's own profiles, and the basic-auth header arrives (only over TLS).
 
 mod agent_common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use agent_common::otelcol::{metric, push_to_collector, Collector};
+use agent_common::otelcol::{metric, own_profiles, push_to_collector, Collector};
+use agent_common::pprof_stacks::{assert_stacks_close, pprof_stacks, read_pprof, received_stacks};
 use agent_common::*;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 
@@ -212,4 +217,112 @@ fn an_unreadable_or_empty_ca_file_refuses_to_start_with_one_line() {
             "{err}"
         );
     }
+}
+
+/// fixtures/pyroscope's receiver, built (once per machine, cached) by fixtures/pyroscope/build.sh.
+fn pyroscope_bin() -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/pyroscope/build.sh");
+    let st = std::process::Command::new("bash")
+        .arg(&script)
+        .status()
+        .expect("running fixtures/pyroscope/build.sh");
+    assert!(st.success(), "fixtures/pyroscope/build.sh failed");
+    cache_dir().join("pyroscope/goheap-pyroscope")
+}
+
+struct Receiver(std::process::Child);
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn pyroscope_connect_https_series_equal_goheaps_own_through_pyroscopes_handler() {
+    let scratch = Scratch::new("push-tls-pyroscope");
+    let ca = make_ca(&scratch, "pyro");
+    let (c, k) = server_cert(&scratch, &ca, "pyroscope", &["localhost"]);
+    let received = scratch.path("connect.jsonl");
+    let port = free_port();
+    let _rx = Receiver(
+        std::process::Command::new(pyroscope_bin())
+            .args(["connect", &format!("127.0.0.1:{port}")])
+            .arg(&received)
+            .env("GOHEAP_TLS_CERT_FILE", &c)
+            .env("GOHEAP_TLS_KEY_FILE", &k)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting the Connect receiver"),
+    );
+    wait_for(Duration::from_secs(30), "the Connect receiver", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    let (fx, _addr) = start_steadyalloc(&scratch, "tls-pyro", 20.0);
+    let outdir = scratch.path("out");
+    std::fs::create_dir_all(&outdir).unwrap();
+    let auth = scratch.path("basic");
+    std::fs::write(&auth, "user:secret\n").unwrap();
+    let url = format!("pyroscope+connect+https://localhost:{port}");
+    let agent = Agent::start(
+        &scratch,
+        &[
+            "--output-dir",
+            outdir.to_str().unwrap(),
+            "--push",
+            &url,
+            "--push-ca-file",
+            ca.pem.to_str().unwrap(),
+            "--push-basic-auth-file",
+            auth.to_str().unwrap(),
+        ],
+    );
+    let pid = fx.pid.to_string();
+    let series = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&received)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|u| {
+                u["labels"]["pid"].as_str() == Some(pid.as_str())
+                    && u["sample_types"][0] == "alloc_objects/count"
+            })
+            .collect()
+    };
+    wait_for(
+        Duration::from_secs(60),
+        "three alloc series over TLS",
+        || (series().len() >= 3).then_some(()),
+    );
+    let metrics = agent.metrics();
+    drop(agent);
+    assert!(
+        metric(
+            &metrics,
+            &format!("goheap_agent_push_sent_total{{sink=\"{url}\"}}")
+        ) >= 3.0,
+        "{metrics}"
+    );
+    let own: Vec<pprof_proto::Profile> = own_profiles(&outdir, fx.pid)
+        .iter()
+        .map(|(_, p)| read_pprof(p))
+        .collect();
+    let all = series();
+    for u in &all {
+        assert_eq!(u["error"], "", "{u}");
+        // "user:secret" in base64 (RFC 4648).
+        assert_eq!(u["authorization"], "Basic dXNlcjpzZWNyZXQ=", "{u}");
+        let t = u["time_nanos"].as_i64().unwrap();
+        let Some(mine) = own.iter().find(|p| p.time_nanos == t) else {
+            panic!("no --output-dir profile with time_nanos {t}");
+        };
+        assert_stacks_close(
+            &pprof_stacks(mine, &["alloc_objects", "alloc_space"]),
+            &received_stacks(u),
+            &format!("alloc series at {t}"),
+        );
+    }
+    assert!(all.len() >= 3);
 }
