@@ -203,15 +203,34 @@ fn an_unreadable_or_empty_ca_file_refuses_to_start_with_one_line() {
             "No such file",
         ),
     ] {
-        let out = std::process::Command::new(goheap_bin())
+        let log = scratch.path("agent.err");
+        let mut child = std::process::Command::new(goheap_bin())
             .args(["agent", "--listen", "127.0.0.1:0", "--push"])
             .arg("otlp+https://127.0.0.1:1")
             .arg("--push-ca-file")
             .arg(&path)
-            .output()
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
             .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{err}");
+        // An agent that accepted the file would run on: give it 20 s, then kill it and fail.
+        let t0 = std::time::Instant::now();
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break Some(st);
+            }
+            if t0.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let err = std::fs::read_to_string(&log).unwrap();
+        let status = status.unwrap_or_else(|| panic!("the agent started with {path:?}: {err}"));
+        assert_eq!(status.code(), Some(1), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
         assert!(
             err.contains("--push-ca-file") && err.contains(says),
             "{err}"
