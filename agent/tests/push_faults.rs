@@ -142,12 +142,6 @@ fn serve(mut s: TcpStream, status: &AtomicU16, seen: &Mutex<Vec<Seen>>) -> Optio
     None
 }
 
-fn metric(text: &str, name_and_labels: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 fn start_fixture(scratch: &Scratch) -> Running {
     let ready = scratch.path("steady.ready");
     let mut cmd = Command::new(fixture("steadyalloc", GO, "default"));
@@ -389,8 +383,11 @@ fn credentials_come_from_files_never_from_the_url() {
         err.contains("credentials are not taken from the command line"),
         "{err}"
     );
-    let out = goheap(&["agent", "--push", "otlp+https://127.0.0.1:4318"]);
+    // A URL without the protocol (plain https://) is refused too; the TLS schemes are push_tls.rs's.
+    let out = goheap(&["agent", "--push", "https://127.0.0.1:4318"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("otlp+grpc(s)://"), "{err}");
 
     let fx = start_fixture(&scratch);
     let sink = Injector::start(free_port(), 200);

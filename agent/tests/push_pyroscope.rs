@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use agent_common::pprof_stacks::{pprof_stacks, read_pprof};
+use agent_common::pprof_stacks::{assert_stacks_close, pprof_stacks, read_pprof, received_stacks};
 use agent_common::*;
 
 /// Starts `goheap-pyroscope connect 127.0.0.1:PORT OUT [FAIL_CODE FAIL_COUNT]` and waits for it.
@@ -41,52 +41,6 @@ fn start_connect_receiver(out: &Path, fail: Option<(&str, u32)>) -> (Receiver, u
         TcpStream::connect(("127.0.0.1", port)).ok()
     });
     (rx, port)
-}
-
-/// Per stack the summed values of a received series' samples (the receiver's JSON).
-fn received_stacks(u: &serde_json::Value) -> BTreeMap<Vec<String>, Vec<i64>> {
-    let mut got: BTreeMap<Vec<String>, Vec<i64>> = BTreeMap::new();
-    for s in u["samples"].as_array().unwrap() {
-        let stack: Vec<String> = s["stack"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f.as_str().unwrap().to_string())
-            .collect();
-        let e = got.entry(stack).or_insert_with(|| vec![0, 0]);
-        for k in 0..2 {
-            e[k] += s["values"][k].as_i64().unwrap();
-        }
-    }
-    got
-}
-
-/// Asserts two per-stack value maps have the same stacks and values within ±1.
-fn assert_stacks_close(
-    want: &BTreeMap<Vec<String>, Vec<i64>>,
-    got: &BTreeMap<Vec<String>, Vec<i64>>,
-    what: &str,
-) {
-    assert_eq!(
-        want.keys().collect::<Vec<_>>(),
-        got.keys().collect::<Vec<_>>(),
-        "{what}"
-    );
-    for (stack, v) in want {
-        for k in 0..2 {
-            assert!(
-                (v[k] - got[stack][k]).abs() <= 1,
-                "{what}: {stack:?}: expected {v:?}, received {:?}",
-                got[stack]
-            );
-        }
-    }
-}
-
-fn metric(text: &str, name_and_labels: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// The receiver, killed on drop.

@@ -95,8 +95,10 @@ pub struct AgentArgs {
     /// Push every interval's profiles to a sink: pyroscope+http://HOST:4040[/PREFIX] (Pyroscope
     /// /ingest), pyroscope+connect+http://HOST:4040[/PREFIX] (Pyroscope's Connect
     /// push.v1.PusherService/Push), otlp+http://HOST:4318[/PREFIX] (OTLP profiles, HTTP/protobuf)
-    /// or otlp+grpc://HOST:4317 (OTLP over gRPC). Repeatable; each sink has its own queue and
-    /// thread. Credentials never go in the URL (see --push-*-file).
+    /// or otlp+grpc://HOST:4317 (OTLP over gRPC); over TLS as pyroscope+https://,
+    /// pyroscope+connect+https://, otlp+https:// and otlp+grpcs:// (certificate and host name
+    /// always verified against the system's CAs or --push-ca-file). Repeatable; each sink has its
+    /// own queue and thread. Credentials never go in the URL (see --push-*-file).
     #[arg(long = "push", value_name = "URL", value_parser = push::parse_sink)]
     pub push: Vec<push::SinkSpec>,
     /// Most process profiles one sink's queue holds; beyond it the oldest is dropped and counted.
@@ -121,6 +123,10 @@ pub struct AgentArgs {
     /// File holding the tenant sent as X-Scope-OrgID (or GOHEAP_PUSH_TENANT).
     #[arg(long, env = "GOHEAP_PUSH_TENANT_FILE")]
     pub push_tenant_file: Option<PathBuf>,
+    /// PEM file of the CA certificates trusted by the TLS push sinks, instead of the system's
+    /// bundle (e.g. a private CA mounted from a Secret).
+    #[arg(long, env = "GOHEAP_PUSH_CA_FILE")]
+    pub push_ca_file: Option<PathBuf>,
 }
 
 /// Parses `--advertise-address`: `host:port` (a DNS name, IPv4 or `[IPv6]`), at most 255 bytes.
@@ -319,6 +325,7 @@ async fn run_async(proc_root: PathBuf, args: AgentArgs) -> anyhow::Result<()> {
             queue_bytes: args.push_queue_bytes,
             timeout: args.push_timeout,
             max_attempts: args.push_max_attempts,
+            ca_file: args.push_ca_file.clone(),
             ..push::PushSettings::default()
         };
         let pusher = push::Pusher::start(

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 pub mod support;
 pub use support::*;
 pub mod cgroups;
+pub mod otelcol;
 pub mod pprof_stacks;
 
 /// The Go version whose fixtures the agent tests use.
@@ -169,6 +170,14 @@ pub fn metric_series(text: &str, series: &str) -> Option<f64> {
             .parse()
             .ok()
     })
+}
+
+/// The value after `name_and_labels` (a series' name and the start of its labels) on the first
+/// line that starts with it, 0 when there is none (counters not yet incremented are absent).
+pub fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// A metric without labels (or the first series of it).

@@ -56,3 +56,44 @@ pub fn read_pprof(path: &Path) -> Profile {
         .unwrap();
     <Profile as prost::Message>::decode(raw.as_slice()).unwrap()
 }
+
+/// Per stack the summed values of a received Pyroscope series' samples (the JSON of
+/// fixtures/pyroscope's receiver and of `goheap-otelcol pyroscope-ingest`).
+pub fn received_stacks(u: &serde_json::Value) -> BTreeMap<Vec<String>, Vec<i64>> {
+    let mut got: BTreeMap<Vec<String>, Vec<i64>> = BTreeMap::new();
+    for s in u["samples"].as_array().unwrap() {
+        let stack: Vec<String> = s["stack"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_str().unwrap().to_string())
+            .collect();
+        let e = got.entry(stack).or_insert_with(|| vec![0, 0]);
+        for k in 0..2 {
+            e[k] += s["values"][k].as_i64().unwrap();
+        }
+    }
+    got
+}
+
+/// Asserts two per-stack value maps have the same stacks and values within ±1.
+pub fn assert_stacks_close(
+    want: &BTreeMap<Vec<String>, Vec<i64>>,
+    got: &BTreeMap<Vec<String>, Vec<i64>>,
+    what: &str,
+) {
+    assert_eq!(
+        want.keys().collect::<Vec<_>>(),
+        got.keys().collect::<Vec<_>>(),
+        "{what}"
+    );
+    for (stack, v) in want {
+        for k in 0..2 {
+            assert!(
+                (v[k] - got[stack][k]).abs() <= 1,
+                "{what}: {stack:?}: expected {v:?}, received {:?}",
+                got[stack]
+            );
+        }
+    }
+}

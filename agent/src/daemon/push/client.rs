@@ -1,11 +1,14 @@
-//! A minimal blocking HTTP/1.1 client for push requests: one connection per request
-//! (`Connection: close`), every step bounded by the request's deadline, the response read into at
+//! A minimal blocking HTTP/1.1 client for push requests, in clear or over TLS (rustls, see
+//! [`super::tls`]): one connection per request (`Connection: close`), every step bounded by the request's deadline, the response read into at
 //! most [`MAX_RESPONSE`] bytes. Push sends one request every interval per process and sink, so a
 //! connection pool would buy little; a sink that stalls holds only its own worker thread.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
 
 use super::{Credentials, Request};
 
@@ -51,9 +54,109 @@ fn io_reason(e: &std::io::Error) -> &'static str {
     }
 }
 
-/// POSTs `req` to `ep` within `timeout` (connect, send and the whole answer).
-pub fn post(ep: &Endpoint, req: &Request, creds: &Credentials, timeout: Duration) -> Outcome {
-    post_with(ep, req, creds, timeout, &[], classify_http)
+/// A connection: plain TCP or TLS over it. Timeouts are set on the TCP socket in both cases.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Conn {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Conn::Plain(s) => s,
+            Conn::Tls(s) => &s.sock,
+        }
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// Runs the TLS handshake on `tcp` for `host` before anything is sent, each read and write
+/// bounded by `deadline`. Any failure (certificate chain, name, protocol, a peer that is not TLS)
+/// is `reason="tls"`, retried; a timeout stays `timeout`.
+fn handshake(
+    config: &Arc<rustls::ClientConfig>,
+    host: &str,
+    mut tcp: TcpStream,
+    deadline: Instant,
+) -> Result<Conn, Outcome> {
+    let name = ServerName::try_from(host.to_string()).map_err(|e| {
+        failed(
+            "tls",
+            false,
+            format!("{host:?} is not a TLS server name: {e}"),
+        )
+    })?;
+    let mut conn = rustls::ClientConnection::new(config.clone(), name)
+        .map_err(|e| failed("tls", true, format!("TLS setup: {e}")))?;
+    while conn.is_handshaking() {
+        let Some(t) = deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+        else {
+            return Err(failed("timeout", true, "TLS handshake timed out"));
+        };
+        if let Err(e) = tcp
+            .set_read_timeout(Some(t))
+            .and_then(|_| tcp.set_write_timeout(Some(t)))
+        {
+            return Err(failed("io", true, e.to_string()));
+        }
+        match conn.complete_io(&mut tcp) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(failed("timeout", true, "TLS handshake timed out"))
+            }
+            Err(e) => {
+                return Err(failed(
+                    "tls",
+                    true,
+                    format!("TLS handshake with {host}: {e}"),
+                ))
+            }
+        }
+    }
+    Ok(Conn::Tls(Box::new(rustls::StreamOwned::new(conn, tcp))))
+}
+
+/// POSTs `req` to `ep` within `timeout` (connect, handshake, send and the whole answer), over
+/// TLS with `tls`, else in clear.
+pub fn post(
+    ep: &Endpoint,
+    req: &Request,
+    creds: &Credentials,
+    timeout: Duration,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Outcome {
+    post_with(ep, req, creds, timeout, &[], classify_http, tls)
 }
 
 /// [`post`] with `headers` added to the request and the answer's status and body (control
@@ -66,6 +169,7 @@ pub fn post_with(
     timeout: Duration,
     headers: &[(&str, &str)],
     classify: fn(u16, &str) -> Outcome,
+    tls: Option<&Arc<rustls::ClientConfig>>,
 ) -> Outcome {
     let deadline = Instant::now() + timeout;
     let left = |d: Instant| {
@@ -90,10 +194,17 @@ pub fn post_with(
             Err(e) => last = format!("connecting to {a}: {e}"),
         }
     }
-    let Some(mut stream) = stream else {
+    let Some(tcp) = stream else {
         return failed("connect", true, last);
     };
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
+    let mut stream = match tls {
+        Some(config) => match handshake(config, &ep.host, tcp, deadline) {
+            Ok(c) => c,
+            Err(o) => return o,
+        },
+        None => Conn::Plain(tcp),
+    };
     let mut head = format!(
         "POST {} HTTP/1.1\r\nHost: {}:{}\r\nUser-Agent: goheap/{}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
         req.path_and_query,
@@ -119,11 +230,15 @@ pub fn post_with(
             return failed("timeout", true, "sending timed out");
         };
         if let Err(e) = stream
+            .tcp()
             .set_write_timeout(Some(t))
             .and_then(|_| stream.write_all(chunk))
         {
             return failed(io_reason(&e), true, format!("sending: {e}"));
         }
+    }
+    if let Err(e) = stream.flush() {
+        return failed(io_reason(&e), true, format!("sending: {e}"));
     }
     let mut resp = Vec::with_capacity(1024);
     let mut buf = [0u8; 4096];
@@ -131,11 +246,13 @@ pub fn post_with(
         let Some(t) = left(deadline) else {
             return failed("timeout", true, "no answer in time");
         };
-        if let Err(e) = stream.set_read_timeout(Some(t)) {
+        if let Err(e) = stream.tcp().set_read_timeout(Some(t)) {
             return failed("io", true, e.to_string());
         }
         match stream.read(&mut buf) {
             Ok(0) => break parse_status(&resp),
+            // A TLS peer that closes without close_notify after its answer: the answer stands.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break parse_status(&resp),
             Ok(n) => {
                 let room = MAX_RESPONSE.saturating_sub(resp.len());
                 resp.extend_from_slice(&buf[..n.min(room)]);

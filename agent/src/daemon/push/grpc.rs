@@ -1,10 +1,14 @@
-//! OTLP over gRPC: one unary call `ProfilesService/Export` per request, over HTTP/2 without TLS
-//! (prior knowledge, as the collector's gRPC receiver accepts), with hyper's HTTP/2 client and the
+//! OTLP over gRPC: one unary call `ProfilesService/Export` per request, over HTTP/2 in clear
+//! (`otlp+grpc`, prior knowledge, as the collector's gRPC receiver accepts) or over TLS with ALPN
+//! `h2` (`otlp+grpcs`, rustls, see [`super::tls`]), with hyper's HTTP/2 client and the
 //! gRPC framing done here: a 5-byte prefix (uncompressed flag, big-endian length) before the
 //! protobuf message, `content-type: application/grpc`, `te: trailers`, and the answer's
 //! `grpc-status` read from the trailers (or the headers of a trailers-only answer).
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use rustls::pki_types::ServerName;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -33,34 +37,85 @@ fn retryable(code: u32) -> bool {
     matches!(code, 14 | 4 | 8 | 10)
 }
 
-/// Sends `req.body` (an encoded `ExportProfilesServiceRequest`) within `timeout`, on `rt`.
+/// Sends `req.body` (an encoded `ExportProfilesServiceRequest`) within `timeout`, on `rt`; over
+/// TLS with `tls` (whose ALPN must offer `h2`), else in clear.
 pub fn post(
     rt: &tokio::runtime::Runtime,
     ep: &Endpoint,
     req: &Request,
     creds: &Credentials,
     timeout: Duration,
+    tls: Option<&Arc<rustls::ClientConfig>>,
 ) -> Outcome {
     rt.block_on(async {
-        match tokio::time::timeout(timeout, call(ep, req, creds)).await {
+        let call = async {
+            let stream = match tokio::net::TcpStream::connect((ep.host.as_str(), ep.port)).await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    return failed(
+                        "connect",
+                        true,
+                        format!("connecting to {}:{}: {e}", ep.host, ep.port),
+                    )
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            match tls {
+                None => call(ep, req, creds, stream, "http").await,
+                Some(config) => {
+                    let name = match ServerName::try_from(ep.host.clone()) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            return failed(
+                                "tls",
+                                false,
+                                format!("{:?} is not a TLS server name: {e}", ep.host),
+                            )
+                        }
+                    };
+                    let connector = tokio_rustls::TlsConnector::from(config.clone());
+                    let stream = match connector.connect(name, stream).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            return failed(
+                                "tls",
+                                true,
+                                format!("TLS handshake with {}: {e}", ep.host),
+                            )
+                        }
+                    };
+                    if stream.get_ref().1.alpn_protocol() != Some(b"h2".as_slice()) {
+                        return failed(
+                            "tls",
+                            true,
+                            format!(
+                                "{}:{} did not agree to HTTP/2 over TLS (ALPN h2); is it a gRPC endpoint?",
+                                ep.host, ep.port
+                            ),
+                        );
+                    }
+                    call(ep, req, creds, stream, "https").await
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, call).await {
             Ok(o) => o,
             Err(_) => failed("timeout", true, "no gRPC answer in time"),
         }
     })
 }
 
-async fn call(ep: &Endpoint, req: &Request, creds: &Credentials) -> Outcome {
-    let stream = match tokio::net::TcpStream::connect((ep.host.as_str(), ep.port)).await {
-        Ok(s) => s,
-        Err(e) => {
-            return failed(
-                "connect",
-                true,
-                format!("connecting to {}:{}: {e}", ep.host, ep.port),
-            )
-        }
-    };
-    let _ = stream.set_nodelay(true);
+async fn call<S>(
+    ep: &Endpoint,
+    req: &Request,
+    creds: &Credentials,
+    stream: S,
+    scheme: &str,
+) -> Outcome
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, conn) =
         match hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
             .await
@@ -80,7 +135,7 @@ async fn call(ep: &Endpoint, req: &Request, creds: &Credentials) -> Outcome {
     let mut b = hyper::Request::builder()
         .method("POST")
         .uri(format!(
-            "http://{}:{}{}{}",
+            "{scheme}://{}:{}{}{}",
             ep.host, ep.port, ep.prefix, EXPORT_PATH
         ))
         .header("content-type", "application/grpc")

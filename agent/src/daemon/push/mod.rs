@@ -14,6 +14,7 @@ pub mod grpc;
 pub mod otlp;
 pub mod pyroscope;
 pub mod pyroscope_connect;
+pub mod tls;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,7 +36,8 @@ pub enum SinkKind {
     PyroscopeConnect,
     /// `otlp+http://host:4318[/prefix]`: `POST {prefix}/v1development/profiles`, protobuf.
     OtlpHttp,
-    /// `otlp+grpc://host:4317`: the `ProfilesService/Export` gRPC call (HTTP/2, no TLS).
+    /// `otlp+grpc://host:4317`: the `ProfilesService/Export` gRPC call (HTTP/2; over TLS with
+    /// ALPN `h2` as `otlp+grpcs://`).
     OtlpGrpc,
 }
 
@@ -44,31 +46,33 @@ pub enum SinkKind {
 pub struct SinkSpec {
     pub kind: SinkKind,
     pub endpoint: Endpoint,
+    /// Over TLS (the `…https` and `otlp+grpcs` schemes): chain and host name verified.
+    pub tls: bool,
     /// The URL as given (it carries no credentials: those are refused in URLs); the `sink` label.
     pub url: String,
 }
 
 /// Parses a `--push` value: `pyroscope+http://HOST[:PORT][/PREFIX]`,
 /// `pyroscope+connect+http://HOST[:PORT][/PREFIX]`, `otlp+http://HOST[:PORT][/PREFIX]` or
-/// `otlp+grpc://HOST[:PORT]`.
+/// `otlp+grpc://HOST[:PORT]`, or their TLS forms `pyroscope+https`, `pyroscope+connect+https`,
+/// `otlp+https` and `otlp+grpcs` (same default ports).
 pub fn parse_sink(s: &str) -> Result<SinkSpec, String> {
     let s = s.trim();
     let (scheme, rest) = s.split_once("://").ok_or_else(|| {
         format!("invalid --push URL {s:?}: use pyroscope+http://HOST:4040 or otlp+http://HOST:4318")
     })?;
-    let (kind, default_port) = match scheme {
-        "pyroscope+http" => (SinkKind::Pyroscope, 4040),
-        "pyroscope+connect+http" => (SinkKind::PyroscopeConnect, 4040),
-        "otlp+http" => (SinkKind::OtlpHttp, 4318),
-        "pyroscope+https" | "pyroscope+connect+https" | "otlp+https" | "https" => {
-            return Err(format!(
-                "--push {s:?}: TLS is not built in; push over http to a local TLS-terminating proxy (e.g. a sidecar)"
-            ))
-        }
-        "otlp+grpc" => (SinkKind::OtlpGrpc, 4317),
+    let (kind, default_port, tls) = match scheme {
+        "pyroscope+http" => (SinkKind::Pyroscope, 4040, false),
+        "pyroscope+https" => (SinkKind::Pyroscope, 4040, true),
+        "pyroscope+connect+http" => (SinkKind::PyroscopeConnect, 4040, false),
+        "pyroscope+connect+https" => (SinkKind::PyroscopeConnect, 4040, true),
+        "otlp+http" => (SinkKind::OtlpHttp, 4318, false),
+        "otlp+https" => (SinkKind::OtlpHttp, 4318, true),
+        "otlp+grpc" => (SinkKind::OtlpGrpc, 4317, false),
+        "otlp+grpcs" => (SinkKind::OtlpGrpc, 4317, true),
         other => {
             return Err(format!(
-                "--push {s:?}: unknown scheme {other:?}; use pyroscope+http://, pyroscope+connect+http://, otlp+http:// or otlp+grpc://"
+                "--push {s:?}: unknown scheme {other:?}; use pyroscope+http(s)://, pyroscope+connect+http(s)://, otlp+http(s):// or otlp+grpc(s)://"
             ))
         }
     };
@@ -105,6 +109,7 @@ pub fn parse_sink(s: &str) -> Result<SinkSpec, String> {
             port,
             prefix: path.trim_end_matches('/').to_string(),
         },
+        tls,
         url: s.to_string(),
     })
 }
@@ -233,6 +238,8 @@ pub struct PushSettings {
     /// First retry delay; doubles per attempt (full jitter), capped at `backoff_max`.
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// `--push-ca-file`: PEM CA certificates trusted for TLS sinks instead of the system's bundle.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for PushSettings {
@@ -244,6 +251,7 @@ impl Default for PushSettings {
             max_attempts: 5,
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
+            ca_file: None,
         }
     }
 }
@@ -404,7 +412,7 @@ impl PushMetrics {
         let failed = IntCounterVec::new(
             Opts::new(
                 "goheap_agent_push_failed_total",
-                "Push requests that failed (reason: connect, timeout, io, http_4xx, http_5xx, grpc); a failed request may be retried.",
+                "Push requests that failed (reason: connect, timeout, tls, io, http_4xx, http_5xx, grpc); a failed request may be retried.",
             ),
             &["sink", "reason"],
         )?;
@@ -623,6 +631,12 @@ impl Pusher {
         stop: Arc<AtomicBool>,
     ) -> anyhow::Result<Pusher> {
         let metrics = PushMetrics::register(registry)?;
+        // Roots are read once, at start: a bad --push-ca-file refuses to start.
+        let tls = if specs.iter().any(|s| s.tls) {
+            Some(tls::configs(settings.ca_file.as_deref())?)
+        } else {
+            None
+        };
         let mut sinks = Vec::new();
         for (i, spec) in specs.into_iter().enumerate() {
             metrics.sent.with_label_values(&[&spec.url]).inc_by(0);
@@ -644,6 +658,8 @@ impl Pusher {
                 sink.gauges(&q);
             }
             let worker = Worker {
+                tls: if sink.spec.tls { tls.clone() } else { None },
+                tls_warned: false,
                 rt: None,
                 sink: sink.clone(),
                 credentials: credentials.clone(),
@@ -710,6 +726,10 @@ pub struct Request {
 }
 
 struct Worker {
+    /// The TLS client configurations (TLS sinks only).
+    tls: Option<tls::TlsConfigs>,
+    /// A TLS failure was logged at warn since the last success (one line, not one per attempt).
+    tls_warned: bool,
     /// A runtime for the gRPC client (gRPC sinks only), made at the first request.
     rt: Option<tokio::runtime::Runtime>,
     sink: Arc<Sink>,
@@ -770,6 +790,7 @@ impl Worker {
                         req,
                         &self.credentials,
                         s.timeout,
+                        self.tls.as_ref().map(|t| &t.h2),
                     )
                 }
                 SinkKind::PyroscopeConnect => {
@@ -782,12 +803,20 @@ impl Worker {
                         s.timeout,
                         &h,
                         pyroscope_connect::classify,
+                        self.tls.as_ref().map(|t| &t.http1),
                     )
                 }
-                _ => client::post(&self.sink.spec.endpoint, req, &self.credentials, s.timeout),
+                _ => client::post(
+                    &self.sink.spec.endpoint,
+                    req,
+                    &self.credentials,
+                    s.timeout,
+                    self.tls.as_ref().map(|t| &t.http1),
+                ),
             };
             let retry = match outcome {
                 Outcome::Ok => {
+                    self.tls_warned = false;
                     m.sent.with_label_values(&[&url]).inc_by(profiles);
                     m.last_success
                         .with_label_values(&[&url])
@@ -801,6 +830,11 @@ impl Worker {
                 } => {
                     m.failed.with_label_values(&[&url, reason]).inc();
                     tracing::debug!(sink = %url, attempt, reason, detail = %detail, "push failed");
+                    if reason == "tls" && !self.tls_warned {
+                        self.tls_warned = true;
+                        let ca = self.sink.settings.ca_file.is_some();
+                        tracing::warn!(sink = %url, "push over TLS failed (nothing was sent): {}", tls::advice(&detail, ca));
+                    }
                     if !retry {
                         tracing::warn!(sink = %url, detail = %detail, "push rejected by the receiver (not retried): check the receiver's log and the agent's --push settings");
                         m.dropped
@@ -869,7 +903,12 @@ mod tests {
         let s = parse_sink("pyroscope+connect+http://pyro").unwrap();
         assert_eq!(s.kind, SinkKind::PyroscopeConnect);
         assert_eq!(s.endpoint.port, 4040);
-        assert!(parse_sink("pyroscope+connect+https://pyro").is_err());
+        let t = parse_sink("pyroscope+connect+https://pyro").unwrap();
+        assert!(t.tls && t.kind == SinkKind::PyroscopeConnect && t.endpoint.port == 4040);
+        let g = parse_sink("otlp+grpcs://h:443").unwrap();
+        assert!(g.tls && g.kind == SinkKind::OtlpGrpc && g.endpoint.port == 443);
+        assert!(!parse_sink("otlp+grpc://h").unwrap().tls);
+        assert!(parse_sink("https://h").is_err());
         assert!(parse_sink("otlp+http://user:pw@host:4318").is_err());
         assert!(parse_sink("http://host").is_err());
         assert_eq!(parse_sink("otlp+grpc://h").unwrap().endpoint.port, 4317);
