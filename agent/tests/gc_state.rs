@@ -394,7 +394,19 @@ fn agent_gc_series_of_stripped_builds_equal_the_processes_own() {
             let got = metric_for_pid(&text, metric, proc.pid);
             assert!(got.is_some(), "Go {v}: {metric} missing:\n{text}");
             if let Some(&want) = own.get(name) {
-                assert_eq!(got, Some(want), "Go {v}: {metric}");
+                if limit.is_some() && metric == "container_go_gc_heap_goal_bytes" {
+                    // With a binding GOMEMLIMIT the goal is the limit less the process's non-heap
+                    // memory, which moves by a few KiB between the fixture's own read and the
+                    // agent's (48,707,062 vs 48,699,116 seen once): the same goal within 64 KiB.
+                    // The exact comparison at one moment is `heap_goal_in_the_memory_limit_regime_…`.
+                    let got = got.unwrap_or(0.0);
+                    assert!(
+                        (got - want).abs() <= 65536.0,
+                        "Go {v}: {metric}: {got} vs {want}"
+                    );
+                } else {
+                    assert_eq!(got, Some(want), "Go {v}: {metric}");
+                }
                 compared += 1;
             }
         }
