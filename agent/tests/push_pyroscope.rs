@@ -80,6 +80,17 @@ fn start_pushed_fixtures(scratch: &Scratch) -> (Running, Running, PathBuf) {
     (fx, hfx, self_profile)
 }
 
+/// The agent's `--output-dir` and its credential files (basic auth `user:pass`, tenant `tenant`).
+fn push_files(scratch: &Scratch, tenant: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let outdir = scratch.path("out");
+    std::fs::create_dir_all(&outdir).unwrap();
+    let auth = scratch.path("basic");
+    let tenant_file = scratch.path("tenant");
+    std::fs::write(&auth, "user:pass\n").unwrap();
+    std::fs::write(&tenant_file, format!("{tenant}\n")).unwrap();
+    (outdir, auth, tenant_file)
+}
+
 #[test]
 fn pyroscope_ingest_uploads_equal_goheaps_own_profiles() {
     let scratch = Scratch::new("push-pyroscope");
@@ -99,12 +110,7 @@ fn pyroscope_ingest_uploads_equal_goheaps_own_profiles() {
         TcpStream::connect(("127.0.0.1", port)).ok()
     });
     let (fx, hfx, self_profile) = start_pushed_fixtures(&scratch);
-    let outdir = scratch.path("out");
-    std::fs::create_dir_all(&outdir).unwrap();
-    let auth = scratch.path("basic");
-    let tenant = scratch.path("tenant");
-    std::fs::write(&auth, "user:pass\n").unwrap();
-    std::fs::write(&tenant, "tenant-7\n").unwrap();
+    let (outdir, auth, tenant) = push_files(&scratch, "tenant-7");
     let url = format!("pyroscope+http://127.0.0.1:{port}");
     let agent = Agent::start(
         &scratch,
@@ -230,12 +236,7 @@ fn connect_push_series_equal_goheaps_own_profiles_through_pyroscopes_handler() {
     let received = scratch.path("connect.jsonl");
     let (_rx, port) = start_connect_receiver(&received, None);
     let (fx, hfx, self_profile) = start_pushed_fixtures(&scratch);
-    let outdir = scratch.path("out");
-    std::fs::create_dir_all(&outdir).unwrap();
-    let auth = scratch.path("basic");
-    let tenant = scratch.path("tenant");
-    std::fs::write(&auth, "user:pass\n").unwrap();
-    std::fs::write(&tenant, "tenant-9\n").unwrap();
+    let (outdir, auth, tenant) = push_files(&scratch, "tenant-9");
     let url = format!("pyroscope+connect+http://127.0.0.1:{port}");
     let agent = Agent::start(
         &scratch,
