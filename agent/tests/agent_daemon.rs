@@ -792,14 +792,38 @@ fn read_budget_spreads_a_long_walk_over_cycles() {
         first["buckets"].as_u64().unwrap() < buckets,
         "the first cycle must not read the whole list: {first}"
     );
-    wait_for(
-        Duration::from_secs(60),
-        "the whole list over many cycles",
-        || {
-            let p = agent.process(fixture.pid)?;
-            (p["buckets"].as_u64()? == buckets).then_some(())
-        },
-    );
+    // Progress is counted in the agent's cycles, not in seconds: on a loaded machine a cycle
+    // (which reads every Go process of the host) can take much longer than its interval. Each
+    // cycle must read at least one more bucket and never lose what it read.
+    let cycles = |m: &str| metric_value(m, "goheap_agent_cycles_total").unwrap_or(0.0);
+    let c0 = cycles(&agent.metrics());
+    let allowed = 3.0 * buckets as f64 + 20.0;
+    let t0 = std::time::Instant::now();
+    let mut seen = first["buckets"].as_u64().unwrap();
+    loop {
+        let p = agent.process(fixture.pid).expect("fixture listed");
+        let now = p["buckets"].as_u64().unwrap_or(0);
+        // (The runtime may add a bucket of its own meanwhile.)
+        if now >= buckets {
+            break;
+        }
+        assert!(
+            now >= seen,
+            "the walk lost buckets it had read ({seen} -> {now}): {p}"
+        );
+        seen = now;
+        let m = agent.metrics();
+        let done = cycles(&m) - c0;
+        assert!(
+            done <= allowed && t0.elapsed() < Duration::from_secs(300),
+            "{now} of {buckets} buckets after {done} cycles in {:?} (at most {allowed} cycles \
+             allowed); cycle durations sum {:?} s over {:?}: {p}",
+            t0.elapsed(),
+            metric_value(&m, "goheap_agent_cycle_duration_seconds_sum"),
+            metric_value(&m, "goheap_agent_cycle_duration_seconds_count"),
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let metric = wait_for(Duration::from_secs(10), "alloc objects metric", || {
         metric_for_pid(
             &agent.metrics(),
