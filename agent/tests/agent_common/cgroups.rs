@@ -1,11 +1,13 @@
 //! Placing test processes in cgroup v2 paths shaped like a container runtime's (containerd,
 //! CRI-O, Docker, the kubelet's cgroupfs driver), and ids shaped like theirs.
 
+use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 /// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a
@@ -21,23 +23,40 @@ pub fn cgroup2_mount() -> PathBuf {
         .expect("a cgroup2 mount (the labels test places processes in cgroup v2 paths)")
 }
 
-/// Cgroup directories this test created, removed (deepest first) on drop.
+/// Cgroup directories this test uses, removed (deepest first) on drop when no other test of the
+/// process uses them any more and a test of the process created them.
+///
+/// Tests run in parallel share parents such as `kubepods.slice`: every directory is counted in a
+/// process-wide table (under its lock, so one test's `mkdir` never races another's `rmdir`).
 pub struct Cgroups {
     pub root: PathBuf,
+    /// Directories this value holds a count on, outermost first.
     pub created: Vec<PathBuf>,
 }
 
+/// Per directory: how many [`Cgroups`] hold it, and whether a test of this process created it.
+fn held() -> &'static Mutex<BTreeMap<PathBuf, (usize, bool)>> {
+    static HELD: OnceLock<Mutex<BTreeMap<PathBuf, (usize, bool)>>> = OnceLock::new();
+    HELD.get_or_init(Default::default)
+}
+
 impl Cgroups {
-    /// Creates `rel` under the cgroup v2 root, remembering the components that did not exist.
+    /// Creates `rel` under the cgroup v2 root (the components that do not exist yet).
     pub fn make(&mut self, rel: &str) -> PathBuf {
+        let mut table = held().lock().unwrap_or_else(|e| e.into_inner());
         let mut dir = self.root.clone();
         for comp in rel.split('/') {
             dir.push(comp);
-            if !dir.exists() {
-                std::fs::create_dir(&dir)
-                    .unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-                self.created.push(dir.clone());
+            let entry = table.entry(dir.clone()).or_insert((0, false));
+            if entry.0 == 0 {
+                entry.1 = match std::fs::create_dir(&dir) {
+                    Ok(()) => true,
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+                    Err(e) => panic!("mkdir {}: {e}", dir.display()),
+                };
             }
+            entry.0 += 1;
+            self.created.push(dir.clone());
         }
         dir
     }
@@ -45,7 +64,20 @@ impl Cgroups {
 
 impl Drop for Cgroups {
     fn drop(&mut self) {
+        let mut table = held().lock().unwrap_or_else(|e| e.into_inner());
         for dir in self.created.iter().rev() {
+            let Some(entry) = table.get_mut(dir) else {
+                continue;
+            };
+            entry.0 -= 1;
+            if entry.0 > 0 {
+                continue;
+            }
+            let created = entry.1;
+            table.remove(dir);
+            if !created {
+                continue;
+            }
             // A cgroup is removable once its last process has been reaped.
             for _ in 0..50 {
                 if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
