@@ -928,6 +928,7 @@ fn collect_go(
                     }
                 }
             }
+            g.deltas.recycle(delta);
         }
         Err(r) => {
             let state = ProcessState::of_refusal(&r);

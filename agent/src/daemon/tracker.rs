@@ -490,11 +490,11 @@ pub struct CycleDelta {
 pub struct DeltaTracker {
     /// Bucket addresses, list order, as of the last update.
     addrs: Vec<u64>,
-    marks: Vec<Cycle>,
-    /// Scaled in-use (objects, bytes) of each bucket as of its mark.
-    inuse: Vec<(i64, i64)>,
-    /// `scaleHeapSample`'s factor for each bucket's object size at `rate` (NaN: not computed).
-    scale: Vec<f64>,
+    /// What is kept of each bucket, list order (one array: a bucket's update touches one entry).
+    state: Vec<BucketState>,
+    /// The `grown` vector of the last [`CycleDelta`] handed back by [`DeltaTracker::recycle`],
+    /// reused so that a cycle in which every bucket grew allocates nothing.
+    spare_grown: Vec<(usize, Cycle)>,
     /// Sums of `inuse`.
     inuse_objects: i64,
     inuse_bytes: i64,
@@ -508,7 +508,36 @@ pub struct DeltaTracker {
     pub alloc_bytes_total: u64,
 }
 
+/// One bucket's state in a [`DeltaTracker`].
+#[derive(Debug, Clone, Copy)]
+struct BucketState {
+    /// High-water mark of the published counters (sampled).
+    mark: Cycle,
+    /// Scaled in-use (objects, bytes) as of `mark`.
+    inuse: (i64, i64),
+    /// `scaleHeapSample`'s factor for the bucket's object size at the tracker's rate (NaN: not
+    /// computed yet).
+    scale: f64,
+}
+
+impl Default for BucketState {
+    fn default() -> Self {
+        BucketState {
+            mark: Cycle::default(),
+            inuse: (0, 0),
+            scale: f64::NAN,
+        }
+    }
+}
+
 impl DeltaTracker {
+    /// Hands back a finished delta so its `grown` vector is reused by the next update.
+    pub fn recycle(&mut self, delta: CycleDelta) {
+        let mut grown = delta.grown;
+        grown.clear();
+        self.spare_grown = grown;
+    }
+
     /// Updates with the buckets as read now. `rate` is `MemProfileRate`, used to scale the growth.
     pub fn update(
         &mut self,
@@ -554,7 +583,11 @@ impl DeltaTracker {
         }
         let same_cycle = cycle == self.cycle;
         self.cycle = cycle;
-        let mut out = CycleDelta::default();
+        let mut out = CycleDelta {
+            grown: std::mem::take(&mut self.spare_grown),
+            ..CycleDelta::default()
+        };
+        out.grown.clear();
         let n = buckets.len();
         match (changes, prepended) {
             // Past half the list a pass in list order is cheaper than visiting by age.
@@ -600,7 +633,8 @@ impl DeltaTracker {
         out: &mut CycleDelta,
     ) {
         let now = published(&b.record, cycle);
-        let mark = &mut self.marks[i];
+        let st = &mut self.state[i];
+        let mark = &mut st.mark;
         let d = Cycle {
             allocs: now.allocs.saturating_sub(mark.allocs),
             frees: now.frees.saturating_sub(mark.frees),
@@ -618,10 +652,10 @@ impl DeltaTracker {
             && d.free_bytes <= MAX_PLAUSIBLE_DELTA_BYTES
             && d.allocs <= MAX_PLAUSIBLE_DELTA_BYTES
             && d.frees <= MAX_PLAUSIBLE_DELTA_BYTES;
-        if rescale || self.scale[i].is_nan() {
-            self.scale[i] = size_scale(b.size, rate);
+        if rescale || st.scale.is_nan() {
+            st.scale = size_scale(b.size, rate);
         }
-        let scale = self.scale[i];
+        let scale = st.scale;
         if plausible && (d.allocs > 0 || d.frees > 0) {
             let (o, by) = scaled(
                 d.allocs as i64,
@@ -637,14 +671,14 @@ impl DeltaTracker {
         }
         if moved || rescale {
             // In use: from the cumulative published counters (capped at the mark, so consistent).
-            let mark = &self.marks[i];
+            let mark = &st.mark;
             let count = (mark.allocs.min(i64::MAX as u64) as i64)
                 .wrapping_sub(mark.frees.min(mark.allocs).min(i64::MAX as u64) as i64);
             let bytes = (mark.alloc_bytes.min(i64::MAX as u64) as i64)
                 .wrapping_sub(mark.free_bytes.min(mark.alloc_bytes).min(i64::MAX as u64) as i64);
             let (o, by) = scaled(count, bytes, b.size, scale, rate, layout);
             let new = (o.max(0), by.max(0));
-            let old = std::mem::replace(&mut self.inuse[i], new);
+            let old = std::mem::replace(&mut st.inuse, new);
             self.inuse_objects = self.inuse_objects.wrapping_sub(old.0).wrapping_add(new.0);
             self.inuse_bytes = self.inuse_bytes.wrapping_sub(old.1).wrapping_add(new.1);
         }
@@ -674,31 +708,34 @@ impl DeltaTracker {
             let k = n - old;
             if k > 0 {
                 self.addrs.splice(0..0, buckets[..k].iter().map(|b| b.addr));
-                self.marks
-                    .splice(0..0, std::iter::repeat_n(Cycle::default(), k));
-                self.inuse.splice(0..0, std::iter::repeat_n((0, 0), k));
-                self.scale.splice(0..0, std::iter::repeat_n(f64::NAN, k));
+                self.state
+                    .splice(0..0, std::iter::repeat_n(BucketState::default(), k));
             }
             return Some(k);
         }
-        let prev: HashMap<u64, (Cycle, (i64, i64))> = self
+        let prev: HashMap<u64, BucketState> = self
             .addrs
             .iter()
-            .zip(self.marks.iter().zip(&self.inuse))
-            .map(|(a, (m, u))| (*a, (*m, *u)))
+            .zip(&self.state)
+            .map(|(a, st)| (*a, *st))
             .collect();
         self.addrs = buckets.iter().map(|b| b.addr).collect();
-        self.marks.clear();
-        self.inuse.clear();
-        self.scale.clear();
+        self.state.clear();
         for b in buckets {
-            let (m, u) = prev.get(&b.addr).copied().unwrap_or_default();
-            self.marks.push(m);
-            self.inuse.push(u);
-            self.scale.push(f64::NAN);
+            let st = prev.get(&b.addr).copied().unwrap_or_default();
+            self.state.push(BucketState {
+                scale: f64::NAN,
+                ..st
+            });
         }
-        self.inuse_objects = self.inuse.iter().fold(0i64, |s, u| s.wrapping_add(u.0));
-        self.inuse_bytes = self.inuse.iter().fold(0i64, |s, u| s.wrapping_add(u.1));
+        self.inuse_objects = self
+            .state
+            .iter()
+            .fold(0i64, |s, st| s.wrapping_add(st.inuse.0));
+        self.inuse_bytes = self
+            .state
+            .iter()
+            .fold(0i64, |s, st| s.wrapping_add(st.inuse.1));
         None
     }
 }

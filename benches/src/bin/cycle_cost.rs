@@ -146,7 +146,8 @@ fn timed_cycle<M: RemoteMemory>(
         .read(info, proc_root)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let c1 = thread_cpu();
-    let _ = deltas.update_from(reader);
+    let delta = deltas.update_from(reader);
+    deltas.recycle(delta);
     let c2 = thread_cpu();
     let wall = w0.elapsed().as_secs_f64() * 1e3;
     let s1 = reader.stats();
