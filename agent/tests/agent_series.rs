@@ -189,10 +189,7 @@ struct Placed {
 #[test]
 fn container_and_pod_labels_end_to_end() {
     let s = Scratch::new("labels");
-    let mut cgroups = Cgroups {
-        root: cgroup2_mount(),
-        created: Vec::new(),
-    };
+    let mut cgroups = Cgroups::new();
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
     let own_v2 = own
         .lines()

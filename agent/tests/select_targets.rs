@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use agent_common::cgroups::{cgroup2_mount, join_cgroup_at_exec, Cgroups};
+use agent_common::cgroups::{join_cgroup_at_exec, Cgroups};
 use agent_common::*;
 use goheap::error::exit_code;
 use pprof_proto::Profile;
@@ -153,10 +153,7 @@ fn main_binary(p: &Profile) -> String {
 #[test]
 fn name_and_container_choose_exactly_the_matching_go_processes() {
     let s = Scratch::new("select");
-    let mut cgroups = Cgroups {
-        root: cgroup2_mount(),
-        created: Vec::new(),
-    };
+    let mut cgroups = Cgroups::new();
     let id = container_id();
     let pod = "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod0a1b2c3d_0000_4000_8000_00000000abcd.slice";
     let dir = cgroups.make(&format!("{pod}/cri-containerd-{id}.scope"));

@@ -240,10 +240,7 @@ fn wait_series(agent: &Agent, fixtures: &[Fixture], node: &str) {
 #[test]
 fn kubernetes_names_reach_metrics_processes_and_targets() {
     let s = Scratch::new("k8s-names");
-    let mut cgroups = Cgroups {
-        root: cgroup2_mount(),
-        created: Vec::new(),
-    };
+    let mut cgroups = Cgroups::new();
     let fixtures = start_fixtures(&s, &mut cgroups);
     let kubelet = s.path("kubelet");
     std::fs::create_dir_all(kubelet.join("containers")).unwrap();
@@ -475,10 +472,7 @@ fn prom_query(port: u16, query: &str) -> Vec<(BTreeMap<String, String>, f64)> {
 #[test]
 fn prometheus_discovers_every_fixture_through_targets() {
     let s = Scratch::new("targets-prom");
-    let mut cgroups = Cgroups {
-        root: cgroup2_mount(),
-        created: Vec::new(),
-    };
+    let mut cgroups = Cgroups::new();
     let fixtures = start_fixtures(&s, &mut cgroups);
     let kubelet = s.path("kubelet");
     for f in &fixtures[..3] {

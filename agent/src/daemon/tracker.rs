@@ -495,7 +495,7 @@ pub struct DeltaTracker {
     /// The `grown` vector of the last [`CycleDelta`] handed back by [`DeltaTracker::recycle`],
     /// reused so that a cycle in which every bucket grew allocates nothing.
     spare_grown: Vec<(usize, Cycle)>,
-    /// Sums of `inuse`.
+    /// Sums of the buckets' `inuse`.
     inuse_objects: i64,
     inuse_bytes: i64,
     /// `MemProfileRate` the cached values were scaled with.
@@ -533,9 +533,7 @@ impl Default for BucketState {
 impl DeltaTracker {
     /// Hands back a finished delta so its `grown` vector is reused by the next update.
     pub fn recycle(&mut self, delta: CycleDelta) {
-        let mut grown = delta.grown;
-        grown.clear();
-        self.spare_grown = grown;
+        self.spare_grown = delta.grown;
     }
 
     /// Updates with the buckets as read now. `rate` is `MemProfileRate`, used to scale the growth.

@@ -31,7 +31,7 @@ pub fn cgroup2_mount() -> PathBuf {
 pub struct Cgroups {
     pub root: PathBuf,
     /// Directories this value holds a count on, outermost first.
-    pub created: Vec<PathBuf>,
+    held: Vec<PathBuf>,
 }
 
 /// Per directory: how many [`Cgroups`] hold it, and whether a test of this process created it.
@@ -41,6 +41,14 @@ fn held() -> &'static Mutex<BTreeMap<PathBuf, (usize, bool)>> {
 }
 
 impl Cgroups {
+    /// Nothing held yet, under the cgroup v2 mount.
+    pub fn new() -> Cgroups {
+        Cgroups {
+            root: cgroup2_mount(),
+            held: Vec::new(),
+        }
+    }
+
     /// Creates `rel` under the cgroup v2 root (the components that do not exist yet).
     pub fn make(&mut self, rel: &str) -> PathBuf {
         let mut table = held().lock().unwrap_or_else(|e| e.into_inner());
@@ -56,7 +64,7 @@ impl Cgroups {
                 };
             }
             entry.0 += 1;
-            self.created.push(dir.clone());
+            self.held.push(dir.clone());
         }
         dir
     }
@@ -65,7 +73,7 @@ impl Cgroups {
 impl Drop for Cgroups {
     fn drop(&mut self) {
         let mut table = held().lock().unwrap_or_else(|e| e.into_inner());
-        for dir in self.created.iter().rev() {
+        for dir in self.held.iter().rev() {
             let Some(entry) = table.get_mut(dir) else {
                 continue;
             };
