@@ -654,20 +654,20 @@ pub fn bucket_walk(data: &[u8]) {
         plan.rebuild(&walk.buckets[half..], &layout, plan_map);
         plan.prepend(half, &walk.buckets, &layout, plan_map);
         let mut buckets = walk.buckets.clone();
-        let _ = plan.read_into(&mem, &mut extra, None, &mut buckets, &layout, None);
-        let mut ages = Vec::new();
-        let log = goheap::runtime::records::ChangeLog {
-            ages: &mut ages,
-            cycle_extra: Some(extra.len().saturating_sub(1)),
-        };
         let _ = plan.read_into(
             &mem,
             &mut extra,
             None,
-            &mut buckets[half..],
+            &mut buckets,
             &layout,
-            Some(log),
+            goheap::runtime::records::ChangeLog::default(),
         );
+        let mut ages = Vec::new();
+        let log = goheap::runtime::records::ChangeLog {
+            ages: Some(&mut ages),
+            cycle_extra: Some(extra.len().saturating_sub(1)),
+        };
+        let _ = plan.read_into(&mem, &mut extra, None, &mut buckets[half..], &layout, log);
         assert!(ages.len() <= buckets.len() - half);
     }
     let _ = check_layout(&layout, "go1.fuzz", &walk.buckets);

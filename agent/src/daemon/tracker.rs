@@ -135,7 +135,8 @@ pub enum RecordChanges {
     All,
     /// Only these, by age (position counted from the end of the list, which the runtime's
     /// prepending does not change; may repeat): buckets added at the front and buckets whose
-    /// published counters ([`MemRecord::published`]) moved at the `mProfCycle` read with them.
+    /// published counters ([`MemRecord::published`]) moved at the `mProfCycle` read with them
+    /// (after a read at a new `mProfCycle`, every bucket whose record was read: it may have).
     Ages(Vec<u32>),
 }
 
@@ -290,9 +291,12 @@ impl<M: RemoteMemory> IncrementalReader<M> {
         let deadline = std::time::Instant::now() + self.walk_budget;
         // mProfCycle is the third extra range when its address is known.
         let cycle_extra = self.addrs.mprof_cycle.map(|_| 2);
-        let changed = match &mut self.changes {
-            RecordChanges::Ages(ages) => Some(ChangeLog { ages, cycle_extra }),
-            RecordChanges::All => None,
+        let changed = ChangeLog {
+            ages: match &mut self.changes {
+                RecordChanges::Ages(ages) => Some(ages),
+                RecordChanges::All => None,
+            },
+            cycle_extra,
         };
         let planned = self
             .plan

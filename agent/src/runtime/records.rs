@@ -13,9 +13,15 @@
 //! batch's records are decoded into the buckets right after it arrives, while it is still in the
 //! CPU cache: the kernel's copy and the decoding stay within a cache-sized buffer instead of a
 //! buffer of the whole plan (measured in `benches/src/bin/cycle_cost.rs`).
+//!
+//! Most records do not move between two cycles: the plan keeps, in a dense array in its own
+//! (address) order, the published counters it last wrote into each bucket and the `mProfCycle`
+//! they were summed at. A record whose published counters and cycle are both unchanged is not
+//! decoded and its bucket (170 scattered bytes of a list that outgrows the CPU cache) is not
+//! touched.
 
 use crate::runtime::layout::RuntimeLayout;
-use crate::runtime::walk::{MemRecord, RawBucket};
+use crate::runtime::walk::{published_words, RawBucket};
 use crate::target::maps::MemoryMap;
 use crate::target::memory::{MemoryError, ReadRequest, RemoteMemory, IOV_MAX};
 
@@ -57,6 +63,21 @@ fn prefetch<T>(value: &T) {
     let _ = value;
 }
 
+/// What a plan last wrote into one member's bucket: the raw words its published counters sum to
+/// (`active + future[cycle % 3]`, or `active` alone when the cycle is unknown; allocs, frees and,
+/// where the layout has them, the two byte counters) and the cycle they were summed at.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Seen {
+    words: [u64; 4],
+    /// 0: nothing written since the plan was built; 1: summed without a known cycle; 2 + cycle.
+    cycle: u64,
+}
+
+/// [`Seen::cycle`]'s encoding of `cycle`.
+fn cycle_tag(cycle: Option<u32>) -> u64 {
+    cycle.map_or(1, |c| 2 + u64::from(c))
+}
+
 /// One range of a plan.
 #[derive(Debug, Clone, Copy)]
 struct Range {
@@ -81,12 +102,16 @@ pub struct RecordPlan {
     /// position counted from the end of the list (the oldest bucket is 0), which prepending new
     /// buckets does not change; the offset is the record's, in bytes from the range start.
     members: Vec<(u32, u32)>,
+    /// Per member, same order as `members`: what the last read wrote into its bucket.
+    seen: Vec<Seen>,
     /// Buckets planned (the length of the list the plan was built for).
     count: usize,
     /// Bytes of all ranges.
     total: usize,
     /// The buffer one batch is read into (kept between reads).
     buf: Vec<u8>,
+    /// [`Seen::cycle`] of the last read (a read at another cycle rewrites every bucket).
+    last_cycle: u64,
     /// Ranges of the last full plan, and ranges added since by [`RecordPlan::prepend`].
     planned: usize,
     appended: usize,
@@ -94,11 +119,13 @@ pub struct RecordPlan {
     next: usize,
 }
 
-/// Where [`RecordPlan::read_into`] notes the buckets whose published counters moved.
-#[derive(Debug)]
+/// What [`RecordPlan::read_into`] needs to know of its extra ranges, and where it notes the
+/// buckets whose published counters moved.
+#[derive(Debug, Default)]
 pub struct ChangeLog<'a> {
-    /// Ages (position counted from the end of the list) appended to.
-    pub ages: &'a mut Vec<u32>,
+    /// Ages (position counted from the end of the list) of the buckets whose published counters
+    /// moved are appended here (`None`: not noted).
+    pub ages: Option<&'a mut Vec<u32>>,
     /// Which of the extra ranges holds `mProfCycle` (4 bytes); without it only `active` counts.
     pub cycle_extra: Option<usize>,
 }
@@ -136,6 +163,8 @@ impl RecordPlan {
         self.ranges.clear();
         self.members.clear();
         self.members.reserve(n);
+        self.seen.clear();
+        self.seen.resize(n, Seen::default());
         self.count = n;
         self.total = 0;
         // (start, end, end of the anonymous mapping it may grow to)
@@ -203,6 +232,7 @@ impl RecordPlan {
         let first = self.members.len();
         self.members
             .extend(part.members.iter().map(|&(age, off)| (age + old, off)));
+        self.seen.extend_from_slice(&part.seen);
         for r in &part.ranges {
             self.ranges.push(Range {
                 first: r.first + first,
@@ -278,9 +308,18 @@ impl RecordPlan {
     /// with `extra`, is always read); the next read starts with the ranges not read, so a huge
     /// list is re-read over several calls rather than delaying one. Buckets whose records were not
     /// read (or did not arrive whole) keep their previous record. A `buckets` slice of another
-    /// length than planned updates only the buckets the plan knows (by age). With `changed`, the
-    /// age of every bucket whose published counters ([`MemRecord::published`] at the `mProfCycle`
-    /// read in `extra`) differ from those of the record it had is appended to its log.
+    /// length than planned updates only the buckets the plan knows (by age). With `changed.ages`,
+    /// the age of every bucket whose published counters ([`MemRecord::published`] at the
+    /// `mProfCycle` read in `extra`) differ from those of the record it had is appended to it; at
+    /// an `mProfCycle` other than the bucket's last read, every bucket rewritten is (its counters
+    /// may have moved).
+    ///
+    /// A record whose published counters and `mProfCycle` are those the plan last wrote into its
+    /// bucket is left as it is (its other cycles may have moved: mallocs and frees of the next
+    /// cycles, which nothing reads at this `mProfCycle`). Records publishing nothing are always
+    /// rewritten, for the runtime's fallback of a process that has published nothing yet (every
+    /// cycle counts). So `buckets` must be the list the plan last read into, as the plan's
+    /// builder ([`RecordPlan::rebuild`], [`RecordPlan::prepend`]) saw it.
     pub fn read_into<M: RemoteMemory + ?Sized>(
         &mut self,
         mem: &M,
@@ -288,9 +327,10 @@ impl RecordPlan {
         deadline: Option<std::time::Instant>,
         buckets: &mut [RawBucket],
         layout: &RuntimeLayout,
-        mut changed: Option<ChangeLog<'_>>,
+        mut changed: ChangeLog<'_>,
     ) -> Result<PlanRead, MemoryError> {
         let mut cycle = None;
+        let mut tag = cycle_tag(None);
         let n = self.ranges.len();
         if self.next >= n {
             self.next = 0;
@@ -335,13 +375,18 @@ impl RecordPlan {
                 });
             }
             mem.read_batch(&mut reqs)?;
-            if let (true, Some(k)) = (first, changed.as_ref().and_then(|c| c.cycle_extra)) {
-                cycle = reqs[..n_extra]
-                    .get(k)
-                    .filter(|q| q.got == 4)
-                    .and_then(|q| q.buf.get(..4)?.try_into().ok())
-                    .map(|b| u32::from_le_bytes(b) >> 1);
+            if first {
+                cycle = changed.cycle_extra.and_then(|k| {
+                    reqs[..n_extra]
+                        .get(k)
+                        .filter(|q| q.got == 4)
+                        .and_then(|q| q.buf.get(..4)?.try_into().ok())
+                        .map(|b| u32::from_le_bytes(b) >> 1)
+                });
+                tag = cycle_tag(cycle);
             }
+            // After a GC (a new mProfCycle) every bucket is rewritten: fetch them ahead.
+            let rewriting = tag != self.last_cycle;
             let (got_extra, got_ranges) = reqs.split_at(n_extra);
             let got: Vec<usize> = got_extra.iter().map(|q| q.got).collect();
             // Decode what arrived, while it is in cache.
@@ -353,31 +398,47 @@ impl RecordPlan {
                 let Some(members) = self.members.get(r.first..r.first + r.count) else {
                     continue;
                 };
-                for (j, &(age, off)) in members.iter().enumerate() {
+                let Some(seen) = self.seen.get_mut(r.first..r.first + r.count) else {
+                    continue;
+                };
+                for (j, (&(age, off), seen)) in members.iter().zip(seen.iter_mut()).enumerate() {
+                    let (age, off) = (age as usize, off as usize);
+                    let Some(data) = q.buf.get(off..off + rs) else {
+                        continue;
+                    };
+                    let Some(words) = published_words(layout, data, cycle) else {
+                        continue;
+                    };
+                    if seen.cycle == tag && seen.words == words && words != [0; 4] {
+                        // Published as the bucket already holds it.
+                        if nb > age {
+                            updated += 1;
+                        }
+                        continue;
+                    }
                     // The buckets a range's records go to lie far apart in memory (a bucket with
-                    // its stack and record is ~170 bytes, 10k of them outgrow the L2 cache): ask
-                    // for the bucket a few records ahead while decoding this one.
+                    // its stack and record is ~170 bytes, 10k of them outgrow the L2 cache): when
+                    // all are rewritten, ask for the bucket a few records ahead meanwhile.
                     if let Some(ahead) = members
                         .get(j + PREFETCH_AHEAD)
+                        .filter(|_| rewriting)
                         .and_then(|&(a, _)| nb.checked_sub(a as usize + 1))
                         .and_then(|i| buckets.get(i))
                     {
                         prefetch(ahead);
                     }
-                    let (age, off) = (age as usize, off as usize);
-                    let (Some(b), Some(data)) = (
-                        nb.checked_sub(age + 1).and_then(|i| buckets.get_mut(i)),
-                        q.buf.get(off..off + rs),
-                    ) else {
+                    let Some(b) = nb.checked_sub(age + 1).and_then(|i| buckets.get_mut(i)) else {
                         continue;
                     };
-                    if let Some(rec) = MemRecord::decode(layout, data, b.size) {
-                        if let Some(log) = changed.as_mut() {
-                            if rec.published(cycle) != b.record.published(cycle) {
-                                log.ages.push(age as u32);
-                            }
-                        }
-                        b.record = rec;
+                    // At the cycle of its last write the bucket publishes `seen.words` (known
+                    // without reading the bucket back); at another cycle it may have moved.
+                    let moved = seen.cycle != tag || seen.words != words;
+                    if let (Some(log), true) = (changed.ages.as_mut(), moved) {
+                        log.push(age as u32);
+                    }
+                    let size = b.size;
+                    if b.record.decode_into(layout, data, size) {
+                        *seen = Seen { words, cycle: tag };
                         updated += 1;
                     }
                 }
@@ -390,6 +451,7 @@ impl RecordPlan {
             first = false;
         }
         self.next = 0;
+        self.last_cycle = tag;
         Ok(PlanRead {
             complete: true,
             kept: nb.saturating_sub(updated),
@@ -478,7 +540,14 @@ mod tests {
         // Out of time: only the first batch (with the extra range) is read.
         let mut got = bs.clone();
         let r = p
-            .read_into(&mem, &mut extra, past, &mut got, &layout, None)
+            .read_into(
+                &mem,
+                &mut extra,
+                past,
+                &mut got,
+                &layout,
+                ChangeLog::default(),
+            )
             .unwrap();
         assert!(!r.complete);
         assert_eq!(extra[0].got, 8);
@@ -496,15 +565,31 @@ mod tests {
                 got: 0,
             }];
             let _ = p
-                .read_into(&mem, &mut extra, past, &mut got, &layout, None)
+                .read_into(
+                    &mem,
+                    &mut extra,
+                    past,
+                    &mut got,
+                    &layout,
+                    ChangeLog::default(),
+                )
                 .unwrap();
         }
         assert!((0..n).all(|i| got[i].record.active.allocs == marked(i)));
-        // Without a deadline everything arrives in ceil((n + 1) / IOV_MAX) batches.
+        // Without a deadline everything arrives in ceil((n + 1) / IOV_MAX) batches (a new list:
+        // planned anew, as the plan remembers what it wrote into the last one).
+        p.rebuild(&bs, &layout, &map);
         let before = mem.calls.get();
         let mut fresh = bs.clone();
         let r = p
-            .read_into(&mem, &mut [], None, &mut fresh, &layout, None)
+            .read_into(
+                &mem,
+                &mut [],
+                None,
+                &mut fresh,
+                &layout,
+                ChangeLog::default(),
+            )
             .unwrap();
         assert_eq!((r.complete, r.kept), (true, 0));
         assert!((0..n).all(|i| fresh[i].record.active.allocs == marked(i)));
@@ -548,7 +633,7 @@ mod tests {
         p.prepend(n / 3, &bs, &layout, &map);
         let mut got = bs.clone();
         let r = p
-            .read_into(&mem, &mut [], None, &mut got, &layout, None)
+            .read_into(&mem, &mut [], None, &mut got, &layout, ChangeLog::default())
             .unwrap();
         assert_eq!((r.complete, r.kept), (true, 0));
         for (i, b) in got.iter().enumerate() {
@@ -564,14 +649,123 @@ mod tests {
         );
         assert!(p.buf.len() <= BATCH_BYTES + MAX_RANGE as usize);
         // A shorter list than planned: only the buckets the plan knows (by age) are updated.
+        p.rebuild(&bs, &layout, &map);
         let mut older = bs[1..].to_vec();
         let r = p
-            .read_into(&mem, &mut [], None, &mut older, &layout, None)
+            .read_into(
+                &mem,
+                &mut [],
+                None,
+                &mut older,
+                &layout,
+                ChangeLog::default(),
+            )
             .unwrap();
         assert_eq!(r.kept, 0);
         for (i, b) in older.iter().enumerate() {
             assert_eq!(b.record.active.allocs, marked(i + 1), "bucket {i}");
         }
+    }
+
+    /// Writes `rec` as the memRecord of `b` into `bytes` (an image at `base`), Go 1.24 layout.
+    fn put(bytes: &mut [u8], base: u64, layout: &RuntimeLayout, b: &RawBucket, rec: &[u64; 16]) {
+        let off = (b.record_addr(layout) - base) as usize;
+        for (k, w) in rec.iter().enumerate() {
+            bytes[off + 8 * k..off + 8 * k + 8].copy_from_slice(&w.to_le_bytes());
+        }
+    }
+
+    #[test]
+    fn only_records_whose_published_counters_moved_are_rewritten_and_logged() {
+        let layout = RuntimeLayout::for_version(&GoVersion::new(1, 24));
+        let base = 0xc0_0000_0000u64;
+        let n = 6usize;
+        let bs: Vec<RawBucket> = (0..n as u64).map(|i| bucket(base + i * 512)).collect();
+        let map = MemoryMap::parse(&format!(
+            "{:x}-{:x} rw-p 00000000 00:00 0\n",
+            base,
+            base + 8192
+        ))
+        .unwrap();
+        let mut bytes = vec![0u8; 8192];
+        // Every bucket publishes at cycle 1 (active + future[1]); bucket 5 publishes nothing.
+        let rec = |i: u64| {
+            let mut w = [0u64; 16];
+            w[0] = i + 1; // active.allocs
+            w[2] = 16 * (i + 1); // active.alloc_bytes
+            w[4] = 1; // future[0].allocs
+            w[6] = 16; // future[0].alloc_bytes
+            w
+        };
+        for (i, b) in bs.iter().enumerate().take(n - 1) {
+            put(&mut bytes, base, &layout, b, &rec(i as u64));
+        }
+        // mProfCycle (value << 1) lives after the buckets.
+        let cycle_at = base + 8000;
+        bytes[8000..8004].copy_from_slice(&(1u32 << 1).to_le_bytes());
+        let mem = Image {
+            base,
+            bytes,
+            calls: Default::default(),
+        };
+        let mut p = RecordPlan::new(DEFAULT_COALESCE_GAP);
+        p.rebuild(&bs, &layout, &map);
+        let mut got = bs.clone();
+        let mut read = |mem: &Image, got: &mut Vec<RawBucket>| {
+            let mut c = [0u8; 4];
+            let mut extra = [ReadRequest {
+                addr: cycle_at,
+                buf: &mut c,
+                got: 0,
+            }];
+            let mut ages = Vec::new();
+            let log = ChangeLog {
+                ages: Some(&mut ages),
+                cycle_extra: Some(0),
+            };
+            let r = p
+                .read_into(mem, &mut extra, None, got, &layout, log)
+                .unwrap();
+            assert_eq!((r.complete, r.kept), (true, 0));
+            // As list indices, ascending.
+            let mut idx: Vec<usize> = ages.iter().map(|&a| n - 1 - a as usize).collect();
+            idx.sort_unstable();
+            idx
+        };
+        // The first read writes (and logs) every bucket.
+        assert_eq!(read(&mem, &mut got), (0..n).collect::<Vec<_>>());
+        assert_eq!(got[2].record.active.allocs, 3);
+        // Unchanged: only the bucket publishing nothing is written again (it is not logged).
+        assert_eq!(read(&mem, &mut got), Vec::<usize>::new());
+        // At cycle 1 mallocs go to future[(1 + 2) % 3] = future[0], published nowhere yet: the
+        // bucket keeps its record. A change of future[1] (published at cycle 1) is rewritten
+        // and logged.
+        let mut bytes = mem.bytes.clone();
+        let mut r0 = rec(0);
+        r0[4] = 8; // future[0].allocs
+        put(&mut bytes, base, &layout, &bs[0], &r0);
+        let mut r3 = rec(3);
+        r3[9] = 1; // future[1].frees
+        put(&mut bytes, base, &layout, &bs[3], &r3);
+        let mem = Image { bytes, ..mem };
+        assert_eq!(read(&mem, &mut got), vec![3]);
+        assert_eq!(got[3].record.future[1].frees, 1);
+        assert_eq!(got[0].record.future[0].allocs, 1, "bucket 0 was rewritten");
+        // The bucket publishing nothing was rewritten every time (the runtime's all-cycles
+        // fallback reads every slot of it).
+        let mut bytes = mem.bytes.clone();
+        let mut r5 = [0u64; 16];
+        r5[12] = 9; // future[2].allocs
+        put(&mut bytes, base, &layout, &bs[5], &r5);
+        let mem = Image { bytes, ..mem };
+        assert_eq!(read(&mem, &mut got), Vec::<usize>::new());
+        assert_eq!(got[5].record.future[2].allocs, 9);
+        // A new mProfCycle: every bucket is rewritten and logged (its counters may have moved).
+        let mut bytes = mem.bytes.clone();
+        bytes[8000..8004].copy_from_slice(&(2u32 << 1).to_le_bytes());
+        let mem = Image { bytes, ..mem };
+        assert_eq!(read(&mem, &mut got), (0..n).collect::<Vec<_>>());
+        assert_eq!(got[0].record.future[0].allocs, 8);
     }
 
     #[test]

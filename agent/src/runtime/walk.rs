@@ -143,47 +143,82 @@ impl MemRecord {
     /// Decodes a memRecord; for layouts without byte counters, bytes = count × `size`. `None` if
     /// `data` is shorter than [`RuntimeLayout::record_size`].
     pub fn decode(layout: &RuntimeLayout, data: &[u8], size: u64) -> Option<MemRecord> {
+        let mut r = MemRecord::default();
+        r.decode_into(layout, data, size).then_some(r)
+    }
+
+    /// [`MemRecord::decode`] in place (no temporary record to move); `false`, leaving `self` as
+    /// it was, if `data` is shorter than the record.
+    #[inline]
+    pub fn decode_into(&mut self, layout: &RuntimeLayout, data: &[u8], size: u64) -> bool {
         if layout.cycle_has_bytes {
             // 4 cycles of (allocs, frees, alloc_bytes, free_bytes).
-            let w = words::<16>(data)?;
-            let c = |b: usize| Cycle {
-                allocs: w[b],
-                frees: w[b + 1],
-                alloc_bytes: w[b + 2],
-                free_bytes: w[b + 3],
+            let Some(d) = data.get(..128) else {
+                return false;
             };
-            Some(MemRecord {
-                active: c(0),
-                future: [c(4), c(8), c(12)],
-            })
+            for (k, c) in std::iter::once(&mut self.active)
+                .chain(self.future.iter_mut())
+                .enumerate()
+            {
+                *c = Cycle {
+                    allocs: word(d, 4 * k),
+                    frees: word(d, 4 * k + 1),
+                    alloc_bytes: word(d, 4 * k + 2),
+                    free_bytes: word(d, 4 * k + 3),
+                };
+            }
         } else {
             // 4 cycles of (allocs, frees).
-            let w = words::<8>(data)?;
-            let c = |b: usize| Cycle {
-                allocs: w[b],
-                frees: w[b + 1],
-                alloc_bytes: w[b].wrapping_mul(size),
-                free_bytes: w[b + 1].wrapping_mul(size),
+            let Some(d) = data.get(..64) else {
+                return false;
             };
-            Some(MemRecord {
-                active: c(0),
-                future: [c(2), c(4), c(6)],
-            })
+            for (k, c) in std::iter::once(&mut self.active)
+                .chain(self.future.iter_mut())
+                .enumerate()
+            {
+                let (allocs, frees) = (word(d, 2 * k), word(d, 2 * k + 1));
+                *c = Cycle {
+                    allocs,
+                    frees,
+                    alloc_bytes: allocs.wrapping_mul(size),
+                    free_bytes: frees.wrapping_mul(size),
+                };
+            }
         }
+        true
     }
 }
 
-/// The first `N` little-endian u64 words of `data` (`None` if it is shorter than `8 × N` bytes).
+/// Word `k` (the little-endian u64 at `8 × k`) of `d`; 0 past its end.
+#[inline(always)]
+fn word(d: &[u8], k: usize) -> u64 {
+    le_word(d, 8 * k as u64)
+}
+
+/// The raw words the memRecord at the start of `data` publishes at `cycle`
+/// ([`MemRecord::published`]'s sum, before 1.27's bytes are derived from counts): allocs, frees
+/// and, where the layout has them, the two byte counters (0 otherwise). Equal words at one
+/// `cycle` mean equal published counters, as a bucket's object size is fixed. `None` if `data` is
+/// shorter than the record.
 #[inline]
-fn words<const N: usize>(data: &[u8]) -> Option<[u64; N]> {
-    let data = data.get(..N * 8)?;
-    let mut w = [0u64; N];
-    for (d, c) in w.iter_mut().zip(data.chunks_exact(8)) {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(c);
-        *d = u64::from_le_bytes(b);
+pub fn published_words(
+    layout: &RuntimeLayout,
+    data: &[u8],
+    cycle: Option<u32>,
+) -> Option<[u64; 4]> {
+    let mut out = [0u64; 4];
+    let per = if layout.cycle_has_bytes { 4 } else { 2 };
+    let d = data.get(..per * 8 * (1 + FUTURE_CYCLES))?;
+    for (k, o) in out.iter_mut().enumerate().take(per) {
+        *o = word(d, k);
     }
-    Some(w)
+    if let Some(c) = cycle {
+        let f = per * (1 + c as usize % FUTURE_CYCLES);
+        for (k, o) in out.iter_mut().enumerate().take(per) {
+            *o = o.wrapping_add(word(d, f + k));
+        }
+    }
+    Some(out)
 }
 
 /// One bucket as read from the target.
@@ -510,6 +545,7 @@ impl<'a, M: RemoteMemory + ?Sized> BucketWalker<'a, M> {
 }
 
 /// The little-endian u64 at `off` in `buf` (0 past the end).
+#[inline]
 fn le_word(buf: &[u8], off: u64) -> u64 {
     let off = off as usize;
     buf.get(off..off + 8)
