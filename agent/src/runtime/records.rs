@@ -102,7 +102,8 @@ pub struct RecordPlan {
     /// position counted from the end of the list (the oldest bucket is 0), which prepending new
     /// buckets does not change; the offset is the record's, in bytes from the range start.
     members: Vec<(u32, u32)>,
-    /// Per member, same order as `members`: what the last read wrote into its bucket.
+    /// Per member, same order as `members`: what the last read wrote into its bucket. Members
+    /// past its end (added since the last read) have had nothing written.
     seen: Vec<Seen>,
     /// Buckets planned (the length of the list the plan was built for).
     count: usize,
@@ -163,8 +164,8 @@ impl RecordPlan {
         self.ranges.clear();
         self.members.clear();
         self.members.reserve(n);
+        // Filled by the first read (not here: a cold cycle's cache is for the walked buckets).
         self.seen.clear();
-        self.seen.resize(n, Seen::default());
         self.count = n;
         self.total = 0;
         // (start, end, end of the anonymous mapping it may grow to)
@@ -232,7 +233,6 @@ impl RecordPlan {
         let first = self.members.len();
         self.members
             .extend(part.members.iter().map(|&(age, off)| (age + old, off)));
-        self.seen.extend_from_slice(&part.seen);
         for r in &part.ranges {
             self.ranges.push(Range {
                 first: r.first + first,
@@ -337,6 +337,9 @@ impl RecordPlan {
         }
         let rs = layout.record_size() as usize;
         let nb = buckets.len();
+        if self.seen.len() < self.members.len() {
+            self.seen.resize(self.members.len(), Seen::default());
+        }
         let mut updated = 0usize;
         let mut done = 0usize;
         let mut first = true;
