@@ -507,6 +507,11 @@ mod tests {
         }
     }
 
+    /// A read that notes no changes and knows no `mProfCycle`.
+    fn no_log() -> ChangeLog<'static> {
+        ChangeLog::default()
+    }
+
     /// The allocs count the image holds for bucket `i` of the deadline test.
     fn marked(i: usize) -> u64 {
         i as u64 + 1
@@ -543,14 +548,7 @@ mod tests {
         // Out of time: only the first batch (with the extra range) is read.
         let mut got = bs.clone();
         let r = p
-            .read_into(
-                &mem,
-                &mut extra,
-                past,
-                &mut got,
-                &layout,
-                ChangeLog::default(),
-            )
+            .read_into(&mem, &mut extra, past, &mut got, &layout, no_log())
             .unwrap();
         assert!(!r.complete);
         assert_eq!(extra[0].got, 8);
@@ -568,14 +566,7 @@ mod tests {
                 got: 0,
             }];
             let _ = p
-                .read_into(
-                    &mem,
-                    &mut extra,
-                    past,
-                    &mut got,
-                    &layout,
-                    ChangeLog::default(),
-                )
+                .read_into(&mem, &mut extra, past, &mut got, &layout, no_log())
                 .unwrap();
         }
         assert!((0..n).all(|i| got[i].record.active.allocs == marked(i)));
@@ -585,14 +576,7 @@ mod tests {
         let before = mem.calls.get();
         let mut fresh = bs.clone();
         let r = p
-            .read_into(
-                &mem,
-                &mut [],
-                None,
-                &mut fresh,
-                &layout,
-                ChangeLog::default(),
-            )
+            .read_into(&mem, &mut [], None, &mut fresh, &layout, no_log())
             .unwrap();
         assert_eq!((r.complete, r.kept), (true, 0));
         assert!((0..n).all(|i| fresh[i].record.active.allocs == marked(i)));
@@ -655,14 +639,7 @@ mod tests {
         p.rebuild(&bs, &layout, &map);
         let mut older = bs[1..].to_vec();
         let r = p
-            .read_into(
-                &mem,
-                &mut [],
-                None,
-                &mut older,
-                &layout,
-                ChangeLog::default(),
-            )
+            .read_into(&mem, &mut [], None, &mut older, &layout, no_log())
             .unwrap();
         assert_eq!(r.kept, 0);
         for (i, b) in older.iter().enumerate() {

@@ -153,7 +153,7 @@ impl MemRecord {
     pub fn decode_into(&mut self, layout: &RuntimeLayout, data: &[u8], size: u64) -> bool {
         if layout.cycle_has_bytes {
             // 4 cycles of (allocs, frees, alloc_bytes, free_bytes).
-            let Some(d) = data.get(..128) else {
+            let Some(d) = data.get(..layout.record_size() as usize) else {
                 return false;
             };
             for (k, c) in std::iter::once(&mut self.active)
@@ -169,7 +169,7 @@ impl MemRecord {
             }
         } else {
             // 4 cycles of (allocs, frees).
-            let Some(d) = data.get(..64) else {
+            let Some(d) = data.get(..layout.record_size() as usize) else {
                 return false;
             };
             for (k, c) in std::iter::once(&mut self.active)
@@ -208,7 +208,7 @@ pub fn published_words(
 ) -> Option<[u64; 4]> {
     let mut out = [0u64; 4];
     let per = if layout.cycle_has_bytes { 4 } else { 2 };
-    let d = data.get(..per * 8 * (1 + FUTURE_CYCLES))?;
+    let d = data.get(..layout.record_size() as usize)?;
     for (k, o) in out.iter_mut().enumerate().take(per) {
         *o = word(d, k);
     }
@@ -648,6 +648,44 @@ mod tests {
     use crate::runtime::version::GoVersion;
     use crate::target::memory::ReadStats;
     use std::collections::BTreeMap;
+
+    /// `published_words` sums the same words `MemRecord::published` does, for both layouts and
+    /// every cycle (and none), and refuses a short record as `decode` does.
+    #[test]
+    fn published_words_are_the_decoded_records_published_counters() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for v in [(1, 24), (1, 27)] {
+            let layout = RuntimeLayout::for_version(&GoVersion::new(v.0, v.1));
+            let rs = layout.record_size() as usize;
+            for _ in 0..200 {
+                let data: Vec<u8> = (0..rs)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        (x >> 56) as u8
+                    })
+                    .collect();
+                let size = 16 + x % 4096;
+                let rec = MemRecord::decode(&layout, &data, size).unwrap();
+                for cycle in [None, Some(0), Some(1), Some(2), Some(7)] {
+                    let p = rec.published(cycle);
+                    let want = if layout.cycle_has_bytes {
+                        [p.allocs, p.frees, p.alloc_bytes, p.free_bytes]
+                    } else {
+                        [p.allocs, p.frees, 0, 0]
+                    };
+                    assert_eq!(
+                        published_words(&layout, &data, cycle),
+                        Some(want),
+                        "{v:?} {cycle:?}"
+                    );
+                }
+                assert_eq!(published_words(&layout, &data[..rs - 1], Some(1)), None);
+                assert_eq!(MemRecord::decode(&layout, &data[..rs - 1], size), None);
+            }
+        }
+    }
 
     /// A fake address space: a set of byte ranges.
     struct FakeMem {
