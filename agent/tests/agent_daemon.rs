@@ -360,33 +360,38 @@ fn fifty_processes() {
     let pids: Vec<i32> = children.iter().map(|c| c.pid).collect();
     let root = private_proc_root(&s, &pids);
     let agent = Agent::start(&s, &["--proc-root", root.to_str().unwrap()]);
-    wait_for(
-        Duration::from_secs(30),
-        "all 50 readable with metrics",
-        || {
-            let v = agent.processes();
-            let procs = v["processes"].as_array()?;
-            let readable = pids
-                .iter()
-                .filter(|pid| {
-                    procs.iter().any(|p| {
-                        p["pid"].as_i64() == Some(**pid as i64) && p["state"] == "readable"
-                    })
-                })
-                .count();
-            let m = agent.metrics();
-            let exported = pids
-                .iter()
-                .filter(|pid| {
-                    metric_for_pid(&m, "container_go_alloc_bytes_total", **pid).unwrap_or(0.0) > 0.0
-                        && metric_for_pid(&m, "container_go_alloc_objects_total", **pid)
-                            .unwrap_or(0.0)
-                            > 0.0
-                })
-                .count();
-            (readable == 50 && exported == 50).then_some(())
-        },
-    );
+    // What was missing at the last poll, for the failure message. (How fast 50 processes become
+    // readable is measured by benches/ node_scale; here the wait only bounds a stuck state: it
+    // ran out at 30 s twice in 6 runs of this test beside another, under the suite's load.)
+    let mut missing = String::new();
+    let t0 = std::time::Instant::now();
+    let ready = wait_for_within(Duration::from_secs(90), || {
+        let v = agent.processes();
+        let procs = v["processes"].as_array()?;
+        let m = agent.metrics();
+        let lacking: Vec<String> = pids
+            .iter()
+            .filter_map(|pid| {
+                let state = procs
+                    .iter()
+                    .find(|p| p["pid"].as_i64() == Some(*pid as i64))
+                    .map_or("not listed".to_string(), |p| p["state"].to_string());
+                let bytes = metric_for_pid(&m, "container_go_alloc_bytes_total", *pid);
+                let objects = metric_for_pid(&m, "container_go_alloc_objects_total", *pid);
+                let exported = bytes.unwrap_or(0.0) > 0.0 && objects.unwrap_or(0.0) > 0.0;
+                (state != "\"readable\"" || !exported)
+                    .then(|| format!("{pid}: {state}, alloc bytes {bytes:?} objects {objects:?}"))
+            })
+            .collect();
+        missing = format!(
+            "{} of 50 not readable with metrics after {} agent cycles: {}",
+            lacking.len(),
+            agent.cycles(),
+            lacking.join("; ")
+        );
+        lacking.is_empty().then_some(())
+    });
+    assert!(ready.is_some(), "after {:?}: {missing}", t0.elapsed());
     let m = agent.metrics();
     assert_eq!(
         metric_value(&m, "goheap_agent_symbol_table_scans_total"),

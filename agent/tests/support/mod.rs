@@ -561,6 +561,21 @@ impl XorShift {
 
 // --- Waiting ----------------------------------------------------------------------------------
 
+/// Polls `f` every 200 ms until it returns `Some`, or gives `None` after `timeout` (for a
+/// caller that says what was missing).
+pub fn wait_for_within<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if t0.elapsed() >= timeout {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Polls `f` every 200 ms until it returns `Some`, or panics with `what` after `timeout`.
 pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let t0 = Instant::now();
