@@ -375,11 +375,11 @@ fn fifty_processes() {
                 let state = procs
                     .iter()
                     .find(|p| p["pid"].as_i64() == Some(*pid as i64))
-                    .map_or("not listed".to_string(), |p| p["state"].to_string());
+                    .map_or("not listed", |p| p["state"].as_str().unwrap_or("no state"));
                 let bytes = metric_for_pid(&m, "container_go_alloc_bytes_total", *pid);
                 let objects = metric_for_pid(&m, "container_go_alloc_objects_total", *pid);
                 let exported = bytes.unwrap_or(0.0) > 0.0 && objects.unwrap_or(0.0) > 0.0;
-                (state != "\"readable\"" || !exported)
+                (state != "readable" || !exported)
                     .then(|| format!("{pid}: {state}, alloc bytes {bytes:?} objects {objects:?}"))
             })
             .collect();

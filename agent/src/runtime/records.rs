@@ -17,7 +17,7 @@
 //! Most records do not move between two cycles: the plan keeps, in a dense array in its own
 //! (address) order, the published counters it last wrote into each bucket and the `mProfCycle`
 //! they were summed at. A record whose published counters and cycle are both unchanged is not
-//! decoded and its bucket (170 scattered bytes of a list that outgrows the CPU cache) is not
+//! decoded and its bucket (168 scattered bytes of a list that outgrows the CPU cache) is not
 //! touched.
 
 use crate::runtime::layout::RuntimeLayout;
