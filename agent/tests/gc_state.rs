@@ -245,7 +245,28 @@ fn compare(
 fn heap_goal_in_the_memory_limit_regime_equals_the_processes_own() {
     for v in GO_VERSIONS {
         for mode in ["default", "pie", "stripped"] {
-            let (own, s, _) = run_gcstate(v, mode, 32, Some("56MiB"));
+            // The limit goal is the limit less the process's non-heap memory, which the runtime's
+            // own background work can still move after the fixture's read (39,733 bytes once, in
+            // 1 of 3 full suites): each run is within 64 KiB, and one of at most three fresh runs
+            // must equal the process's own goal exactly (a wrong formula never does).
+            let mut misses = Vec::new();
+            let (own, s) = loop {
+                let (own, s, _) = run_gcstate(v, mode, 32, Some("56MiB"));
+                let want = own["/gc/heap/goal:bytes"];
+                assert!(
+                    s.heap_goal_bytes.abs_diff(want) <= 64 << 10,
+                    "Go {v} {mode}: goal {} vs {want}",
+                    s.heap_goal_bytes
+                );
+                if s.heap_goal_bytes == want {
+                    break (own, s);
+                }
+                misses.push((s.heap_goal_bytes, want));
+                assert!(
+                    misses.len() < 3,
+                    "Go {v} {mode}: goals (ours, theirs) {misses:?}"
+                );
+            };
             compare(v, mode, &own, &s);
             assert!(
                 s.memory_limited,
